@@ -1,0 +1,16 @@
+//! ringrelay: a high-throughput SMTP sink, debugging server and relay.
+//!
+//! Layers, data flowing only downwards:
+//!
+//! ```text
+//!  main.rs / cli    parse args + TOML config; pick a mode; start shards
+//!  server/          shard threads: pinned, one event loop each (io_uring or epoll), listener,
+//!                   connection slab, graceful drain. The only code that does I/O.
+//!  handler/         what a transaction means: sink, debug (and later relay, mailman)
+//!  proto/           sans-IO SMTP: parser, replies, session state machine, DATA/BDAT scanner
+//! ```
+//!
+//! The protocol core (`proto`) is usable on its own: feed bytes to a [`proto::Session`], take
+//! its replies and events, answer the events.
+
+pub mod proto;

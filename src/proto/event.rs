@@ -1,0 +1,40 @@
+//! What a session asks of, or tells, its handler.
+//!
+//! Events marked *decision* stop the session until `Session::handler_reply` answers them (the
+//! session holds any further pipelined input meanwhile); the others are notifications.
+
+use super::data::DataChunk;
+
+/// An event from `Session::poll_event`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// *Decision*: a client connected; the default answer is the 220 greeting. A non-2xx answer
+    /// is sent and the session closes.
+    Connect,
+    /// *Decision*: HELO or EHLO (`Session::pending_helo`); a 2xx answer means "accept" and the
+    /// session sends its own greeting reply with the extension list.
+    Hello,
+    /// *Decision*: MAIL FROM (`Envelope::mail_from`, `mail_options`); default `250 2.1.0`.
+    Mail,
+    /// *Decision*: RCPT TO (`Session::pending_recipient`); default `250 2.1.5`.
+    Rcpt,
+    /// *Decision*: DATA with at least one recipient; default `354`. Any non-3xx answer refuses it.
+    DataStart,
+    /// Notification: a piece of the message body, in order.
+    DataChunk(DataChunk),
+    /// *Decision*: the whole body arrived (after CRLF.CRLF or BDAT LAST); default `250 2.0.0`.
+    /// The transaction ends whatever the answer.
+    DataEnd,
+    /// Notification: the transaction was abandoned (RSET, HELO/EHLO, a refused body, timeout,
+    /// too many errors); chunks already delivered for it are void.
+    Reset,
+    /// Notification: QUIT was answered with 221; the session is closing.
+    Quit,
+}
+
+impl Event {
+    /// True for events that need `Session::handler_reply`.
+    pub fn needs_reply(&self) -> bool {
+        !matches!(self, Event::DataChunk(_) | Event::Reset | Event::Quit)
+    }
+}

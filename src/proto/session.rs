@@ -1,0 +1,409 @@
+//! `Session`: the sans-IO SMTP server state machine (RFC 5321 with SIZE, 8BITMIME, SMTPUTF8,
+//! PIPELINING, ENHANCEDSTATUSCODES and CHUNKING).
+//!
+//! It never touches a socket, a thread or a clock: bytes come in through `handle_input`, time
+//! through the `now` arguments, replies leave through `poll_output`, handler decisions through
+//! `poll_event` / `handler_reply`, and `poll_timeout` / `handle_timeout` drive the timers. Every
+//! complete pipelined command is answered in order; replies accumulate until the I/O layer takes
+//! them, so one batch goes out per drained input. Memory is bounded whatever the peer sends:
+//! command lines are capped, message bodies are never buffered here (they leave as chunks).
+//!
+//! ```text
+//!   connect --Connect--> ExpectHelo --HELO/EHLO--> ExpectMail <------------------------------+
+//!                                                   |  ^  ^                                   |
+//!                                              MAIL |  |  | RSET / HELO / EHLO (any state)    |
+//!                                                   v  |  |                                   |
+//!                                             ExpectRcpt  |                                   |
+//!                                                   | RCPT (accepted)                         |
+//!                                                   v                                         |
+//!                                           ExpectRcptOrData --DATA--> InData --CRLF.CRLF-----+
+//!                                                   |   ^                                     |
+//!                                          BDAT n   v   | BDAT n (more)                       |
+//!                                                 InBdat ----------- BDAT n LAST -------------+
+//!   QUIT, timeout, error budget spent, refused greeting: --> Closed
+//! ```
+
+mod body;
+mod execute;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use core::net::SocketAddr;
+
+use super::address::Mailbox;
+use super::config::SessionConfig;
+use super::data::{DataChunk, DataScanner, Piece, PieceSource};
+use super::envelope::Envelope;
+use super::event::Event;
+use super::reply::{EnhancedCode, Reply};
+
+/// Where the session stands in RFC 5321 §4.1.4 command ordering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Connected; no HELO/EHLO accepted yet.
+    ExpectHelo,
+    /// Greeted; no transaction.
+    ExpectMail,
+    /// MAIL accepted; no recipient accepted yet.
+    ExpectRcpt,
+    /// At least one recipient accepted.
+    ExpectRcptOrData,
+    /// Reading a DATA body.
+    InData,
+    /// Between or inside BDAT chunks.
+    InBdat,
+    /// QUIT answered or the session was ended; no more input is read.
+    Closed,
+}
+
+/// Which decision the session waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaiting {
+    Connect,
+    Hello,
+    Mail,
+    Rcpt,
+    DataStart,
+    DataEnd,
+}
+
+/// How incoming bytes are framed right now.
+#[derive(Debug)]
+enum Mode {
+    /// CRLF-terminated command lines.
+    Command,
+    /// Discarding the rest of an over-long or malformed command line.
+    SkipLine,
+    /// DATA body until CRLF.CRLF.
+    Data,
+    /// The octets of a BDAT chunk.
+    Bdat(BdatChunk),
+}
+
+#[derive(Debug)]
+struct BdatChunk {
+    remaining: u64,
+    size: u64,
+    last: bool,
+    /// Reply to give once the octets are consumed, when the chunk is refused.
+    refusal: Option<Reply>,
+}
+
+/// The body being received in the current transaction.
+#[derive(Debug)]
+struct Body {
+    scanner: DataScanner,
+    too_big: bool,
+}
+
+/// One SMTP server session. See the module documentation for the contract.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<SessionConfig>,
+    peer: SocketAddr,
+    state: State,
+    mode: Mode,
+    helo: Option<String>,
+    esmtp: bool,
+    pending_helo: Option<(String, bool)>,
+    envelope: Envelope,
+    pending_rcpt: Option<(Mailbox, Vec<String>)>,
+    body: Option<Body>,
+    awaiting: Option<Awaiting>,
+    events: VecDeque<Event>,
+    /// Data-chunk events whose bytes are still ranges of the current input.
+    fixups: Vec<(usize, std::ops::Range<usize>)>,
+    pieces: Vec<Piece>,
+    out: Vec<u8>,
+    errors: u32,
+    last_activity: Instant,
+}
+
+impl Session {
+    /// Starts a session for a client at `peer`; the first event is `Event::Connect`.
+    pub fn new(config: Arc<SessionConfig>, peer: SocketAddr, now: Instant) -> Self {
+        let mut events = VecDeque::with_capacity(4);
+        events.push_back(Event::Connect);
+        Self {
+            config,
+            peer,
+            state: State::ExpectHelo,
+            mode: Mode::Command,
+            helo: None,
+            esmtp: false,
+            pending_helo: None,
+            envelope: Envelope::default(),
+            pending_rcpt: None,
+            body: None,
+            awaiting: Some(Awaiting::Connect),
+            events,
+            fixups: Vec::new(),
+            pieces: Vec::new(),
+            out: Vec::with_capacity(256),
+            errors: 0,
+            last_activity: now,
+        }
+    }
+
+    /// Feeds input bytes; returns how many were consumed. Unconsumed bytes (a partial command
+    /// line, input held while a decision is pending, up to two octets of a possible DATA
+    /// terminator) must be presented again, followed by newer input. Data chunks are copied out
+    /// of `input`; use `handle_input_buf` to keep them as views of the read buffer instead.
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        let used = self.process(now, input);
+        self.resolve_fixups(|r| Bytes::copy_from_slice(&input[r]));
+        used
+    }
+
+    /// Like `handle_input`, but consumes from the front of `buf` and hands data chunks out as
+    /// zero-copy views of it (`BytesMut::split_to` + `freeze`). Unconsumed bytes stay in `buf`.
+    pub fn handle_input_buf(&mut self, now: Instant, buf: &mut BytesMut) {
+        let used = self.process(now, buf);
+        if self.fixups.is_empty() {
+            bytes::Buf::advance(buf, used);
+        } else {
+            let taken = buf.split_to(used).freeze();
+            self.resolve_fixups(|r| taken.slice(r));
+        }
+    }
+
+    /// Appends the replies produced so far to `out`.
+    pub fn poll_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.out);
+    }
+
+    /// True when replies are waiting for `poll_output`.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The next event for the handler, in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// True while a decision event waits for `handler_reply`.
+    pub fn is_awaiting_reply(&self) -> bool {
+        self.awaiting.is_some()
+    }
+
+    /// Answers the pending decision: `None` lets the session's default reply stand, `Some`
+    /// replaces it (2xx/3xx accepts, 4xx/5xx refuses). Ignored when nothing is pending.
+    pub fn handler_reply(&mut self, reply: Option<Reply>) {
+        let Some(awaiting) = self.awaiting.take() else {
+            return;
+        };
+        self.apply_decision(awaiting, reply);
+    }
+
+    /// When the session wants `handle_timeout` called; `None` while it waits for its handler
+    /// or is closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.awaiting.is_some() || self.state == State::Closed {
+            return None;
+        }
+        let limit = match self.mode {
+            Mode::Data | Mode::Bdat(_) => self.config.data_timeout,
+            _ => self.config.idle_timeout,
+        };
+        Some(self.last_activity + limit)
+    }
+
+    /// Ends the session with `421 4.4.2` if its deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.poll_timeout(), Some(t) if now >= t) {
+            let text = format!("{} Error: timeout exceeded", self.config.hostname);
+            self.close_with(Reply::new(421, EnhancedCode::new(4, 4, 2), text));
+        }
+    }
+
+    /// Ends the session with `reply` (for example `421 4.3.2` at shutdown): the transaction in
+    /// progress is reset and no more input is read.
+    pub fn close_with(&mut self, reply: Reply) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.awaiting = None;
+        self.abort_transaction();
+        self.write(&reply);
+        self.state = State::Closed;
+    }
+
+    /// True once the session has nothing more to say after its pending output: flush, then close.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The session's place in the command sequence (the seed's `smtp_state`, refined).
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The client's address (the seed's `peer`).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The name from the accepted HELO/EHLO (the seed's `seen_greeting`).
+    pub fn helo_name(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// The HELO/EHLO awaiting a decision: (name, is EHLO).
+    pub fn pending_helo(&self) -> Option<(&str, bool)> {
+        self.pending_helo.as_ref().map(|(n, e)| (n.as_str(), *e))
+    }
+
+    /// True when the accepted greeting was EHLO.
+    pub fn is_esmtp(&self) -> bool {
+        self.esmtp
+    }
+
+    /// Our own name (the seed's `fqdn`).
+    pub fn hostname(&self) -> &str {
+        &self.config.hostname
+    }
+
+    /// The current transaction.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The RCPT awaiting a decision: (address, parameters).
+    pub fn pending_recipient(&self) -> Option<(&Mailbox, &[String])> {
+        self.pending_rcpt.as_ref().map(|(m, p)| (m, p.as_slice()))
+    }
+
+    /// The configuration this session runs with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Protocol errors counted against the error budget so far.
+    pub fn error_count(&self) -> u32 {
+        self.errors
+    }
+
+    fn process(&mut self, now: Instant, input: &[u8]) -> usize {
+        if !input.is_empty() {
+            self.last_activity = now;
+        }
+        let mut pos = 0;
+        while pos < input.len() && self.awaiting.is_none() && self.state != State::Closed {
+            let used = match self.mode {
+                Mode::Command => self.command_step(&input[pos..]),
+                Mode::SkipLine => self.skip_step(&input[pos..]),
+                Mode::Data => self.data_step(input, pos),
+                Mode::Bdat(_) => self.bdat_step(input, pos),
+            };
+            if used == 0 {
+                break;
+            }
+            pos += used;
+        }
+        if self.state == State::Closed {
+            // Nothing after QUIT or a 421 is read; report it consumed so the driver drops it.
+            return input.len();
+        }
+        pos
+    }
+
+    fn resolve_fixups(&mut self, mut bytes_of: impl FnMut(std::ops::Range<usize>) -> Bytes) {
+        for (index, range) in self.fixups.drain(..) {
+            if let Some(Event::DataChunk(chunk)) = self.events.get_mut(index) {
+                chunk.set_wire(bytes_of(range));
+            }
+        }
+    }
+
+    /// Turns scanned pieces (offsets relative to `base` in the input) into chunk events and
+    /// counts their content against the size limit.
+    fn emit_pieces(&mut self, base: usize) {
+        let limit = self.config.data_size_limit;
+        let mut pieces = std::mem::take(&mut self.pieces);
+        for piece in pieces.drain(..) {
+            let len = match &piece.source {
+                PieceSource::Input(r) => r.len(),
+                PieceSource::Static(b) => b.len(),
+            };
+            self.envelope.data_size += (len - piece.dots.len()) as u64;
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            if limit != 0 && self.envelope.data_size > limit {
+                body.too_big = true;
+            }
+            if body.too_big || body.scanner.bare_line_ending && !self.normalizing() {
+                continue;
+            }
+            match piece.source {
+                PieceSource::Static(b) => self.events.push_back(Event::DataChunk(DataChunk::new(
+                    Bytes::from_static(b),
+                    piece.dots,
+                ))),
+                PieceSource::Input(r) => {
+                    self.fixups
+                        .push((self.events.len(), base + r.start..base + r.end));
+                    self.events
+                        .push_back(Event::DataChunk(DataChunk::new(Bytes::new(), piece.dots)));
+                }
+            }
+        }
+        self.pieces = pieces;
+    }
+
+    fn normalizing(&self) -> bool {
+        self.config.bare_line_endings == super::config::BareLineEndings::Normalize
+    }
+
+    /// Writes a reply, with its enhanced code when ENHANCEDSTATUSCODES was advertised.
+    fn write(&mut self, reply: &Reply) {
+        let esc = self.esmtp && self.config.extensions.enhanced_status_codes;
+        reply.write_to(&mut self.out, esc);
+    }
+
+    /// Writes a reply to a protocol error and spends one unit of the error budget.
+    fn protocol_error(&mut self, reply: Reply) {
+        self.write(&reply);
+        self.errors += 1;
+        if self.config.max_errors != 0 && self.errors >= self.config.max_errors {
+            let text = format!("{} Error: too many errors", self.config.hostname);
+            self.close_with(Reply::new(421, EnhancedCode::new(4, 7, 0), text));
+        }
+    }
+
+    /// Drops the transaction in progress (if any), telling the handler.
+    fn abort_transaction(&mut self) {
+        let in_transaction = !matches!(
+            self.state,
+            State::ExpectHelo | State::ExpectMail | State::Closed
+        );
+        if in_transaction {
+            self.events.push_back(Event::Reset);
+        }
+        self.end_transaction();
+    }
+
+    /// Clears the envelope and body and returns to command mode after a greeting.
+    fn end_transaction(&mut self) {
+        self.envelope.clear();
+        self.pending_rcpt = None;
+        self.body = None;
+        if !matches!(self.mode, Mode::SkipLine) {
+            self.mode = Mode::Command;
+        }
+        if self.state != State::Closed {
+            self.state = if self.helo.is_some() {
+                State::ExpectMail
+            } else {
+                State::ExpectHelo
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

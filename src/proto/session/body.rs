@@ -1,0 +1,116 @@
+//! Receiving message bodies: the DATA and BDAT input modes and the verdict at the body's end.
+//! Part of `Session`; see the parent module for the contract.
+
+use super::super::event::Event;
+use super::super::reply::{EnhancedCode, Reply};
+use super::{Awaiting, Mode, Session};
+
+impl Session {
+    /// Scans DATA input from `input[pos..]`; returns octets consumed (0 = need more input).
+    pub(super) fn data_step(&mut self, input: &[u8], pos: usize) -> usize {
+        let Some(body) = self.body.as_mut() else {
+            self.mode = Mode::Command;
+            return 0;
+        };
+        let r = body.scanner.scan(&input[pos..], &mut self.pieces);
+        self.emit_pieces(pos);
+        if r.done {
+            self.finish_body();
+        }
+        r.consumed
+    }
+
+    /// Takes the octets of the current BDAT chunk from `input[pos..]`.
+    pub(super) fn bdat_step(&mut self, input: &[u8], pos: usize) -> usize {
+        let Mode::Bdat(chunk) = &mut self.mode else {
+            return 0;
+        };
+        let avail = (input.len() - pos) as u64;
+        let take = chunk.remaining.min(avail) as usize;
+        chunk.remaining -= take as u64;
+        let accept = chunk.refusal.is_none();
+        let done = chunk.remaining == 0;
+        if accept {
+            if let Some(body) = self.body.as_mut() {
+                body.scanner.scan(&input[pos..pos + take], &mut self.pieces);
+                self.emit_pieces(pos);
+            }
+        }
+        if done {
+            self.finish_bdat_chunk();
+        }
+        take
+    }
+
+    /// All octets of a BDAT chunk are in: answer it.
+    pub(super) fn finish_bdat_chunk(&mut self) {
+        let Mode::Bdat(chunk) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return;
+        };
+        if let Some(refusal) = chunk.refusal {
+            return self.protocol_error(refusal);
+        }
+        let too_big = self.body.as_ref().is_some_and(|b| b.too_big);
+        if too_big {
+            // RFC 3030 §4.2: a 5xx to BDAT fails the whole transaction.
+            self.abort_transaction();
+            return self.write(&too_big_reply());
+        }
+        if chunk.last {
+            if let Some(body) = self.body.as_mut() {
+                body.scanner.finish(&mut self.pieces);
+                self.emit_pieces(0);
+            }
+            self.finish_body();
+        } else {
+            let text = format!("Ok: {} octets received", chunk.size);
+            self.write(&Reply::new(250, EnhancedCode::new(2, 0, 0), text));
+        }
+    }
+
+    /// The body is complete: refuse it for a broken rule, or ask the handler.
+    fn finish_body(&mut self) {
+        self.mode = Mode::Command;
+        let Some(body) = self.body.as_ref() else {
+            return;
+        };
+        let refusal = if body.too_big {
+            Some(too_big_reply())
+        } else if body.scanner.bare_line_ending && !self.normalizing() {
+            Some(Reply::new(
+                554,
+                EnhancedCode::new(5, 6, 0),
+                "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
+            ))
+        } else if body.scanner.long_line {
+            Some(Reply::new(
+                554,
+                EnhancedCode::new(5, 6, 0),
+                format!(
+                    "Error: message has a line longer than {} octets",
+                    self.config.max_text_line
+                ),
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(reply) => {
+                self.abort_transaction();
+                self.write(&reply);
+            }
+            None => {
+                self.awaiting = Some(Awaiting::DataEnd);
+                self.events.push_back(Event::DataEnd);
+            }
+        }
+    }
+}
+
+fn too_big_reply() -> Reply {
+    Reply::new(
+        552,
+        EnhancedCode::new(5, 3, 4),
+        "Error: message size exceeds fixed maximum message size",
+    )
+}

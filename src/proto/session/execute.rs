@@ -1,0 +1,445 @@
+//! Command-line framing and the execution of each command, plus the application of handler
+//! decisions. Part of `Session`; see the parent module for the contract.
+
+use std::borrow::Cow;
+
+use super::super::address::{AddressError, ReversePath};
+use super::super::command::{parse_command, parse_size, Command, CommandError};
+use super::super::config::{BareLineEndings, ExpnPolicy};
+use super::super::data::{DataScanner, Framing};
+use super::super::envelope::BodyType;
+use super::super::event::Event;
+use super::super::reply::{push_sanitized, EnhancedCode, Reply};
+use super::{Awaiting, BdatChunk, Body, Mode, Session, State};
+
+const fn esc(class: u8, subject: u16, detail: u16) -> EnhancedCode {
+    EnhancedCode::new(class, subject, detail)
+}
+
+fn bad_sequence(text: &'static str) -> Reply {
+    Reply::new(503, esc(5, 5, 1), text)
+}
+
+impl Session {
+    /// Frames one command line from the front of `rest` and executes it; 0 = need more input.
+    pub(super) fn command_step(&mut self, rest: &[u8]) -> usize {
+        let limit = self.config.command_line_limit();
+        let normalize = self.config.bare_line_endings == BareLineEndings::Normalize;
+        let Some(p) = memchr::memchr2(b'\r', b'\n', rest) else {
+            if rest.len() >= limit {
+                self.line_too_long();
+                return rest.len();
+            }
+            return 0;
+        };
+        let (line_end, used) = if rest[p] == b'\r' {
+            match rest.get(p + 1) {
+                None if p >= limit => {
+                    self.line_too_long();
+                    return p;
+                }
+                None => return 0,
+                Some(b'\n') => (p, p + 2),
+                Some(_) if normalize => (p, p + 1),
+                Some(_) => {
+                    self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: bare <CR> received"));
+                    self.mode = Mode::SkipLine;
+                    return p + 1;
+                }
+            }
+        } else if normalize {
+            (p, p + 1)
+        } else {
+            self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: bare <LF> received"));
+            return p + 1;
+        };
+        if line_end + 2 > limit {
+            self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: line too long"));
+            return used;
+        }
+        self.execute(&rest[..line_end]);
+        used
+    }
+
+    fn line_too_long(&mut self) {
+        self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: line too long"));
+        self.mode = Mode::SkipLine;
+    }
+
+    /// Discards input up to and including the next LF.
+    pub(super) fn skip_step(&mut self, rest: &[u8]) -> usize {
+        match memchr::memchr(b'\n', rest) {
+            Some(p) => {
+                self.mode = Mode::Command;
+                p + 1
+            }
+            None => rest.len(),
+        }
+    }
+
+    fn execute(&mut self, line: &[u8]) {
+        let cmd = match parse_command(line) {
+            Ok(cmd) => cmd,
+            Err(e) => return self.command_error(e, line),
+        };
+        match cmd {
+            Command::Hello { extended, name } => {
+                self.pending_helo = Some((name.to_string(), extended));
+                self.decide(Awaiting::Hello, Event::Hello);
+            }
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.abort_transaction();
+                self.write(&Reply::new(250, esc(2, 0, 0), "Ok"));
+            }
+            Command::Noop => self.write(&Reply::new(250, esc(2, 0, 0), "Ok")),
+            Command::Quit => {
+                self.abort_transaction();
+                self.write(&Reply::new(221, esc(2, 0, 0), "Bye"));
+                self.events.push_back(Event::Quit);
+                self.state = State::Closed;
+            }
+            Command::Help => self.write(&Reply::new(
+                214,
+                esc(2, 0, 0),
+                "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
+            )),
+            Command::Vrfy => {
+                if line.len() <= 5 || line[5..].iter().all(|&b| b == b' ') {
+                    self.protocol_error(Reply::new(501, esc(5, 5, 4), "Syntax: VRFY address"));
+                } else {
+                    self.write(&Reply::new(
+                        252,
+                        esc(2, 0, 0),
+                        "Cannot VRFY user, but will accept message and attempt delivery",
+                    ));
+                }
+            }
+            Command::Expn => match self.config.expn {
+                ExpnPolicy::Disabled => self.write(&Reply::new(
+                    502,
+                    esc(5, 5, 1),
+                    "Error: EXPN not implemented",
+                )),
+                ExpnPolicy::CannotExpand => {
+                    self.write(&Reply::new(252, esc(2, 1, 5), "Cannot expand list"))
+                }
+            },
+            Command::StartTls | Command::Auth => self.write(&Reply::new(
+                502,
+                esc(5, 5, 1),
+                "Error: command not implemented",
+            )),
+        }
+    }
+
+    fn command_error(&mut self, e: CommandError, line: &[u8]) {
+        let reply = match e {
+            CommandError::Unknown => {
+                let verb_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+                let mut text = String::from("Error: command \"");
+                push_sanitized(&mut text, &line[..verb_end.min(32)]);
+                text.push_str("\" not recognized");
+                Reply::new(500, esc(5, 5, 1), text)
+            }
+            CommandError::Syntax(usage) => Reply::new(501, esc(5, 5, 4), usage),
+            CommandError::BadParam => Reply::new(501, esc(5, 5, 4), "Error: malformed parameter"),
+            CommandError::BadSender(AddressError::BadUtf8)
+            | CommandError::BadRecipient(AddressError::BadUtf8) => {
+                Reply::new(553, esc(5, 6, 7), "Error: address is not valid UTF-8")
+            }
+            CommandError::BadSender(_) => {
+                Reply::new(501, esc(5, 1, 7), "Error: bad sender address syntax")
+            }
+            CommandError::BadRecipient(AddressError::Missing) => Reply::new(
+                501,
+                esc(5, 1, 3),
+                "Error: null or missing recipient address",
+            ),
+            CommandError::BadRecipient(_) => {
+                Reply::new(501, esc(5, 1, 3), "Error: bad recipient address syntax")
+            }
+        };
+        self.protocol_error(reply);
+    }
+
+    /// Raises a decision event and stops reading until the handler answers.
+    fn decide(&mut self, awaiting: Awaiting, event: Event) {
+        self.awaiting = Some(awaiting);
+        self.events.push_back(event);
+    }
+
+    fn mail(&mut self, from: ReversePath, params: Vec<String>) {
+        match self.state {
+            State::ExpectHelo => {
+                return self.protocol_error(bad_sequence("Error: send HELO/EHLO first"))
+            }
+            State::ExpectMail => {}
+            _ => return self.protocol_error(bad_sequence("Error: nested MAIL command")),
+        }
+        let ext = self.config.extensions;
+        let limit = self.config.data_size_limit;
+        let mut declared_size = None;
+        let mut body = BodyType::Unspecified;
+        let mut smtputf8 = false;
+        for p in &params {
+            let (key, value) = match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p.as_str(), None),
+            };
+            let offered = self.esmtp
+                && match key.to_ascii_uppercase().as_str() {
+                    "SIZE" if ext.size => {
+                        match value.and_then(parse_size) {
+                            Some(n) if limit != 0 && n > limit => {
+                                return self.write(&Reply::new(
+                                    552,
+                                    esc(5, 3, 4),
+                                    "Error: message size exceeds fixed maximum message size",
+                                ))
+                            }
+                            Some(n) => declared_size = Some(n),
+                            None => {
+                                return self.protocol_error(Reply::new(
+                                    501,
+                                    esc(5, 5, 4),
+                                    "Error: bad SIZE value",
+                                ))
+                            }
+                        }
+                        true
+                    }
+                    "BODY" if ext.eightbitmime => {
+                        body = match value.map(str::to_ascii_uppercase).as_deref() {
+                            Some("7BIT") => BodyType::SevenBit,
+                            Some("8BITMIME") => BodyType::EightBitMime,
+                            _ => {
+                                return self.protocol_error(Reply::new(
+                                    501,
+                                    esc(5, 5, 4),
+                                    "Error: BODY must be 7BIT or 8BITMIME",
+                                ))
+                            }
+                        };
+                        true
+                    }
+                    "SMTPUTF8" if ext.smtputf8 => {
+                        if value.is_some() {
+                            return self.protocol_error(Reply::new(
+                                501,
+                                esc(5, 5, 4),
+                                "Error: SMTPUTF8 takes no value",
+                            ));
+                        }
+                        smtputf8 = true;
+                        true
+                    }
+                    _ => false,
+                };
+            if !offered {
+                return self.unsupported_param(key);
+            }
+        }
+        if let ReversePath::Mailbox(m) = &from {
+            if m.is_utf8() && !smtputf8 {
+                return self.write(&Reply::new(
+                    553,
+                    esc(5, 6, 7),
+                    "Error: non-ASCII address requires SMTPUTF8",
+                ));
+            }
+        }
+        self.envelope.mail_from = Some(from);
+        self.envelope.mail_options = params;
+        self.envelope.declared_size = declared_size;
+        self.envelope.body = body;
+        self.envelope.smtputf8 = smtputf8;
+        self.decide(Awaiting::Mail, Event::Mail);
+    }
+
+    fn unsupported_param(&mut self, key: &str) {
+        let mut text = String::from("Error: unsupported parameter ");
+        push_sanitized(&mut text, &key.as_bytes()[..key.len().min(32)]);
+        self.protocol_error(Reply::new(555, esc(5, 5, 4), text));
+    }
+
+    fn rcpt(&mut self, to: super::super::address::Mailbox, params: Vec<String>) {
+        match self.state {
+            State::ExpectRcpt | State::ExpectRcptOrData => {}
+            State::ExpectHelo | State::ExpectMail => {
+                return self.protocol_error(bad_sequence("Error: need MAIL command"))
+            }
+            _ => return self.protocol_error(bad_sequence("Error: RCPT not allowed now")),
+        }
+        if let Some(p) = params.first() {
+            let key = p.split_once('=').map_or(p.as_str(), |(k, _)| k).to_string();
+            return self.unsupported_param(&key);
+        }
+        if to.is_utf8() && !self.envelope.smtputf8 {
+            return self.write(&Reply::new(
+                553,
+                esc(5, 6, 7),
+                "Error: non-ASCII address requires SMTPUTF8",
+            ));
+        }
+        if self.envelope.rcpt_tos.len() >= self.config.max_recipients {
+            return self.write(&Reply::new(452, esc(4, 5, 3), "Error: too many recipients"));
+        }
+        self.pending_rcpt = Some((to, params));
+        self.decide(Awaiting::Rcpt, Event::Rcpt);
+    }
+
+    fn data(&mut self) {
+        match self.state {
+            State::ExpectRcptOrData => self.decide(Awaiting::DataStart, Event::DataStart),
+            State::ExpectRcpt => {
+                self.protocol_error(Reply::new(554, esc(5, 5, 1), "Error: no valid recipients"))
+            }
+            State::InBdat => {
+                self.protocol_error(bad_sequence("Error: DATA not allowed after BDAT"))
+            }
+            _ => self.protocol_error(bad_sequence("Error: need RCPT command")),
+        }
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        let refusal = if !self.config.extensions.chunking || !self.esmtp {
+            Some(Reply::new(502, esc(5, 5, 1), "Error: BDAT not offered"))
+        } else {
+            match self.state {
+                State::ExpectRcptOrData | State::InBdat => None,
+                State::ExpectRcpt => {
+                    Some(Reply::new(554, esc(5, 5, 1), "Error: no valid recipients"))
+                }
+                _ => Some(bad_sequence("Error: need RCPT command")),
+            }
+        };
+        if refusal.is_none() && self.state == State::ExpectRcptOrData {
+            self.state = State::InBdat;
+            self.body = Some(Body {
+                scanner: self.new_scanner(Framing::Chunked),
+                too_big: false,
+            });
+        }
+        self.mode = Mode::Bdat(BdatChunk {
+            remaining: size,
+            size,
+            last,
+            refusal,
+        });
+        if size == 0 {
+            self.finish_bdat_chunk();
+        }
+    }
+
+    pub(super) fn new_scanner(&self, framing: Framing) -> DataScanner {
+        DataScanner::new(
+            framing,
+            self.config.bare_line_endings == BareLineEndings::Normalize,
+            self.config.max_text_line,
+        )
+    }
+
+    pub(super) fn apply_decision(&mut self, awaiting: Awaiting, reply: Option<Reply>) {
+        let refused = reply.as_ref().is_some_and(|r| !r.is_positive());
+        match awaiting {
+            Awaiting::Connect => {
+                let reply = reply.unwrap_or_else(|| {
+                    Reply::plain(
+                        220,
+                        format!("{} {}", self.config.hostname, self.config.greeting),
+                    )
+                });
+                self.write(&reply);
+                if refused {
+                    self.state = State::Closed;
+                }
+            }
+            Awaiting::Hello => {
+                let Some((name, extended)) = self.pending_helo.take() else {
+                    return;
+                };
+                if let Some(r) = reply.filter(|r| !r.is_positive()) {
+                    return self.write(&r);
+                }
+                self.abort_transaction();
+                self.esmtp = extended;
+                let text = if extended {
+                    self.ehlo_text(&name)
+                } else {
+                    Cow::Owned(format!("{} Hello {}", self.config.hostname, name))
+                };
+                self.helo = Some(name);
+                self.state = State::ExpectMail;
+                self.write(&Reply::plain(250, text));
+            }
+            Awaiting::Mail => {
+                if refused {
+                    self.envelope.clear();
+                } else {
+                    self.state = State::ExpectRcpt;
+                }
+                self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 1, 0), "Ok")));
+            }
+            Awaiting::Rcpt => {
+                let pending = self.pending_rcpt.take();
+                if let (false, Some((to, params))) = (refused, pending) {
+                    self.envelope.rcpt_tos.push(to);
+                    self.envelope.rcpt_options.push(params);
+                    self.state = State::ExpectRcptOrData;
+                }
+                self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 1, 5), "Ok")));
+            }
+            Awaiting::DataStart => {
+                let reply =
+                    reply.unwrap_or_else(|| Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+                if reply.class() == 3 {
+                    self.state = State::InData;
+                    self.mode = Mode::Data;
+                    self.body = Some(Body {
+                        scanner: self.new_scanner(Framing::Dot),
+                        too_big: false,
+                    });
+                }
+                self.write(&reply);
+            }
+            Awaiting::DataEnd => {
+                self.end_transaction();
+                self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued")));
+            }
+        }
+    }
+
+    fn ehlo_text(&self, name: &str) -> Cow<'static, str> {
+        let ext = self.config.extensions;
+        let mut t = format!("{} Hello {}", self.config.hostname, name);
+        if ext.pipelining {
+            t.push_str("\nPIPELINING");
+        }
+        if ext.size {
+            match self.config.data_size_limit {
+                0 => t.push_str("\nSIZE"),
+                n => t.push_str(&format!("\nSIZE {n}")),
+            }
+        }
+        if ext.eightbitmime {
+            t.push_str("\n8BITMIME");
+        }
+        if ext.smtputf8 {
+            t.push_str("\nSMTPUTF8");
+        }
+        if ext.enhanced_status_codes {
+            t.push_str("\nENHANCEDSTATUSCODES");
+        }
+        if ext.chunking {
+            t.push_str("\nCHUNKING");
+        }
+        if ext.help {
+            t.push_str("\nHELP");
+        }
+        Cow::Owned(t)
+    }
+}
