@@ -13,4 +13,10 @@
 //! The protocol core (`proto`) is usable on its own: feed bytes to a [`proto::Session`], take
 //! its replies and events, answer the events.
 
+pub mod handler;
 pub mod proto;
+pub mod server;
+
+pub use handler::Handler;
+pub use proto::{Reply, Session, SessionConfig};
+pub use server::{Server, ServerConfig};

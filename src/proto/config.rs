@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 /// What to do with a bare CR or bare LF (one not part of a CRLF pair).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BareLineEndings {
     /// Command line: 500. Message: refused with 554 at its end and discarded.

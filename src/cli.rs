@@ -1,0 +1,292 @@
+//! The command line and the TOML config file, merged into a `ServerConfig` and a mode.
+//!
+//! Every long flag of `sink` and `debug` is also a key of the config file, spelled with `_`
+//! for `-` (`max_connections = 1000`, `listen = ["127.0.0.1:2525"]`); a flag given on the
+//! command line wins over the file. `smtpd` mirrors `python -m smtpd`'s options.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use ringrelay::proto::{BareLineEndings, SessionConfig};
+use ringrelay::server::{IoMode, ServerConfig};
+
+/// ringrelay: a high-throughput SMTP sink, debugging server and relay.
+#[derive(Debug, Parser)]
+#[command(name = "ringrelay", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// The modes.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Accept and discard every message, counting them (like Postfix's smtp-sink).
+    Sink(ServeArgs),
+    /// Print every message to stdout (Python's DebuggingServer).
+    Debug(ServeArgs),
+    /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
+    Smtpd(SmtpdArgs),
+}
+
+/// Options of the serving modes.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// Address to listen on; repeat for several (default 127.0.0.1:2525).
+    #[arg(long = "listen", value_name = "ADDR")]
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Our host name in the greeting and EHLO reply (default: the system's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Largest message in octets, advertised as SIZE (0 = no limit; default 33554432).
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<u64>,
+    /// Offer SMTPUTF8 (RFC 6531).
+    #[arg(long)]
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// Do not offer PIPELINING.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_pipelining: bool,
+    /// Do not offer 8BITMIME.
+    #[arg(long = "no-8bitmime")]
+    #[serde(default, rename = "no_8bitmime")]
+    pub no_8bitmime: bool,
+    /// Do not offer CHUNKING (BDAT).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_chunking: bool,
+    /// Do not offer ENHANCEDSTATUSCODES.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_enhancedstatuscodes: bool,
+    /// Most recipients per message (default 100; 452 beyond).
+    #[arg(long, value_name = "N")]
+    pub max_recipients: Option<usize>,
+    /// Idle timeout between commands in seconds (default 300).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Timeout inside DATA/BDAT in seconds (default 600).
+    #[arg(long, value_name = "SECS")]
+    pub data_timeout: Option<u64>,
+    /// Protocol errors before 421 and close (default 10; 0 = no limit).
+    #[arg(long, value_name = "N")]
+    pub max_errors: Option<u32>,
+    /// Bare CR or LF: reject (default) or normalize to CRLF.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub bare_line_endings: Option<BareLineEndings>,
+    /// Number of shards (default: the CPUs this process may use).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Event loop: auto (io_uring, else epoll), uring or epoll.
+    #[arg(long, value_enum)]
+    pub io: Option<IoMode>,
+    /// Open connections allowed in the whole process (0 = unlimited); beyond it 421 4.3.2.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a shutdown waits for transactions in flight (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// TOML config file with the same keys as these flags.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// `python -m smtpd` options.
+#[derive(Debug, Args)]
+pub struct SmtpdArgs {
+    /// Accepted for compatibility (ringrelay never changes user).
+    #[arg(short = 'n', long = "nosetuid")]
+    pub nosetuid: bool,
+    /// SMTPServer (sink), DebuggingServer (debug) or PureProxy (relay).
+    #[arg(
+        short = 'c',
+        long = "class",
+        value_name = "CLASSNAME",
+        default_value = "PureProxy"
+    )]
+    pub class: String,
+    /// Largest message in octets.
+    #[arg(short = 's', long = "size", value_name = "LIMIT")]
+    pub size: Option<u64>,
+    /// Offer SMTPUTF8.
+    #[arg(short = 'u', long = "smtputf8")]
+    pub smtputf8: bool,
+    /// Accepted for compatibility.
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// host:port to listen on (default localhost:8025).
+    pub localaddr: Option<String>,
+    /// host:port of the upstream for PureProxy (default localhost:25).
+    pub remoteaddr: Option<String>,
+}
+
+/// A mode ready to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `sink`.
+    Sink,
+    /// `debug`.
+    Debug,
+}
+
+/// Why the arguments could not be turned into a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("{path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// TOML error.
+        source: toml::de::Error,
+    },
+    /// An address did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// A class name `smtpd` does not know or cannot run yet.
+    #[error("{0}")]
+    Class(String),
+}
+
+/// Turns the parsed command line into a kind and a server configuration.
+pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
+    match mode {
+        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a)?)),
+        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a)?)),
+        Mode::Smtpd(a) => smtpd_config(a),
+    }
+}
+
+fn serve_config(cli: ServeArgs) -> Result<ServerConfig, CliError> {
+    let file = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            toml::from_str::<ServeArgs>(&text).map_err(|source| CliError::Parse {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => ServeArgs::default(),
+    };
+    let mut cfg = ServerConfig::default();
+    let listen = if cli.listen.is_empty() {
+        file.listen
+    } else {
+        cli.listen
+    };
+    if !listen.is_empty() {
+        cfg.listen = listen;
+    }
+    let s = &mut cfg.session;
+    s.hostname = cli
+        .hostname
+        .or(file.hostname)
+        .unwrap_or_else(system_hostname);
+    if let Some(v) = cli.size.or(file.size) {
+        s.data_size_limit = v;
+    }
+    s.extensions.smtputf8 = cli.smtputf8 || file.smtputf8;
+    s.extensions.pipelining = !(cli.no_pipelining || file.no_pipelining);
+    s.extensions.eightbitmime = !(cli.no_8bitmime || file.no_8bitmime);
+    s.extensions.chunking = !(cli.no_chunking || file.no_chunking);
+    s.extensions.enhanced_status_codes =
+        !(cli.no_enhancedstatuscodes || file.no_enhancedstatuscodes);
+    if let Some(v) = cli.max_recipients.or(file.max_recipients) {
+        s.max_recipients = v;
+    }
+    if let Some(v) = cli.timeout.or(file.timeout) {
+        s.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = cli.data_timeout.or(file.data_timeout) {
+        s.data_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = cli.max_errors.or(file.max_errors) {
+        s.max_errors = v;
+    }
+    if let Some(v) = cli.bare_line_endings.or(file.bare_line_endings) {
+        s.bare_line_endings = v;
+    }
+    cfg.shards = cli.shards.or(file.shards);
+    if let Some(v) = cli.io.or(file.io) {
+        cfg.io = v;
+    }
+    if let Some(v) = cli.max_connections.or(file.max_connections) {
+        cfg.max_connections = v;
+    }
+    if let Some(v) = cli.drain_timeout.or(file.drain_timeout) {
+        cfg.drain_timeout = Duration::from_secs(v);
+    }
+    Ok(cfg)
+}
+
+fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
+    let kind = match a.class.rsplit('.').next().unwrap_or("") {
+        "SMTPServer" => Kind::Sink,
+        "DebuggingServer" => Kind::Debug,
+        "PureProxy" => return Err(CliError::Class(
+            "PureProxy (the relay mode) is not built yet; use -c DebuggingServer or -c SMTPServer"
+                .into(),
+        )),
+        other => {
+            return Err(CliError::Class(format!(
+                "unknown class {other:?}: use SMTPServer, DebuggingServer or PureProxy"
+            )))
+        }
+    };
+    let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
+    let addr = resolve_addr(local)?;
+    let mut cfg = ServerConfig::default();
+    cfg.listen = vec![addr];
+    cfg.session.hostname = system_hostname();
+    if let Some(size) = a.size {
+        cfg.session.data_size_limit = size;
+    }
+    cfg.session.extensions.smtputf8 = a.smtputf8;
+    Ok((kind, cfg))
+}
+
+/// Resolves `host:port`, preferring IPv4 as Python's smtpd effectively does for `localhost`.
+fn resolve_addr(s: &str) -> Result<SocketAddr, CliError> {
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|_| CliError::Resolve(s.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| CliError::Resolve(s.to_string()))
+}
+
+fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => SessionConfig::default().hostname,
+    }
+}

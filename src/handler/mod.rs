@@ -1,0 +1,63 @@
+//! What a transaction means: the `Handler` trait and the built-in handlers.
+//!
+//! `Handler` is the Rust form of subclassing the seed's `SMTPServer` (override
+//! `process_message`) and of extending `SMTPChannel` (the per-command hooks). Every hook gets
+//! the session view (`Session::peer`, `envelope`, `helo_name`, `pending_recipient`, ...) and
+//! may answer with a `Reply` or `None` for the session's default. One handler instance runs
+//! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
+
+pub mod debug;
+pub mod sink;
+
+use crate::proto::{DataChunk, Reply, Session};
+
+/// Decides what each SMTP event means. All hooks but `process_message` default to "accept".
+pub trait Handler: 'static {
+    /// Whether the server should collect each message's content (dot-unstuffed) and pass it
+    /// to `process_message`; handlers that stream through `data_chunk` return false.
+    fn collects_message(&self) -> bool {
+        true
+    }
+
+    /// A client connected: `None` greets with 220, a non-2xx reply refuses and closes.
+    fn connect(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
+    /// HELO/EHLO (`session.pending_helo()`).
+    fn hello(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
+    /// MAIL FROM (`session.envelope().mail_from`, `mail_options`).
+    fn mail(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
+    /// RCPT TO (`session.pending_recipient()`).
+    fn rcpt(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
+    /// DATA accepted sequence-wise; `None` answers 354.
+    fn data_start(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
+    /// A piece of the message body as it arrives (wire form and content view).
+    fn data_chunk(&mut self, _session: &Session, _chunk: &DataChunk) {}
+
+    /// The whole message arrived: the seed's `process_message(peer, mailfrom, rcpttos, data,
+    /// **kwargs)`. `message` is the dot-unstuffed content when `collects_message()`, else empty.
+    /// `None` answers `250 2.0.0 Ok: queued`.
+    fn process_message(&mut self, session: &Session, message: &[u8]) -> Option<Reply>;
+
+    /// The transaction was abandoned; chunks seen for it are void.
+    fn reset(&mut self, _session: &Session) {}
+
+    /// The connection ended (after QUIT, a close by either side, or an error).
+    fn disconnect(&mut self, _session: &Session) {}
+
+    /// The shard is stopping; last chance to publish totals.
+    fn shutdown(&mut self) {}
+}

@@ -1,0 +1,211 @@
+//! One connection's life, shared by both I/O drivers: read, feed the session, dispatch its
+//! events to the shard's handler, write the batch of replies, repeat.
+//!
+//! Contract with the drivers (`ConnStream`): an operation, once started, is always awaited to
+//! completion; a timeout or drain never drops an in-flight read. Instead the socket's read side
+//! is shut down, which completes the read, and the session then says 421. This is what keeps
+//! io_uring from leaving an orphaned read in the kernel that would swallow later bytes.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::shard::Shard;
+use crate::handler::Handler;
+use crate::proto::{EnhancedCode, Event, Reply, Session, State};
+
+/// Smallest read a connection posts; grows while reads fill it.
+const MIN_READ: usize = 4096;
+/// Largest read a connection posts.
+const MAX_READ: usize = 64 * 1024;
+
+/// A connected socket as the connection logic needs it; implemented by each driver.
+pub(crate) trait ConnStream {
+    /// Reads into `buf`'s spare capacity, appending; returns the buffer back.
+    async fn read(&self, buf: BytesMut) -> (io::Result<usize>, BytesMut);
+    /// Writes all of `buf`; returns the buffer back.
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// Shuts down the read side so a pending read completes.
+    fn shutdown_read(&self);
+}
+
+/// Why the read wait ended early.
+enum Wake {
+    Data,
+    Timeout,
+    Drain,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve<S: ConnStream, H: Handler>(
+    stream: S,
+    peer: core::net::SocketAddr,
+    shard: Rc<Shard<H>>,
+) {
+    let mut session = Session::new(shard.session_config.clone(), peer, Instant::now());
+    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut message: Vec<u8> = Vec::new();
+    let collect = shard.handler.borrow().collects_message();
+    let mut drain = shard.drain.clone();
+    let mut read_size = MIN_READ;
+    loop {
+        loop {
+            session.handle_input_buf(Instant::now(), &mut buf);
+            if !dispatch(&mut session, &shard.handler, &mut message, collect) {
+                break;
+            }
+        }
+        if *drain.borrow() && is_idle(&session) {
+            session.close_with(shutdown_reply(&session));
+        }
+        session.poll_output(&mut out);
+        if !out.is_empty() {
+            let (res, o) = stream.write_all(out).await;
+            out = o;
+            out.clear();
+            if res.is_err() {
+                break;
+            }
+        }
+        if session.is_closed() {
+            break;
+        }
+        if buf.capacity() - buf.len() < read_size / 2 {
+            buf.reserve(read_size);
+        }
+        let deadline = session.poll_timeout();
+        let watch_drain = !*drain.borrow() && is_idle(&session);
+        let read = stream.read(buf);
+        tokio::pin!(read);
+        let mut wake = Wake::Data;
+        let (res, b) = tokio::select! {
+            r = &mut read => r,
+            _ = sleep_until(deadline) => {
+                wake = Wake::Timeout;
+                stream.shutdown_read();
+                read.await
+            }
+            _ = drain.changed(), if watch_drain => {
+                wake = Wake::Drain;
+                stream.shutdown_read();
+                read.await
+            }
+        };
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {
+                if n >= read_size && read_size < MAX_READ {
+                    read_size *= 2;
+                }
+                if !matches!(wake, Wake::Data) {
+                    // Bytes raced the shutdown: take them, then end the session below.
+                    session.handle_input_buf(Instant::now(), &mut buf);
+                    dispatch(&mut session, &shard.handler, &mut message, collect);
+                }
+            }
+            _ if matches!(wake, Wake::Data) => break,
+            _ => {}
+        }
+        match wake {
+            Wake::Data => {}
+            Wake::Timeout => {
+                session.handle_timeout(Instant::now());
+                if !session.is_closed() {
+                    // Input arrived just in time, but the read side is gone: end politely.
+                    session.close_with(Reply::new(
+                        421,
+                        EnhancedCode::new(4, 4, 2),
+                        "Error: timeout exceeded",
+                    ));
+                }
+            }
+            Wake::Drain => session.close_with(shutdown_reply(&session)),
+        }
+        if !matches!(wake, Wake::Data) {
+            dispatch(&mut session, &shard.handler, &mut message, collect);
+            session.poll_output(&mut out);
+            let _ = stream.write_all(out).await;
+            break;
+        }
+    }
+    if !session.is_closed() {
+        // Peer went away or an I/O error: void any transaction in progress.
+        session.close_with(Reply::new(
+            421,
+            EnhancedCode::new(4, 4, 0),
+            "connection lost",
+        ));
+        dispatch(&mut session, &shard.handler, &mut message, collect);
+    }
+    shard.handler.borrow_mut().disconnect(&session);
+}
+
+fn shutdown_reply(session: &Session) -> Reply {
+    Reply::new(
+        421,
+        EnhancedCode::new(4, 3, 2),
+        format!(
+            "{} Service shutting down, closing connection",
+            session.hostname()
+        ),
+    )
+}
+
+/// Idle: between transactions and not waiting on the handler.
+fn is_idle(session: &Session) -> bool {
+    matches!(session.state(), State::ExpectHelo | State::ExpectMail) && !session.is_awaiting_reply()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands every queued event to the handler; returns true if a decision was answered (the
+/// session may then be able to read more of its buffered input).
+fn dispatch<H: Handler>(
+    session: &mut Session,
+    handler: &RefCell<H>,
+    message: &mut Vec<u8>,
+    collect: bool,
+) -> bool {
+    let mut answered = false;
+    while let Some(ev) = session.poll_event() {
+        let mut h = handler.borrow_mut();
+        let reply = match ev {
+            Event::Connect => h.connect(session),
+            Event::Hello => h.hello(session),
+            Event::Mail => h.mail(session),
+            Event::Rcpt => h.rcpt(session),
+            Event::DataStart => h.data_start(session),
+            Event::DataChunk(chunk) => {
+                if collect {
+                    chunk.extend_content(message);
+                }
+                h.data_chunk(session, &chunk);
+                continue;
+            }
+            Event::DataEnd => {
+                let r = h.process_message(session, message);
+                message.clear();
+                r
+            }
+            Event::Reset => {
+                message.clear();
+                h.reset(session);
+                continue;
+            }
+            Event::Quit => continue,
+        };
+        drop(h);
+        session.handler_reply(reply);
+        answered = true;
+    }
+    answered
+}

@@ -1,0 +1,529 @@
+//! The server: per-core shards, each a pinned thread with its own event loop (io_uring, or epoll
+//! as the fallback), its own SO_REUSEPORT listeners, connection slab and handler instance.
+//!
+//! This is the only layer that does I/O. `Server::builder()...handler(h).run()` binds, starts
+//! the shards, and blocks until a shutdown (SIGTERM/SIGINT or a `ShutdownHandle`): then every
+//! shard stops accepting, lets transactions in flight finish, says 421 to idle sessions, and
+//! `run` returns once all shards are done or the drain timeout passed. A second signal exits
+//! the process at once.
+
+mod accept;
+mod conn;
+mod epoll;
+mod listener;
+mod shard;
+mod uring;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::handler::Handler;
+use crate::proto::SessionConfig;
+use accept::{accept_loop, Acceptor};
+use shard::Shard;
+
+/// Which event loop the shards run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// io_uring when this process may use it, else epoll (with one log line saying why).
+    #[default]
+    Auto,
+    /// io_uring or fail at start.
+    Uring,
+    /// epoll (plain tokio).
+    Epoll,
+}
+
+/// The event loop actually chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// tokio-uring.
+    Uring,
+    /// tokio on epoll.
+    Epoll,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Uring => "uring",
+            Driver::Epoll => "epoll",
+        })
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No `listen` address was configured.
+    #[error("no listen address configured")]
+    NoListen,
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `--io uring` was forced but io_uring cannot be used here.
+    #[error(
+        "io_uring is not available to this process ({0}). It may be disabled by the sysctl \
+         kernel.io_uring_disabled or blocked by a container seccomp profile; run with --io epoll \
+         (or --io auto to fall back automatically)"
+    )]
+    UringUnavailable(std::io::Error),
+    /// A shard thread or event loop failed to start.
+    #[error("shard {shard} failed to start: {source}")]
+    Shard {
+        /// Shard number.
+        shard: usize,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Server settings (everything but the handler).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Addresses to listen on (every shard listens on each).
+    pub listen: Vec<SocketAddr>,
+    /// Number of shards; `None` = the CPUs this process may run on.
+    pub shards: Option<usize>,
+    /// Event loop choice.
+    pub io: IoMode,
+    /// Open connections allowed in the whole process (split across shards); 0 = unlimited.
+    pub max_connections: usize,
+    /// How long a shutdown waits for transactions in flight.
+    pub drain_timeout: Duration,
+    /// Install SIGTERM/SIGINT handling in `run`.
+    pub handle_signals: bool,
+    /// Print `ringrelay: listening on ADDR (...)` to stderr once every shard listens.
+    pub log_ready: bool,
+    /// Per-session limits and extensions.
+    pub session: SessionConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            shards: None,
+            io: IoMode::Auto,
+            max_connections: 0,
+            drain_timeout: Duration::from_secs(30),
+            handle_signals: true,
+            log_ready: true,
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// Builds a `Server`; start with `Server::builder()`.
+#[derive(Clone, Debug, Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+}
+
+type Factory<H> = Arc<dyn Fn(usize) -> H + Send + Sync>;
+
+/// A builder that has its handler; `build()` binds, `run()` binds and serves.
+pub struct HandledBuilder<H> {
+    config: ServerConfig,
+    factory: Factory<H>,
+}
+
+impl ServerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Adds a listen address (the first call replaces the default 127.0.0.1:2525).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        if self.config.listen == ServerConfig::default().listen {
+            self.config.listen.clear();
+        }
+        self.config.listen.push(addr);
+        self
+    }
+    /// Sets the number of shards.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = Some(n.max(1));
+        self
+    }
+    /// Chooses the event loop.
+    pub fn io(mut self, io: IoMode) -> Self {
+        self.config.io = io;
+        self
+    }
+    /// Sets session limits and extensions.
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.config.session = session;
+        self
+    }
+    /// Whether `run` handles SIGTERM/SIGINT (default true).
+    pub fn handle_signals(mut self, yes: bool) -> Self {
+        self.config.handle_signals = yes;
+        self
+    }
+    /// Each shard gets its own clone of `handler`.
+    pub fn handler<H: Handler + Clone + Send>(self, handler: H) -> HandledBuilder<H> {
+        let proto = std::sync::Mutex::new(handler);
+        self.handler_factory(move |_| proto.lock().expect("handler prototype").clone())
+    }
+    /// Each shard builds its handler with `factory(shard_index)` on its own thread.
+    pub fn handler_factory<H: Handler>(
+        self,
+        factory: impl Fn(usize) -> H + Send + Sync + 'static,
+    ) -> HandledBuilder<H> {
+        HandledBuilder {
+            config: self.config,
+            factory: Arc::new(factory),
+        }
+    }
+}
+
+impl<H: Handler> HandledBuilder<H> {
+    /// Resolves the event loop and binds every listener.
+    pub fn build(self) -> Result<Server<H>, ServerError> {
+        let cfg = self.config;
+        if cfg.listen.is_empty() {
+            return Err(ServerError::NoListen);
+        }
+        let driver = match cfg.io {
+            IoMode::Epoll => Driver::Epoll,
+            IoMode::Uring => {
+                uring::probe().map_err(ServerError::UringUnavailable)?;
+                Driver::Uring
+            }
+            IoMode::Auto => match uring::probe() {
+                Ok(()) => Driver::Uring,
+                Err(e) => {
+                    eprintln!("ringrelay: io_uring unavailable ({e}); using the epoll driver");
+                    Driver::Epoll
+                }
+            },
+        };
+        let cpus = shard::allowed_cpus();
+        let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
+        raise_fd_limit();
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for &addr in &cfg.listen {
+            let group = listener::bind_group(addr, shards)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            local_addrs.push(group[0].local_addr().unwrap_or(addr));
+            for (i, l) in group.into_iter().enumerate() {
+                per_shard[i].push(l);
+            }
+        }
+        let (drain_tx, _) = watch::channel(false);
+        Ok(Server {
+            config: cfg,
+            factory: self.factory,
+            driver,
+            cpus,
+            listeners: per_shard,
+            local_addrs,
+            drain: Arc::new(drain_tx),
+        })
+    }
+
+    /// Binds and serves until shutdown.
+    pub fn run(self) -> Result<RunReport, ServerError> {
+        self.build()?.run()
+    }
+}
+
+/// A bound server, ready to `run`.
+pub struct Server<H> {
+    config: ServerConfig,
+    factory: Factory<H>,
+    driver: Driver,
+    cpus: Vec<usize>,
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    local_addrs: Vec<SocketAddr>,
+    drain: Arc<watch::Sender<bool>>,
+}
+
+/// Starts a graceful shutdown of a running server from any thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Begins draining: stop accepting, finish transactions, 421 to idle sessions.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// How `run` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// Every shard finished its connections within the drain timeout.
+    pub drained: bool,
+}
+
+impl Server<()> {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// The bound addresses (with the real port when 0 was asked for), one per `listen`.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The event loop in use.
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// A handle that starts a graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.drain.clone())
+    }
+
+    /// Starts the shards and serves until shutdown; see the module documentation.
+    pub fn run(self) -> Result<RunReport, ServerError> {
+        let control = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ServerError::Shard { shard: 0, source })?;
+        let signals = if self.config.handle_signals {
+            let _guard = control.enter();
+            Some(Signals::new().map_err(|source| ServerError::Shard { shard: 0, source })?)
+        } else {
+            None
+        };
+        let shards = self.listeners.len();
+        let session = Arc::new(self.config.session.clone());
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), std::io::Error>>();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let max = self.config.max_connections;
+        for (index, listeners) in self.listeners.into_iter().enumerate() {
+            let cpu = self.cpus.get(index % self.cpus.len().max(1)).copied();
+            let ctx = ShardStart {
+                index,
+                cpu,
+                listeners,
+                driver: self.driver,
+                factory: self.factory.clone(),
+                session: session.clone(),
+                drain: self.drain.subscribe(),
+                max_conns: share(max, shards, index),
+                ready: ready_tx.clone(),
+                done: done_tx.clone(),
+            };
+            thread::Builder::new()
+                .name(format!("ringrelay-shard-{index}"))
+                .spawn(move || ctx.run())
+                .map_err(|source| ServerError::Shard {
+                    shard: index,
+                    source,
+                })?;
+        }
+        drop((ready_tx, done_tx));
+        for index in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => {
+                    return Err(ServerError::Shard {
+                        shard: index,
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(ServerError::Shard {
+                        shard: index,
+                        source: std::io::Error::other("shard thread exited during start"),
+                    })
+                }
+            }
+        }
+        if self.config.log_ready {
+            for addr in &self.local_addrs {
+                eprintln!(
+                    "ringrelay: listening on {addr} (io={}, shards={shards})",
+                    self.driver
+                );
+            }
+        }
+        let drain = self.drain.clone();
+        let timeout = self.config.drain_timeout;
+        let drained = control.block_on(async move {
+            let mut signals = signals;
+            let mut asked = drain.subscribe();
+            let mut finished = 0;
+            tokio::select! {
+                _ = wait_signal(&mut signals) => {}
+                _ = asked.wait_for(|&d| d) => {}
+                _ = async { while done_rx.recv().await.is_some() { finished += 1; } } => {
+                    return true;
+                }
+            }
+            drain.send_replace(true);
+            let all_done = async {
+                while finished < shards {
+                    if done_rx.recv().await.is_none() {
+                        break;
+                    }
+                    finished += 1;
+                }
+            };
+            tokio::select! {
+                _ = all_done => true,
+                _ = tokio::time::sleep(timeout) => false,
+                _ = wait_signal(&mut signals) => {
+                    eprintln!("ringrelay: second signal, exiting at once");
+                    std::process::exit(1);
+                }
+            }
+        });
+        Ok(RunReport { drained })
+    }
+}
+
+/// This shard's share of a process-wide connection limit (`usize::MAX` = unlimited).
+fn share(total: usize, shards: usize, index: usize) -> usize {
+    if total == 0 {
+        return usize::MAX;
+    }
+    total / shards + usize::from(index < total % shards)
+}
+
+/// Everything a shard thread needs to start.
+struct ShardStart<H> {
+    index: usize,
+    cpu: Option<usize>,
+    listeners: Vec<std::net::TcpListener>,
+    driver: Driver,
+    factory: Factory<H>,
+    session: Arc<SessionConfig>,
+    drain: watch::Receiver<bool>,
+    max_conns: usize,
+    ready: mpsc::Sender<Result<(), std::io::Error>>,
+    done: tokio::sync::mpsc::UnboundedSender<usize>,
+}
+
+impl<H: Handler> ShardStart<H> {
+    fn run(self) {
+        if let Some(cpu) = self.cpu {
+            shard::pin_to(cpu);
+        }
+        let index = self.index;
+        let done = self.done.clone();
+        let ready = self.ready.clone();
+        let result = match self.driver {
+            Driver::Uring => uring::block_on(async move {
+                let acceptors = self
+                    .listeners
+                    .into_iter()
+                    .map(uring::UringListener::from_std)
+                    .collect::<Vec<_>>();
+                let shard = Shard::new(
+                    self.session,
+                    (self.factory)(index),
+                    self.drain,
+                    self.max_conns,
+                );
+                serve_shard(acceptors, shard, self.ready).await;
+            }),
+            Driver::Epoll => epoll::block_on(async move {
+                let acceptors: Result<Vec<_>, _> = self
+                    .listeners
+                    .into_iter()
+                    .map(epoll::EpollListener::from_std)
+                    .collect();
+                match acceptors {
+                    Ok(acceptors) => {
+                        let shard = Shard::new(
+                            self.session,
+                            (self.factory)(index),
+                            self.drain,
+                            self.max_conns,
+                        );
+                        serve_shard(acceptors, shard, self.ready).await;
+                    }
+                    Err(e) => {
+                        let _ = self.ready.send(Err(e));
+                    }
+                }
+            }),
+        };
+        if let Err(e) = result {
+            let _ = ready.send(Err(e));
+        }
+        let _ = done.send(index);
+    }
+}
+
+/// A shard's main task: accept on every listener until draining, then wait for its
+/// connections and let the handler publish its totals.
+async fn serve_shard<A: Acceptor + 'static, H: Handler>(
+    acceptors: Vec<A>,
+    shard: Rc<Shard<H>>,
+    ready: mpsc::Sender<Result<(), std::io::Error>>,
+) {
+    let loops: Vec<_> = acceptors
+        .into_iter()
+        .map(|a| tokio::task::spawn_local(accept_loop(a, shard.clone())))
+        .collect();
+    let _ = ready.send(Ok(()));
+    for l in loops {
+        let _ = l.await;
+    }
+    shard.wait_idle().await;
+    shard.handler.borrow_mut().shutdown();
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+async fn wait_signal(signals: &mut Option<Signals>) {
+    match signals {
+        Some(s) => {
+            tokio::select! {
+                _ = s.term.recv() => {}
+                _ = s.int.recv() => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (many connections need many descriptors).
+fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on this process.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

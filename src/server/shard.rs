@@ -1,0 +1,111 @@
+//! A shard's state: its handler, its connection slab and limits, its drain signal, and the
+//! pinning of its thread. Owned by one thread; nothing in here is shared with other shards.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use slab::Slab;
+use tokio::sync::{watch, Notify};
+
+use crate::handler::Handler;
+use crate::proto::SessionConfig;
+
+/// Per-shard state shared by the shard's tasks (single-threaded, so `Rc` and `RefCell`).
+pub(crate) struct Shard<H> {
+    /// Session limits and extensions.
+    pub session_config: Arc<SessionConfig>,
+    /// This shard's handler instance.
+    pub handler: RefCell<H>,
+    /// Becomes true when the server starts draining.
+    pub drain: watch::Receiver<bool>,
+    /// Open connections: the client address of each, keyed by slab index.
+    pub conns: RefCell<Slab<core::net::SocketAddr>>,
+    /// This shard's share of `--max-connections` (`usize::MAX` = unlimited).
+    pub max_conns: usize,
+    /// Woken when the last connection closes.
+    pub idle: Notify,
+    /// Connections refused for the limit.
+    pub refused: Cell<u64>,
+}
+
+impl<H: Handler> Shard<H> {
+    pub fn new(
+        session_config: Arc<SessionConfig>,
+        handler: H,
+        drain: watch::Receiver<bool>,
+        max_conns: usize,
+    ) -> Rc<Self> {
+        Rc::new(Self {
+            session_config,
+            handler: RefCell::new(handler),
+            drain,
+            conns: RefCell::new(Slab::with_capacity(64)),
+            max_conns,
+            idle: Notify::new(),
+            refused: Cell::new(0),
+        })
+    }
+
+    /// Registers a connection; `None` when the shard is at its limit.
+    pub fn admit(&self, peer: core::net::SocketAddr) -> Option<usize> {
+        let mut conns = self.conns.borrow_mut();
+        if conns.len() >= self.max_conns {
+            self.refused.set(self.refused.get() + 1);
+            return None;
+        }
+        Some(conns.insert(peer))
+    }
+
+    /// Forgets a connection.
+    pub fn release(&self, key: usize) {
+        let mut conns = self.conns.borrow_mut();
+        conns.try_remove(key);
+        if conns.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no connection is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.conns.borrow().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// True once draining started.
+    pub fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
+
+/// The `421 4.3.2` written to a connection over the limit.
+pub(crate) const TOO_MANY: &[u8] = b"421 4.3.2 Too many connections, try again later\r\n";
+
+/// The CPUs this process may run on.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread to `cpu`; failure (e.g. a restricted container) is not fatal.
+pub(crate) fn pin_to(cpu: usize) -> bool {
+    // SAFETY: as above; the set names one CPU from the allowed list.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
