@@ -256,8 +256,10 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     };
     let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
     let addr = resolve_addr(local)?;
-    let mut cfg = ServerConfig::default();
-    cfg.listen = vec![addr];
+    let mut cfg = ServerConfig {
+        listen: vec![addr],
+        ..ServerConfig::default()
+    };
     cfg.session.hostname = system_hostname();
     if let Some(size) = a.size {
         cfg.session.data_size_limit = size;
