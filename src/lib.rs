@@ -13,6 +13,7 @@
 //! The protocol core (`proto`) is usable on its own: feed bytes to a [`proto::Session`], take
 //! its replies and events, answer the events.
 
+pub mod client;
 pub mod handler;
 pub mod proto;
 pub mod server;

@@ -1,0 +1,550 @@
+//! `SmtpClient`: the tokio driver around `ClientCore`, with smtplib's connection-level API
+//! (connect, helo, ehlo, ehlo_or_helo_if_needed, has_extn, starttls, login/auth, verify, noop,
+//! rset, docmd, quit) and a debug transcript. Sending lives in `send.rs`.
+//!
+//! Reads use tokio's cancel-safe `read_buf`, so a timed-out read may be dropped here; this
+//! driver never runs on io_uring.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
+
+use super::auth::Mechanism;
+use super::core::{ClientCore, CoreError, Phase, Timeouts};
+use super::error::ClientError;
+use super::transport::{Plain, Stream, TlsOptions, TlsStream};
+use crate::proto::Reply;
+
+/// How to connect.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Local address to bind before connecting (smtplib's `source_address`).
+    pub source_address: Option<SocketAddr>,
+    /// Reply timeouts (default: RFC 5321's per-phase values).
+    pub timeouts: Timeouts,
+    /// Name for HELO/EHLO (default: the system host name).
+    pub local_hostname: Option<String>,
+    /// Speak LMTP (LHLO; one reply per recipient after the data).
+    pub lmtp: bool,
+    /// Implicit TLS from the first byte (smtplib's SMTP_SSL, port 465).
+    pub implicit_tls: Option<TlsOptions>,
+    /// Server name for TLS verification (default: the host connected to).
+    pub tls_server_name: Option<String>,
+    /// 0 = quiet, 1 = commands and replies on stderr, 2 = the same with timestamps.
+    pub debug_level: u8,
+}
+
+/// What the server said it supports in its EHLO reply (keywords lower-cased, as smtplib).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    map: BTreeMap<String, String>,
+}
+
+impl Features {
+    /// Parses the lines after the first of an EHLO reply.
+    pub fn parse(reply: &Reply) -> Self {
+        let mut map = BTreeMap::new();
+        for line in reply.text().split('\n').skip(1) {
+            let line = line.trim();
+            // Old-style "AUTH=LOGIN PLAIN" is merged into "auth", as smtplib does.
+            let (key, params) = match line.split_once([' ', '=']) {
+                Some((k, p)) => (k, p.trim()),
+                None => (line, ""),
+            };
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            let entry: &mut String = map.entry(key).or_default();
+            if !entry.is_empty() && !params.is_empty() {
+                entry.push(' ');
+            }
+            entry.push_str(params);
+        }
+        Self { map }
+    }
+
+    /// smtplib's `has_extn`.
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(&name.to_ascii_lowercase())
+    }
+
+    /// The parameters of an extension.
+    pub fn params(&self, name: &str) -> Option<&str> {
+        self.map.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The SIZE limit, if the server declared one (0 = none).
+    pub fn size_limit(&self) -> Option<u64> {
+        self.params("size").and_then(|p| p.trim().parse().ok())
+    }
+}
+
+/// An SMTP or LMTP client connection.
+#[derive(Debug)]
+pub struct SmtpClient {
+    pub(super) stream: Option<Stream>,
+    pub(super) core: ClientCore,
+    rbuf: BytesMut,
+    pub(super) features: Option<Features>,
+    helo_done: bool,
+    local_hostname: String,
+    server_name: String,
+    pub(super) lmtp: bool,
+    debug_level: u8,
+    timeouts: Timeouts,
+}
+
+impl SmtpClient {
+    /// Connects over TCP and reads the greeting (220 or `ConnectRefused`).
+    pub async fn connect(host: &str, port: u16, opts: ConnectOptions) -> Result<Self, ClientError> {
+        let addr_text = format!("{host}:{port}");
+        let connect = async {
+            let addrs = tokio::net::lookup_host(&addr_text).await?;
+            let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+            for addr in addrs {
+                let attempt = async {
+                    match opts.source_address {
+                        Some(src) => {
+                            let sock = if addr.is_ipv4() {
+                                TcpSocket::new_v4()?
+                            } else {
+                                TcpSocket::new_v6()?
+                            };
+                            sock.bind(src)?;
+                            sock.connect(addr).await
+                        }
+                        None => TcpStream::connect(addr).await,
+                    }
+                };
+                match attempt.await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        let tcp = tokio::time::timeout(opts.timeouts.greeting, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })
+            .map_err(|source| ClientError::Connect {
+                addr: addr_text.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let name = opts
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host.to_string());
+        Self::start(Plain::Tcp(tcp), name, opts).await
+    }
+
+    /// Connects to a Unix-domain socket (LMTP servers usually listen on one).
+    pub async fn connect_unix(path: &Path, opts: ConnectOptions) -> Result<Self, ClientError> {
+        let s = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: path.display().to_string(),
+                source,
+            })?;
+        Self::start(Plain::Unix(s), "localhost".into(), opts).await
+    }
+
+    async fn start(
+        plain: Plain,
+        server_name: String,
+        opts: ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let stream = match &opts.implicit_tls {
+            Some(tls) => {
+                let config = tls.client_config().map_err(ClientError::Tls)?;
+                Stream::Tls(Box::new(
+                    TlsStream::handshake(plain, config, &server_name)
+                        .await
+                        .map_err(ClientError::Tls)?,
+                ))
+            }
+            None => Stream::Plain(plain),
+        };
+        let mut c = Self {
+            stream: Some(stream),
+            core: ClientCore::new(opts.timeouts, Instant::now()),
+            rbuf: BytesMut::with_capacity(4096),
+            features: None,
+            helo_done: false,
+            local_hostname: opts.local_hostname.clone().unwrap_or_else(local_fqdn),
+            server_name,
+            lmtp: opts.lmtp,
+            debug_level: opts.debug_level,
+            timeouts: opts.timeouts,
+        };
+        let greeting = c.read_reply().await?;
+        if greeting.code() != 220 {
+            return Err(ClientError::ConnectRefused(greeting));
+        }
+        Ok(c)
+    }
+
+    /// The EHLO features (None before EHLO or after HELO).
+    pub fn features(&self) -> Option<&Features> {
+        self.features.as_ref()
+    }
+
+    /// smtplib's `has_extn`.
+    pub fn has_extn(&self, name: &str) -> bool {
+        self.features.as_ref().is_some_and(|f| f.has(name))
+    }
+
+    /// True when the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.as_ref().is_some_and(Stream::is_tls)
+    }
+
+    /// HELO (`name` defaults to the local host name).
+    pub async fn helo(&mut self, name: Option<&str>) -> Result<Reply, ClientError> {
+        let name = name.unwrap_or(&self.local_hostname).to_string();
+        let r = self.cmd(&format!("HELO {name}"), Phase::Hello).await?;
+        if r.code() != 250 {
+            return Err(ClientError::Helo(r));
+        }
+        self.features = None;
+        self.helo_done = true;
+        self.core.enhanced_codes = false;
+        Ok(r)
+    }
+
+    /// EHLO, or LHLO for LMTP; parses the features.
+    pub async fn ehlo(&mut self, name: Option<&str>) -> Result<Reply, ClientError> {
+        let name = name.unwrap_or(&self.local_hostname).to_string();
+        let verb = if self.lmtp { "LHLO" } else { "EHLO" };
+        let r = self.cmd(&format!("{verb} {name}"), Phase::Hello).await?;
+        if r.code() != 250 {
+            return Err(ClientError::Helo(r));
+        }
+        let f = Features::parse(&r);
+        self.core.enhanced_codes = f.has("enhancedstatuscodes");
+        self.features = Some(f);
+        self.helo_done = true;
+        Ok(r)
+    }
+
+    /// smtplib's `ehlo_or_helo_if_needed`: EHLO, falling back to HELO when it is refused.
+    pub async fn ehlo_or_helo_if_needed(&mut self) -> Result<(), ClientError> {
+        if self.helo_done {
+            return Ok(());
+        }
+        match self.ehlo(None).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Helo(r)) if (500..600).contains(&r.code()) && !self.lmtp => {
+                self.helo(None).await.map(drop)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// STARTTLS (RFC 3207), then EHLO again; `NotSupported` when not offered.
+    pub async fn starttls(&mut self, tls: &TlsOptions) -> Result<Reply, ClientError> {
+        self.ehlo_or_helo_if_needed().await?;
+        if !self.has_extn("starttls") {
+            return Err(ClientError::NotSupported("STARTTLS".into()));
+        }
+        let r = self.cmd("STARTTLS", Phase::Other).await?;
+        if r.code() != 220 {
+            return Err(ClientError::Response {
+                command: "STARTTLS".into(),
+                reply: r,
+            });
+        }
+        if !self.rbuf.is_empty() || !self.core.take_buffered_input().is_empty() {
+            // RFC 3207 §6: bytes after the 220 were sent in plaintext; refuse them.
+            return Err(ClientError::Tls(std::io::Error::other(
+                "plaintext data after STARTTLS",
+            )));
+        }
+        let config = tls.client_config().map_err(ClientError::Tls)?;
+        let plain = match self.stream.take() {
+            Some(Stream::Plain(p)) => p,
+            other => {
+                self.stream = other;
+                return Err(ClientError::NotSupported(
+                    "STARTTLS on a TLS connection".into(),
+                ));
+            }
+        };
+        let tls_stream = TlsStream::handshake(plain, config, &self.server_name)
+            .await
+            .map_err(ClientError::Tls)?;
+        self.stream = Some(Stream::Tls(Box::new(tls_stream)));
+        self.features = None;
+        self.helo_done = false;
+        self.ehlo(None).await?;
+        Ok(r)
+    }
+
+    /// smtplib's `login`: the first mechanism the server offers among CRAM-MD5, PLAIN, LOGIN.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<Reply, ClientError> {
+        self.ehlo_or_helo_if_needed().await?;
+        let offered = self
+            .features
+            .as_ref()
+            .and_then(|f| f.params("auth"))
+            .ok_or_else(|| ClientError::NotSupported("AUTH".into()))?
+            .to_string();
+        let offered: Vec<Mechanism> = offered
+            .split_whitespace()
+            .filter_map(Mechanism::from_name)
+            .collect();
+        let mut last = None;
+        for m in Mechanism::PREFERRED
+            .into_iter()
+            .filter(|m| offered.contains(m))
+        {
+            match self.auth(m, user, password, true).await {
+                Ok(r) => return Ok(r),
+                Err(ClientError::Authentication(r)) => last = Some(r),
+                Err(e) => return Err(e),
+            }
+        }
+        match last {
+            Some(r) => Err(ClientError::Authentication(r)),
+            None => Err(ClientError::NotSupported(
+                "no AUTH mechanism in common".into(),
+            )),
+        }
+    }
+
+    /// `AUTH mechanism`, answering 334 challenges; `initial_response_ok` sends the initial
+    /// response on the AUTH line (RFC 4954 §4).
+    pub async fn auth(
+        &mut self,
+        mech: Mechanism,
+        user: &str,
+        password: &str,
+        initial_response_ok: bool,
+    ) -> Result<Reply, ClientError> {
+        let initial = if initial_response_ok {
+            mech.initial_response(user, password)
+        } else {
+            None
+        };
+        let line = match &initial {
+            Some(ir) => format!("AUTH {} {ir}", mech.name()),
+            None => format!("AUTH {}", mech.name()),
+        };
+        let mut r = self.cmd_quiet(&line, Phase::Other, true).await?;
+        let mut rounds = 0;
+        while r.code() == 334 && rounds < 5 {
+            rounds += 1;
+            let answer = mech
+                .respond(r.text(), user, password)
+                .ok_or_else(|| ClientError::Authentication(r.clone()))?;
+            r = self.cmd_quiet(&answer, Phase::Other, true).await?;
+        }
+        if r.code() == 235 || r.code() == 503 {
+            Ok(r)
+        } else {
+            Err(ClientError::Authentication(r))
+        }
+    }
+
+    /// VRFY.
+    pub async fn verify(&mut self, address: &str) -> Result<Reply, ClientError> {
+        self.cmd(&format!("VRFY {address}"), Phase::Other).await
+    }
+
+    /// NOOP.
+    pub async fn noop(&mut self) -> Result<Reply, ClientError> {
+        self.cmd("NOOP", Phase::Other).await
+    }
+
+    /// RSET.
+    pub async fn rset(&mut self) -> Result<Reply, ClientError> {
+        self.cmd("RSET", Phase::Other).await
+    }
+
+    /// Any command; returns the reply whatever its code (smtplib's `docmd`).
+    pub async fn docmd(&mut self, cmd: &str, args: &str) -> Result<Reply, ClientError> {
+        let line = if args.is_empty() {
+            cmd.to_string()
+        } else {
+            format!("{cmd} {args}")
+        };
+        self.cmd(&line, Phase::Other).await
+    }
+
+    /// QUIT, then close.
+    pub async fn quit(mut self) -> Result<Reply, ClientError> {
+        let r = self.cmd("QUIT", Phase::Other).await;
+        if let Some(s) = self.stream.take() {
+            s.shutdown();
+        }
+        r
+    }
+
+    /// Sends one command and waits for its reply.
+    pub(super) async fn cmd(&mut self, line: &str, phase: Phase) -> Result<Reply, ClientError> {
+        self.cmd_quiet(line, phase, false).await
+    }
+
+    async fn cmd_quiet(
+        &mut self,
+        line: &str,
+        phase: Phase,
+        secret: bool,
+    ) -> Result<Reply, ClientError> {
+        if line.contains(['\r', '\n']) {
+            return Err(ClientError::NotSupported("a command with CR or LF".into()));
+        }
+        if self.debug_level > 0 {
+            let shown = if secret { "<credentials>" } else { line };
+            self.trace("send", &format!("{shown:?}"));
+        }
+        self.core.command(Instant::now(), line.as_bytes(), phase);
+        self.flush().await?;
+        self.read_reply().await
+    }
+
+    /// Queues a command without waiting (pipelining).
+    pub(super) fn queue(&mut self, line: &str, phase: Phase) {
+        if self.debug_level > 0 {
+            self.trace("send", &format!("{line:?}"));
+        }
+        self.core.command(Instant::now(), line.as_bytes(), phase);
+    }
+
+    /// Queues body bytes.
+    pub(super) fn queue_raw(&mut self, bytes: Bytes) {
+        if self.debug_level > 1 {
+            self.trace("data", &format!("{} octets", bytes.len()));
+        }
+        self.core.send_raw(bytes);
+    }
+
+    /// Writes everything queued.
+    pub(super) async fn flush(&mut self) -> Result<(), ClientError> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or(ClientError::ServerDisconnected)?;
+        while let Some(b) = self.core.poll_transmit() {
+            stream.write_all(&b).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    ClientError::ServerDisconnected
+                }
+                _ => ClientError::Io(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next reply owed by the server.
+    pub(super) async fn read_reply(&mut self) -> Result<Reply, ClientError> {
+        loop {
+            if let Some((_, r)) = self.core.poll_reply() {
+                if self.debug_level > 0 {
+                    self.trace("reply", &format!("{r}"));
+                }
+                return Ok(r);
+            }
+            if let Some(e) = self.core.error() {
+                return Err(ClientError::Protocol(e.clone()));
+            }
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or(ClientError::ServerDisconnected)?;
+            let deadline = self.core.poll_timeout();
+            self.rbuf.clear();
+            let read = stream.read_buf(&mut self.rbuf);
+            let n = match deadline {
+                Some(d) => {
+                    match tokio::time::timeout_at(tokio::time::Instant::from_std(d), read).await {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            self.core.handle_timeout(Instant::now());
+                            let e = self
+                                .core
+                                .error()
+                                .cloned()
+                                .unwrap_or(CoreError::Timeout(Phase::Other));
+                            if let Some(s) = self.stream.take() {
+                                s.shutdown();
+                            }
+                            return Err(ClientError::Protocol(e));
+                        }
+                    }
+                }
+                None => read.await?,
+            };
+            if n == 0 {
+                self.stream = None;
+                return Err(ClientError::ServerDisconnected);
+            }
+            self.core.handle_input(Instant::now(), &self.rbuf);
+        }
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    fn trace(&self, what: &str, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.debug_level > 1 {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let secs = now.as_secs() % 86_400;
+            let _ = write!(
+                err,
+                "{:02}:{:02}:{:02}.{:06} ",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60,
+                now.subsec_micros()
+            );
+        }
+        let _ = writeln!(err, "{what}: {text}");
+    }
+}
+
+/// The local host name for HELO/EHLO.
+fn local_fqdn() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(n) if ok && !n.is_empty() && n.contains('.') => n.to_string(),
+        _ => "[127.0.0.1]".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_like_smtplib() {
+        let r = Reply::plain(
+            250,
+            "mx Hello\nPIPELINING\nSIZE 1000\nAUTH PLAIN LOGIN\nAUTH=CRAM-MD5\n8BITMIME\nSTARTTLS",
+        );
+        let f = Features::parse(&r);
+        assert!(f.has("PIPELINING") && f.has("starttls") && f.has("8bitmime"));
+        assert_eq!(f.size_limit(), Some(1000));
+        assert_eq!(f.params("auth"), Some("PLAIN LOGIN CRAM-MD5"));
+        assert!(!f.has("chunking"));
+    }
+}
