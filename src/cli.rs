@@ -32,6 +32,8 @@ pub enum Mode {
     Debug(ServeArgs),
     /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
     Smtpd(SmtpdArgs),
+    /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
+    Send(crate::send_cmd::SendArgs),
 }
 
 /// Options of the serving modes.
@@ -172,6 +174,7 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         Mode::Sink(a) => Ok((Kind::Sink, serve_config(a)?)),
         Mode::Debug(a) => Ok((Kind::Debug, serve_config(a)?)),
         Mode::Smtpd(a) => smtpd_config(a),
+        Mode::Send(_) => Err(CliError::Class("`send` is not a server mode".into())),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ringrelay` binary: parse the command line, start the chosen mode, print its summary.
 
 mod cli;
+mod send_cmd;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    if let cli::Mode::Send(a) = args.mode {
+        return send_cmd::run(a);
+    }
     let (kind, config) = match cli::resolve(args.mode) {
         Ok(v) => v,
         Err(e) => {
