@@ -107,9 +107,12 @@ fn build(code: u16, lines: &[&[u8]], parse_enhanced: bool) -> Reply {
 mod tests {
     use super::*;
 
+    /// (input, code, enhanced code, text, octets consumed)
+    type Row = (&'static [u8], u16, Option<&'static str>, &'static str, usize);
+
     #[test]
     fn rows() {
-        let ok: &[(&[u8], u16, Option<&str>, &str, usize)] = &[
+        let ok: &[Row] = &[
             (b"250 OK\r\n", 250, None, "OK", 8),
             (
                 b"250 2.1.0 Sender ok\r\nrest",
