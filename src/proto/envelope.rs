@@ -20,7 +20,7 @@ pub enum BodyType {
 pub struct Envelope {
     /// MAIL FROM (set while the MAIL decision is pending, kept once accepted).
     pub mail_from: Option<ReversePath>,
-    /// MAIL parameters as the client wrote them (`SIZE=100`, `BODY=8BITMIME`, ...).
+    /// MAIL parameters, upper-cased as the seed passes them (`SIZE=100`, `BODY=8BITMIME`).
     pub mail_options: Vec<String>,
     /// Accepted recipients, in order.
     pub rcpt_tos: Vec<Mailbox>,

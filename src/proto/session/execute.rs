@@ -253,6 +253,9 @@ impl Session {
             }
         }
         self.envelope.mail_from = Some(from);
+        // The seed hands handlers upper-cased options (smtpd.py: `params.upper().split()`).
+        let mut params = params;
+        params.iter_mut().for_each(|p| p.make_ascii_uppercase());
         self.envelope.mail_options = params;
         self.envelope.declared_size = declared_size;
         self.envelope.body = body;
