@@ -1,0 +1,273 @@
+//! Shutdown (SIGTERM / SIGINT, graceful drain, second signal, drain timeout) and the
+//! `ringrelay smtpd` drop-in for `python -m smtpd`, against the real binary.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Reads one reply line (the last line of a multi-line reply) from a raw connection.
+fn read_reply(r: &mut BufReader<TcpStream>) -> Option<String> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Some(line.trim_end().to_string());
+        }
+    }
+}
+
+fn connect(port: u16) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    BufReader::new(s)
+}
+
+fn send(r: &mut BufReader<TcpStream>, line: &str) {
+    r.get_mut().write_all(line.as_bytes()).unwrap();
+}
+
+fn assert_eof(r: &mut BufReader<TcpStream>, what: &str) {
+    let mut rest = String::new();
+    match r.read_line(&mut rest) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{what}: expected EOF, got {other:?} {rest:?}"),
+    }
+}
+
+/// A client in the middle of DATA when SIGTERM arrives finishes its message (250); an idle
+/// client gets `421 4.3.2`; new connections are no longer served; the server exits 0 and the
+/// sink counts the message.
+fn graceful_drain(io: &str) {
+    let server = Server::sink(io, &[]);
+    let mut peer = Peer::python("lifecycle.py", &port_args(server.port(), &["drain"]));
+    peer.wait_for_line("READY", Duration::from_secs(20));
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    peer.send_line("GO");
+    let out = peer.finish(Duration::from_secs(60));
+    out.assert_success("lifecycle.py drain");
+    let stopped = server.wait(Duration::from_secs(20), t0);
+    stopped.assert_success();
+    let sum = stopped.sink_summary();
+    assert_eq!(sum.messages, 1, "{sum:?}");
+    assert_eq!(sum.bytes, report_field(&out.stdout, "bytes"), "{sum:?}");
+    assert_eq!(sum.sessions, 2, "{sum:?}");
+}
+
+#[test]
+fn graceful_drain_uring() {
+    graceful_drain("uring");
+}
+
+#[test]
+fn graceful_drain_epoll() {
+    graceful_drain("epoll");
+}
+
+/// SIGINT behaves like SIGTERM: the idle session gets 421 4.3.2 and EOF, exit 0, summary printed.
+fn sigint_idle(io: &str) {
+    let server = Server::sink(io, &[]);
+    let mut c = connect(server.port());
+    let greeting = read_reply(&mut c).expect("greeting");
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    send(&mut c, "EHLO idle.example\r\n");
+    let ehlo = read_reply(&mut c).expect("EHLO reply");
+    assert!(ehlo.starts_with("250 "), "{ehlo}");
+    let t0 = Instant::now();
+    server.signal(libc::SIGINT);
+    let bye = read_reply(&mut c).expect("421 on shutdown");
+    assert!(
+        bye.starts_with("421 4.3.2 "),
+        "idle session on SIGINT: {bye:?}"
+    );
+    assert_eof(&mut c, "after 421");
+    let stopped = server.wait(Duration::from_secs(15), t0);
+    stopped.assert_success();
+    assert!(
+        stopped.took < Duration::from_secs(5),
+        "exit took {:?} with only an idle session",
+        stopped.took
+    );
+    assert_eq!(stopped.sink_summary().sessions, 1);
+}
+
+#[test]
+fn sigint_idle_uring() {
+    sigint_idle("uring");
+}
+
+#[test]
+fn sigint_idle_epoll() {
+    sigint_idle("epoll");
+}
+
+/// A transaction that never finishes keeps the server draining; a second signal ends it at once.
+#[test]
+fn second_signal_exits_at_once() {
+    let mut server = Server::sink("uring", &[]);
+    let mut peer = Peer::python(
+        "lifecycle.py",
+        &port_args(server.port(), &["stuck-in-data"]),
+    );
+    peer.wait_for_line("READY", Duration::from_secs(20));
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.running(),
+        "the server exited although a transaction was in flight (drain timeout 30 s)"
+    );
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    let stopped = server.wait(Duration::from_secs(5), t0);
+    eprintln!(
+        "second signal: exit {:?} after {:?}",
+        stopped.status, stopped.took
+    );
+    assert!(
+        stopped.took < Duration::from_secs(3),
+        "took {:?}",
+        stopped.took
+    );
+    drop(peer);
+}
+
+/// `--drain-timeout 1`: a transaction that never finishes delays the exit by about a second,
+/// not more.
+#[test]
+fn drain_timeout_bounds_the_exit() {
+    let server = Server::sink("epoll", &["--drain-timeout", "1"]);
+    let mut peer = Peer::python(
+        "lifecycle.py",
+        &port_args(server.port(), &["stuck-in-data"]),
+    );
+    peer.wait_for_line("READY", Duration::from_secs(20));
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    let stopped = server.wait(Duration::from_secs(10), t0);
+    eprintln!(
+        "drain timeout: exit {:?} after {:?}",
+        stopped.status, stopped.took
+    );
+    assert!(
+        stopped.took >= Duration::from_millis(800) && stopped.took < Duration::from_secs(5),
+        "exit after {:?} with --drain-timeout 1",
+        stopped.took
+    );
+    assert_eq!(stopped.sink_summary().messages, 0);
+    drop(peer);
+}
+
+fn smtpd(args: &[&str]) -> Server {
+    let mut all = vec!["smtpd"];
+    all.extend_from_slice(args);
+    Server::start_expecting(&all, 1)
+}
+
+/// `ringrelay smtpd -n -c DebuggingServer 127.0.0.1:PORT` prints what smtplib sent, in the
+/// debug format.
+#[test]
+fn smtpd_dropin_debugging_server() {
+    let tmp = TempDir::new("smtpd");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = smtpd(&["-n", "-c", "DebuggingServer", &addr]);
+    assert_eq!(server.port(), port);
+    let m = b"From: a@example.org\r\nSubject: drop-in\r\n\r\nHello from smtplib\r\n.dot\r\n";
+    let f = tmp.write("m.eml", m);
+    let mut args = port_args(port, &["sendmail"]);
+    args.push(f.to_string_lossy().into_owned());
+    run_python("smtplib_client.py", &args, Duration::from_secs(60));
+    let stopped = server.stop();
+    stopped.assert_success();
+    let want = debug_render(m, "127.0.0.1", &[format!("size={}", m.len())]);
+    assert_bytes_eq(&stopped.stdout, &want, "smtpd -c DebuggingServer output");
+}
+
+/// `-c SMTPServer` is the sink; `-s` sets the SIZE limit.
+#[test]
+fn smtpd_dropin_smtpserver_with_size() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = smtpd(&["-n", "-c", "SMTPServer", "-s", "10000", &addr]);
+    run_python(
+        "smtplib_client.py",
+        &port_args(port, &["size-limit", "--limit", "10000"]),
+        Duration::from_secs(60),
+    );
+    let stopped = server.stop();
+    stopped.assert_success();
+    assert_eq!(stopped.sink_summary().messages, 1);
+}
+
+/// `-u` offers SMTPUTF8, as python -m smtpd -u does.
+#[test]
+fn smtpd_dropin_smtputf8() {
+    let tmp = TempDir::new("smtpd-utf8");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = smtpd(&["-n", "-c", "DebuggingServer", "-u", &addr]);
+    let mut args = port_args(port, &["send-message", "--utf8", "--capture"]);
+    args.push(tmp.path().to_string_lossy().into_owned());
+    run_python("smtplib_client.py", &args, Duration::from_secs(60));
+    let stopped = server.stop();
+    stopped.assert_success();
+    assert_eq!(
+        stopped
+            .stdout_str()
+            .matches("---------- MESSAGE FOLLOWS ----------")
+            .count(),
+        2
+    );
+}
+
+/// `-c PureProxy` is not available yet: a clear error and a non-zero exit, promptly.
+#[test]
+fn smtpd_dropin_pureproxy_refused_for_now() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = Peer::spawn(
+        BIN,
+        &[
+            "smtpd".into(),
+            "-n".into(),
+            "-c".into(),
+            "PureProxy".into(),
+            addr,
+            "127.0.0.1:1".into(),
+        ],
+    );
+    let out = p.finish(Duration::from_secs(10));
+    assert!(
+        !out.status.success(),
+        "smtpd -c PureProxy exited 0\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("PureProxy"),
+        "the error should name PureProxy: {:?}",
+        out.stderr
+    );
+}
+
+/// An unknown class is refused with a non-zero exit.
+#[test]
+fn smtpd_dropin_unknown_class() {
+    let mut p = Peer::spawn(
+        BIN,
+        &[
+            "smtpd".into(),
+            "-n".into(),
+            "-c".into(),
+            "NoSuchServer".into(),
+            "127.0.0.1:0".into(),
+        ],
+    );
+    let out = p.finish(Duration::from_secs(10));
+    assert!(!out.status.success(), "{out:?}");
+}
