@@ -302,14 +302,18 @@ fn size_limit_epoll() {
     size_limit("epoll");
 }
 
-fn protocol(extra: &[&str], exts: &[&str]) {
-    let server = Server::sink("epoll", extra);
-    let mut args = port_args(server.port(), &["protocol"]);
+fn protocol_check(port: u16, exts: &[&str]) {
+    let mut args = port_args(port, &["protocol"]);
     for e in exts {
         args.push("--expect-ext".into());
         args.push(e.to_string());
     }
     run_python("smtplib_client.py", &args, PEER_TIMEOUT);
+}
+
+fn protocol(extra: &[&str], exts: &[&str]) {
+    let server = Server::sink("epoll", extra);
+    protocol_check(server.port(), exts);
     server.stop().assert_success();
 }
 
@@ -359,4 +363,59 @@ fn protocol_keywords_switched_off() {
         ],
         &["SIZE 5000", "HELP"],
     );
+}
+
+/// The TOML config file: keys are the long flag names with '_' for '-'; a flag given on the
+/// command line wins over the file.
+#[test]
+fn config_file_keys_and_flag_precedence() {
+    let tmp = TempDir::new("config");
+    let cfg = tmp.write(
+        "ringrelay.toml",
+        br#"listen = ["127.0.0.1:0"]
+shards = 1
+size = 1048576
+max_connections = 1000
+io = "epoll"
+timeout = 60
+smtputf8 = true
+no_chunking = true
+"#,
+    );
+    let cfg = cfg.to_string_lossy().into_owned();
+    let server = Server::start_expecting(&["sink", "--config", &cfg, "--size", "2000"], 1);
+    assert_eq!((server.io.as_str(), server.shards), ("epoll", 1));
+    protocol_check(
+        server.port(),
+        &[
+            "PIPELINING",
+            "SIZE 2000",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "HELP",
+            "SMTPUTF8",
+        ],
+    );
+    server.stop().assert_success();
+}
+
+/// A key that is not a flag name is an error, not silently ignored.
+#[test]
+fn config_file_unknown_key_is_an_error() {
+    let tmp = TempDir::new("config-bad");
+    let cfg = tmp.write(
+        "bad.toml",
+        b"listen = [\"127.0.0.1:0\"]\nmax_conections = 5\n",
+    );
+    let mut p = Peer::spawn(
+        BIN,
+        &[
+            "sink".into(),
+            "--config".into(),
+            cfg.to_string_lossy().into_owned(),
+        ],
+    );
+    let out = p.finish(Duration::from_secs(10));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("max_conections"), "{}", out.stderr);
 }
