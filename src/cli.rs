@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
 use ringrelay::proto::{BareLineEndings, SessionConfig};
 use ringrelay::server::{IoMode, ServerConfig};
 
@@ -97,10 +98,60 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for transactions in flight (default 30).
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    /// Admin HTTP listener for /metrics, /stats.json, /healthz and /readyz, or `none` to record
+    /// and serve no metrics (default 127.0.0.1:9465; if that is taken, ringrelay runs without).
+    #[arg(long, value_name = "ADDR|none")]
+    pub metrics_listen: Option<MetricsListen>,
     /// TOML config file with the same keys as these flags.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+}
+
+/// The value of `--metrics-listen` / `metrics_listen`: an address, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// `none`: no metrics at all.
+    Off,
+    /// Serve them here.
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(MetricsListen::Off);
+        }
+        s.parse()
+            .map(MetricsListen::On)
+            .map_err(|_| format!("{s:?} is neither an address (like {DEFAULT_LISTEN}) nor none"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Metrics settings for a `--metrics-listen` value (absent = the best-effort default).
+fn metrics_config(listen: Option<MetricsListen>) -> Option<MetricsConfig> {
+    let (addr, optional) = match listen {
+        Some(MetricsListen::Off) => return None,
+        Some(MetricsListen::On(addr)) => (addr, false),
+        None => (DEFAULT_LISTEN.parse().expect("valid default address"), true),
+    };
+    Some(MetricsConfig {
+        listen: Some(addr),
+        listen_optional: optional,
+        // main.rs installs jemalloc as the global allocator.
+        jemalloc: true,
+        ..MetricsConfig::default()
+    })
 }
 
 /// `python -m smtpd` options.
@@ -240,6 +291,7 @@ fn serve_config(cli: ServeArgs) -> Result<ServerConfig, CliError> {
     if let Some(v) = cli.drain_timeout.or(file.drain_timeout) {
         cfg.drain_timeout = Duration::from_secs(v);
     }
+    cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
     Ok(cfg)
 }
 
@@ -261,6 +313,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     let addr = resolve_addr(local)?;
     let mut cfg = ServerConfig {
         listen: vec![addr],
+        metrics: metrics_config(None),
         ..ServerConfig::default()
     };
     cfg.session.hostname = system_hostname();

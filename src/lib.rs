@@ -8,6 +8,8 @@
 //!                   connection slab, graceful drain. The only code that does I/O.
 //!  handler/         what a transaction means: sink, debug (and later relay, mailman)
 //!  proto/           sans-IO SMTP: parser, replies, session state machine, DATA/BDAT scanner
+//!  metrics/         shard-local counters and HDR histograms; an admin HTTP thread merges
+//!                   and serves them (/metrics, /stats.json, /healthz, /readyz)
 //! ```
 //!
 //! The protocol core (`proto`) is usable on its own: feed bytes to a [`proto::Session`], take
@@ -15,6 +17,7 @@
 
 pub mod client;
 pub mod handler;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 

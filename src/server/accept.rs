@@ -9,6 +9,7 @@ use super::conn::{serve, ConnStream};
 use super::listener::shutdown_fd;
 use super::shard::{Shard, TOO_MANY};
 use crate::handler::Handler;
+use crate::metrics::labels::RejectReason;
 
 /// A listening socket as the accept loop needs it; implemented by each driver.
 pub(crate) trait Acceptor {
@@ -43,6 +44,7 @@ pub(crate) async fn accept_loop<A: Acceptor, H: Handler>(acceptor: A, shard: Rc<
         match res {
             Ok((stream, peer)) => {
                 if stop || shard.draining() {
+                    shard.count_rejected(RejectReason::Draining);
                     refuse(stream, SHUTTING_DOWN);
                 } else if let Some(key) = shard.admit(peer) {
                     let shard = shard.clone();

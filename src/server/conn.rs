@@ -14,7 +14,10 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::shard::Shard;
+use super::tap::Tap;
 use crate::handler::Handler;
+use crate::metrics::labels::for_each_reply;
+use crate::metrics::ShardRecorder;
 use crate::proto::{EnhancedCode, Event, Reply, Session, State};
 
 /// Smallest read a connection posts; grows while reads fill it.
@@ -45,24 +48,30 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
     peer: core::net::SocketAddr,
     shard: Rc<Shard<H>>,
 ) {
-    let mut session = Session::new(shard.session_config.clone(), peer, Instant::now());
+    let started = Instant::now();
+    let mut session = Session::new(shard.session_config.clone(), peer, started);
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut message: Vec<u8> = Vec::new();
     let collect = shard.handler.borrow().collects_message();
     let mut drain = shard.drain.clone();
     let mut read_size = MIN_READ;
+    let metrics = shard.metrics.as_ref();
+    let mut tap = metrics.map(|_| Tap::new());
     loop {
-        loop {
-            session.handle_input_buf(Instant::now(), &mut buf);
-            if !dispatch(&mut session, &shard.handler, &mut message, collect) {
-                break;
-            }
-        }
+        feed(
+            &mut session,
+            &mut buf,
+            &mut out,
+            tap.as_mut(),
+            &shard,
+            &mut message,
+            collect,
+        );
         if *drain.borrow() && is_idle(&session) {
             session.close_with(shutdown_reply(&session));
         }
-        session.poll_output(&mut out);
+        take_output(&mut session, &mut out, metrics);
         if !out.is_empty() {
             let (res, o) = stream.write_all(out).await;
             out = o;
@@ -98,13 +107,23 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
         buf = b;
         match res {
             Ok(n) if n > 0 => {
+                if let Some(m) = metrics {
+                    m.record().counters.received_bytes += n as u64;
+                }
                 if n >= read_size && read_size < MAX_READ {
                     read_size *= 2;
                 }
                 if !matches!(wake, Wake::Data) {
                     // Bytes raced the shutdown: take them, then end the session below.
-                    session.handle_input_buf(Instant::now(), &mut buf);
-                    dispatch(&mut session, &shard.handler, &mut message, collect);
+                    feed(
+                        &mut session,
+                        &mut buf,
+                        &mut out,
+                        tap.as_mut(),
+                        &shard,
+                        &mut message,
+                        collect,
+                    );
                 }
             }
             _ if matches!(wake, Wake::Data) => break,
@@ -127,7 +146,7 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
         }
         if !matches!(wake, Wake::Data) {
             dispatch(&mut session, &shard.handler, &mut message, collect);
-            session.poll_output(&mut out);
+            take_output(&mut session, &mut out, metrics);
             let _ = stream.write_all(out).await;
             break;
         }
@@ -142,6 +161,43 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
         dispatch(&mut session, &shard.handler, &mut message, collect);
     }
     shard.handler.borrow_mut().disconnect(&session);
+    if let Some(m) = metrics {
+        let lived = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        m.record().session.record(lived);
+    }
+}
+
+/// Feeds the buffered input to the session and answers its events, until it can use no
+/// more: in one go, or unit by unit through the `Tap` when metrics are on.
+fn feed<H: Handler>(
+    session: &mut Session,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    tap: Option<&mut Tap>,
+    shard: &Shard<H>,
+    message: &mut Vec<u8>,
+    collect: bool,
+) {
+    let mut answer = |s: &mut Session| dispatch(s, &shard.handler, message, collect);
+    match (tap, &shard.metrics) {
+        (Some(tap), Some(rec)) => tap.feed(session, buf, out, rec, &mut answer),
+        _ => loop {
+            session.handle_input_buf(Instant::now(), buf);
+            if !answer(session) {
+                break;
+            }
+        },
+    }
+}
+
+/// Appends the session's pending replies to `out`, counting them when metrics are on.
+fn take_output(session: &mut Session, out: &mut Vec<u8>, metrics: Option<&ShardRecorder>) {
+    let mark = out.len();
+    session.poll_output(out);
+    if let (Some(m), true) = (metrics, out.len() > mark) {
+        let mut r = m.record();
+        for_each_reply(&out[mark..], |code| r.counters.reply(code));
+    }
 }
 
 fn shutdown_reply(session: &Session) -> Reply {

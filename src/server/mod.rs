@@ -6,12 +6,17 @@
 //! shard stops accepting, lets transactions in flight finish, says 421 to idle sessions, and
 //! `run` returns once all shards are done or the drain timeout passed. A second signal exits
 //! the process at once.
+//!
+//! With `ServerConfig::metrics`, each shard records into its own `metrics::ShardRecorder` and
+//! an admin thread serves the merged figures (`/metrics`, `/stats.json`, `/healthz`,
+//! `/readyz`) until `run` returns; `tap` ties each reply to its command for that.
 
 mod accept;
 mod conn;
 mod epoll;
 mod listener;
 mod shard;
+mod tap;
 mod uring;
 
 use std::net::SocketAddr;
@@ -23,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::handler::Handler;
+use crate::metrics::{AdminListener, Hub, Metrics, MetricsConfig, ShardRecorder};
 use crate::proto::SessionConfig;
 use accept::{accept_loop, Acceptor};
 use shard::Shard;
@@ -79,6 +85,14 @@ pub enum ServerError {
          (or --io auto to fall back automatically)"
     )]
     UringUnavailable(std::io::Error),
+    /// Binding the metrics (admin HTTP) listener failed.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A shard thread or event loop failed to start.
     #[error("shard {shard} failed to start: {source}")]
     Shard {
@@ -108,6 +122,8 @@ pub struct ServerConfig {
     pub log_ready: bool,
     /// Per-session limits and extensions.
     pub session: SessionConfig,
+    /// Metrics recording and the admin listener; `None` (the library default) records nothing.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +137,7 @@ impl Default for ServerConfig {
             handle_signals: true,
             log_ready: true,
             session: SessionConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -166,6 +183,11 @@ impl ServerBuilder {
     /// Sets session limits and extensions.
     pub fn session(mut self, session: SessionConfig) -> Self {
         self.config.session = session;
+        self
+    }
+    /// Records metrics and, with `config.listen`, serves them (see `crate::metrics`).
+    pub fn metrics(mut self, config: MetricsConfig) -> Self {
+        self.config.metrics = Some(config);
         self
     }
     /// Whether `run` handles SIGTERM/SIGINT (default true).
@@ -225,7 +247,31 @@ impl<H: Handler> HandledBuilder<H> {
                 per_shard[i].push(l);
             }
         }
-        let (drain_tx, _) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let (hub, admin) = match &cfg.metrics {
+            None => (None, None),
+            Some(m) => {
+                let hub = Arc::new(Hub::new(
+                    shards,
+                    m.publish_interval,
+                    driver.to_string(),
+                    m.jemalloc,
+                    drain_rx,
+                ));
+                let admin = match m.listen.map(|a| (a, AdminListener::bind(a))) {
+                    None => None,
+                    Some((_, Ok(l))) => Some(l),
+                    Some((addr, Err(e))) if m.listen_optional => {
+                        eprintln!("ringrelay: not serving metrics: cannot listen on {addr}: {e}");
+                        None
+                    }
+                    Some((addr, Err(source))) => {
+                        return Err(ServerError::MetricsBind { addr, source })
+                    }
+                };
+                (Some(hub), admin)
+            }
+        };
         Ok(Server {
             config: cfg,
             factory: self.factory,
@@ -234,6 +280,8 @@ impl<H: Handler> HandledBuilder<H> {
             listeners: per_shard,
             local_addrs,
             drain: Arc::new(drain_tx),
+            hub,
+            admin,
         })
     }
 
@@ -252,6 +300,8 @@ pub struct Server<H> {
     listeners: Vec<Vec<std::net::TcpListener>>,
     local_addrs: Vec<SocketAddr>,
     drain: Arc<watch::Sender<bool>>,
+    hub: Option<Arc<Hub>>,
+    admin: Option<AdminListener>,
 }
 
 /// Starts a graceful shutdown of a running server from any thread.
@@ -290,6 +340,16 @@ impl<H: Handler> Server<H> {
         self.driver
     }
 
+    /// The metrics, when `ServerConfig::metrics` is set.
+    pub fn metrics(&self) -> Option<Metrics> {
+        self.hub.clone().map(Metrics)
+    }
+
+    /// The bound address of the admin (metrics) listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminListener::local_addr)
+    }
+
     /// A handle that starts a graceful shutdown.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.drain.clone())
@@ -312,6 +372,15 @@ impl<H: Handler> Server<H> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), std::io::Error>>();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let max = self.config.max_connections;
+        let metrics_addr = self.metrics_addr();
+        let admin = match (self.admin, &self.hub) {
+            (Some(listener), Some(hub)) => Some(
+                listener
+                    .start(hub.clone())
+                    .map_err(|source| ServerError::Shard { shard: 0, source })?,
+            ),
+            _ => None,
+        };
         for (index, listeners) in self.listeners.into_iter().enumerate() {
             let cpu = self.cpus.get(index % self.cpus.len().max(1)).copied();
             let ctx = ShardStart {
@@ -323,6 +392,7 @@ impl<H: Handler> Server<H> {
                 session: session.clone(),
                 drain: self.drain.subscribe(),
                 max_conns: share(max, shards, index),
+                hub: self.hub.clone(),
                 ready: ready_tx.clone(),
                 done: done_tx.clone(),
             };
@@ -353,6 +423,9 @@ impl<H: Handler> Server<H> {
             }
         }
         if self.config.log_ready {
+            if let Some(addr) = metrics_addr {
+                eprintln!("ringrelay: metrics on http://{addr}/metrics");
+            }
             for addr in &self.local_addrs {
                 eprintln!(
                     "ringrelay: listening on {addr} (io={}, shards={shards})",
@@ -391,6 +464,7 @@ impl<H: Handler> Server<H> {
                 }
             }
         });
+        drop(admin);
         Ok(RunReport { drained })
     }
 }
@@ -413,6 +487,7 @@ struct ShardStart<H> {
     session: Arc<SessionConfig>,
     drain: watch::Receiver<bool>,
     max_conns: usize,
+    hub: Option<Arc<Hub>>,
     ready: mpsc::Sender<Result<(), std::io::Error>>,
     done: tokio::sync::mpsc::UnboundedSender<usize>,
 }
@@ -437,6 +512,7 @@ impl<H: Handler> ShardStart<H> {
                     (self.factory)(index),
                     self.drain,
                     self.max_conns,
+                    self.hub.map(|h| ShardRecorder::new(h, index)),
                 );
                 serve_shard(acceptors, shard, self.ready).await;
             }),
@@ -453,6 +529,7 @@ impl<H: Handler> ShardStart<H> {
                             (self.factory)(index),
                             self.drain,
                             self.max_conns,
+                            self.hub.map(|h| ShardRecorder::new(h, index)),
                         );
                         serve_shard(acceptors, shard, self.ready).await;
                     }
@@ -481,11 +558,37 @@ async fn serve_shard<A: Acceptor + 'static, H: Handler>(
         .map(|a| tokio::task::spawn_local(accept_loop(a, shard.clone())))
         .collect();
     let _ = ready.send(Ok(()));
+    if let Some(m) = &shard.metrics {
+        m.set_accepting(true);
+        tokio::task::spawn_local(publish_metrics(shard.clone()));
+    }
     for l in loops {
         let _ = l.await;
     }
+    if let Some(m) = &shard.metrics {
+        m.set_accepting(false);
+    }
     shard.wait_idle().await;
     shard.handler.borrow_mut().shutdown();
+    if let Some(m) = &shard.metrics {
+        m.publish(u64::MAX, 0, true);
+    }
+}
+
+/// Publishes the shard's metrics every interval and whenever a scrape asks.
+async fn publish_metrics<H: Handler>(shard: Rc<Shard<H>>) {
+    let Some(m) = &shard.metrics else {
+        return;
+    };
+    let mut asked = m.requests();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(m.interval()) => {}
+            r = asked.changed() => if r.is_err() { return },
+        }
+        let generation = *asked.borrow_and_update();
+        m.publish(generation, shard.conns.borrow().len(), false);
+    }
 }
 
 /// SIGTERM and SIGINT.

@@ -9,6 +9,8 @@ use slab::Slab;
 use tokio::sync::{watch, Notify};
 
 use crate::handler::Handler;
+use crate::metrics::labels::RejectReason;
+use crate::metrics::ShardRecorder;
 use crate::proto::SessionConfig;
 
 /// Per-shard state shared by the shard's tasks (single-threaded, so `Rc` and `RefCell`).
@@ -27,6 +29,8 @@ pub(crate) struct Shard<H> {
     pub idle: Notify,
     /// Connections refused for the limit.
     pub refused: Cell<u64>,
+    /// This shard's metrics recorder, when metrics are on.
+    pub metrics: Option<ShardRecorder>,
 }
 
 impl<H: Handler> Shard<H> {
@@ -35,6 +39,7 @@ impl<H: Handler> Shard<H> {
         handler: H,
         drain: watch::Receiver<bool>,
         max_conns: usize,
+        metrics: Option<ShardRecorder>,
     ) -> Rc<Self> {
         Rc::new(Self {
             session_config,
@@ -44,6 +49,7 @@ impl<H: Handler> Shard<H> {
             max_conns,
             idle: Notify::new(),
             refused: Cell::new(0),
+            metrics,
         })
     }
 
@@ -52,9 +58,20 @@ impl<H: Handler> Shard<H> {
         let mut conns = self.conns.borrow_mut();
         if conns.len() >= self.max_conns {
             self.refused.set(self.refused.get() + 1);
+            self.count_rejected(RejectReason::MaxConnections);
             return None;
         }
+        if let Some(m) = &self.metrics {
+            m.record().counters.connections_accepted += 1;
+        }
         Some(conns.insert(peer))
+    }
+
+    /// Counts a connection turned away before any session.
+    pub fn count_rejected(&self, reason: RejectReason) {
+        if let Some(m) = &self.metrics {
+            m.record().counters.connections_rejected[reason as usize] += 1;
+        }
     }
 
     /// Forgets a connection.

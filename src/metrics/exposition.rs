@@ -1,0 +1,369 @@
+//! Turning a merged view into what the admin endpoints serve: Prometheus text (metric families
+//! built here, encoded by the `prometheus` crate's `TextEncoder`) and the `/stats.json` document
+//! with exact HDR percentiles.
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{Encoder, TextEncoder};
+use serde_json::{json, Map, Value};
+
+use super::hub::{Hub, Merged};
+use super::labels::{
+    error_code_label, MessageResult, RejectReason, Verb, ERROR_CODE_SLOTS, REPLY_CLASSES,
+};
+use super::snapshot::Distribution;
+
+/// Latency bucket bounds, µs (exported in seconds).
+const LATENCY_BOUNDS_US: [u64; 23] = [
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+    300_000_000,
+    600_000_000,
+    1_800_000_000,
+    3_600_000_000,
+];
+
+/// Message size bucket bounds, octets.
+const SIZE_BOUNDS: [u64; 11] = [
+    256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 33_554_432,
+    67_108_864,
+];
+
+/// The Prometheus text format's content type.
+pub const TEXT_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn counter(pairs: &[(&str, &str)], value: u64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value as f64);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
+/// A histogram metric from a distribution; recorded units divided by `per_unit` give exported
+/// ones (1e6 for µs to seconds; dividing keeps bounds like 0.0001 free of rounding noise).
+fn histogram(d: &Distribution, bounds: &[u64], per_unit: f64) -> Metric {
+    let mut h = Histogram::default();
+    h.set_sample_count(d.count());
+    h.set_sample_sum(d.sum() as f64 / per_unit);
+    let buckets = d
+        .cumulative(bounds)
+        .into_iter()
+        .zip(bounds)
+        .map(|(n, &b)| {
+            let mut bucket = Bucket::default();
+            bucket.set_cumulative_count(n);
+            bucket.set_upper_bound(b as f64 / per_unit);
+            bucket
+        })
+        .collect();
+    h.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_histogram(h);
+    m
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+/// jemalloc's allocated and resident bytes (refreshing its statistics epoch first).
+fn jemalloc_stats() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let allocated = stats::allocated::read().ok()?;
+    let resident = stats::resident::read().ok()?;
+    Some((allocated as u64, resident as u64))
+}
+
+/// Every metric family, in a stable order.
+pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    let c = &m.total.counters;
+    let t = &m.total;
+    let shard_labels: Vec<String> = (0..hub.shards()).map(|i| i.to_string()).collect();
+    let per_shard = |values: &[u64], f: fn(&[(&str, &str)], u64) -> Metric| -> Vec<Metric> {
+        values
+            .iter()
+            .zip(&shard_labels)
+            .map(|(&v, s)| f(&[("shard", s)], v))
+            .collect()
+    };
+    let mut out = vec![
+        family(
+            "ringrelay_build_info",
+            "Build information; the value is always 1.",
+            GAUGE,
+            vec![gauge(
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    (
+                        "profile",
+                        if cfg!(debug_assertions) {
+                            "debug"
+                        } else {
+                            "release"
+                        },
+                    ),
+                ],
+                1.0,
+            )],
+        ),
+        family(
+            "ringrelay_io_driver_info",
+            "The event loop the shards run (uring or epoll); the value is always 1.",
+            GAUGE,
+            vec![gauge(&[("driver", &hub.driver)], 1.0)],
+        ),
+        family(
+            "ringrelay_shards",
+            "Number of shards (pinned event-loop threads).",
+            GAUGE,
+            vec![gauge(&[], hub.shards() as f64)],
+        ),
+        family(
+            "ringrelay_draining",
+            "1 once a graceful shutdown has started, else 0.",
+            GAUGE,
+            vec![gauge(&[], if hub.draining() { 1.0 } else { 0.0 })],
+        ),
+        family(
+            "ringrelay_uptime_seconds",
+            "Seconds since the server was built.",
+            GAUGE,
+            vec![gauge(&[], hub.started.elapsed().as_secs_f64())],
+        ),
+        family(
+            "ringrelay_connections_accepted_total",
+            "Connections admitted to an SMTP session, per shard.",
+            COUNTER,
+            per_shard(&m.accepted_by_shard, counter),
+        ),
+        family(
+            "ringrelay_connections_active",
+            "Open SMTP connections per shard (as of the shard's last publication).",
+            GAUGE,
+            per_shard(&m.active_by_shard, |l, v| gauge(l, v as f64)),
+        ),
+        family(
+            "ringrelay_connections_rejected_total",
+            "Connections answered 421 and closed before any session, by reason.",
+            COUNTER,
+            RejectReason::ALL
+                .iter()
+                .map(|r| counter(&[("reason", r.name())], c.connections_rejected[*r as usize]))
+                .collect(),
+        ),
+        family(
+            "ringrelay_commands_total",
+            "SMTP command lines received, by verb (UNKNOWN for anything else).",
+            COUNTER,
+            Verb::ALL
+                .iter()
+                .map(|v| counter(&[("command", v.name())], c.commands[*v as usize]))
+                .collect(),
+        ),
+        family(
+            "ringrelay_replies_total",
+            "SMTP replies sent, by class.",
+            COUNTER,
+            REPLY_CLASSES
+                .iter()
+                .zip(c.replies)
+                .map(|(class, n)| counter(&[("class", class)], n))
+                .collect(),
+        ),
+        family(
+            "ringrelay_error_replies_total",
+            "4xx and 5xx replies sent, by code (4xx/5xx for codes outside the tracked set).",
+            COUNTER,
+            (0..ERROR_CODE_SLOTS)
+                .map(|i| counter(&[("code", &error_code_label(i))], c.error_replies[i]))
+                .collect(),
+        ),
+        family(
+            "ringrelay_messages_total",
+            "Messages by the reply to their end of data: accepted (2xx), rejected (5xx, \
+             including size and bare line ending refusals) or tempfail (4xx).",
+            COUNTER,
+            MessageResult::ALL
+                .iter()
+                .map(|r| counter(&[("result", r.name())], c.messages[*r as usize]))
+                .collect(),
+        ),
+        family(
+            "ringrelay_message_bytes_total",
+            "Content octets of the messages received in full (handed to the handler).",
+            COUNTER,
+            vec![counter(&[], c.message_bytes)],
+        ),
+        family(
+            "ringrelay_recipients_total",
+            "RCPT commands by outcome (accepted = 2xx).",
+            COUNTER,
+            vec![
+                counter(&[("result", "accepted")], c.recipients_accepted),
+                counter(&[("result", "rejected")], c.recipients_rejected),
+            ],
+        ),
+        family(
+            "ringrelay_received_bytes_total",
+            "Octets read from SMTP clients.",
+            COUNTER,
+            vec![counter(&[], c.received_bytes)],
+        ),
+        family(
+            "ringrelay_message_size_bytes",
+            "Content size of the messages received in full.",
+            HISTOGRAM,
+            vec![histogram(&t.message_size, &SIZE_BOUNDS, 1.0)],
+        ),
+        family(
+            "ringrelay_session_duration_seconds",
+            "Lifetime of SMTP connections, from accept to close.",
+            HISTOGRAM,
+            vec![histogram(&t.session, &LATENCY_BOUNDS_US, 1e6)],
+        ),
+        family(
+            "ringrelay_transaction_duration_seconds",
+            "From an accepted MAIL to the reply to the end of data.",
+            HISTOGRAM,
+            vec![histogram(&t.transaction, &LATENCY_BOUNDS_US, 1e6)],
+        ),
+        family(
+            "ringrelay_data_phase_duration_seconds",
+            "From the 354 to DATA (or the first BDAT) to the reply to the end of data.",
+            HISTOGRAM,
+            vec![histogram(&t.data_phase, &LATENCY_BOUNDS_US, 1e6)],
+        ),
+    ];
+    if hub.jemalloc {
+        if let Some((allocated, resident)) = jemalloc_stats() {
+            out.push(family(
+                "ringrelay_jemalloc_allocated_bytes",
+                "Bytes allocated by the application (jemalloc stats.allocated).",
+                GAUGE,
+                vec![gauge(&[], allocated as f64)],
+            ));
+            out.push(family(
+                "ringrelay_jemalloc_resident_bytes",
+                "Bytes in physically resident data pages mapped by jemalloc (stats.resident).",
+                GAUGE,
+                vec![gauge(&[], resident as f64)],
+            ));
+        }
+    }
+    out
+}
+
+/// The Prometheus text exposition.
+pub(crate) fn prometheus_text(hub: &Hub, m: &Merged) -> String {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    // Every family built above has a name and at least one metric, so encoding cannot fail.
+    let _ = TextEncoder::new().encode(&families(hub, m), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// count, min, mean, p50, p90, p99, p99.9 and max of a distribution.
+fn percentiles(d: &Distribution) -> Value {
+    let h = d.histogram();
+    if h.is_empty() {
+        return json!({ "count": 0 });
+    }
+    json!({
+        "count": h.len(),
+        "min": h.min(),
+        "mean": (h.mean() * 10.0).round() / 10.0,
+        "p50": h.value_at_quantile(0.50),
+        "p90": h.value_at_quantile(0.90),
+        "p99": h.value_at_quantile(0.99),
+        "p99_9": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+fn named<const N: usize>(names: impl IntoIterator<Item = String>, values: &[u64; N]) -> Value {
+    let map: Map<String, Value> = names
+        .into_iter()
+        .zip(values)
+        .map(|(k, &v)| (k, Value::from(v)))
+        .collect();
+    Value::Object(map)
+}
+
+/// The `/stats.json` document: counters, and exact HDR percentiles (µs for latencies, octets
+/// for sizes).
+pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
+    let c = &m.total.counters;
+    let t = &m.total;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "io_driver": hub.driver,
+        "shards": hub.shards(),
+        "draining": hub.draining(),
+        "uptime_seconds": hub.started.elapsed().as_secs_f64(),
+        "connections": {
+            "accepted": c.connections_accepted,
+            "active": m.active_by_shard.iter().sum::<u64>(),
+            "accepted_by_shard": m.accepted_by_shard,
+            "active_by_shard": m.active_by_shard,
+            "rejected": named(RejectReason::ALL.map(|r| r.name().to_string()), &c.connections_rejected),
+        },
+        "commands": named(Verb::ALL.map(|v| v.name().to_string()), &c.commands),
+        "replies": named(REPLY_CLASSES.map(String::from), &c.replies),
+        "error_replies": named((0..ERROR_CODE_SLOTS).map(error_code_label), &c.error_replies),
+        "messages": named(MessageResult::ALL.map(|r| r.name().to_string()), &c.messages),
+        "message_bytes": c.message_bytes,
+        "recipients": { "accepted": c.recipients_accepted, "rejected": c.recipients_rejected },
+        "received_bytes": c.received_bytes,
+        "latency_us": {
+            "session": percentiles(&t.session),
+            "transaction": percentiles(&t.transaction),
+            "data_phase": percentiles(&t.data_phase),
+        },
+        "message_size_bytes": percentiles(&t.message_size),
+    })
+}

@@ -1,0 +1,86 @@
+//! Metrics: shard-local counters and HDR histograms, merged on the admin thread, served as
+//! Prometheus text (`/metrics`), exact percentiles (`/stats.json`) and health endpoints.
+//!
+//! Owns: the bounded label sets (`labels`), what a shard records and how records add up
+//! (`snapshot`), the per-shard publication slots (`hub`), the exposition formats
+//! (`exposition`) and the admin HTTP listener (`admin`). What gets recorded when is decided by
+//! the server layer, which sees every read, event and reply.
+//!
+//! Must never: put a shared atomic or a lock on a shard's hot path. Recording is a `RefCell`
+//! borrow on the shard's own thread; the only lock a shard takes is its slot's, once per
+//! publication (every `publish_interval`, or when a scrape asks for fresh figures).
+
+mod admin;
+mod exposition;
+mod hub;
+pub mod labels;
+pub mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use admin::AdminListener;
+pub use hub::Merged;
+pub(crate) use hub::{Hub, ShardRecorder};
+
+/// The default admin listener of the `ringrelay` binary.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
+
+/// Metrics settings (`ServerConfig::metrics`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics`, `/healthz`, `/readyz` and `/stats.json`; `None` records
+    /// only (read the figures with `Server::metrics`).
+    pub listen: Option<SocketAddr>,
+    /// When binding `listen` fails, log it and run without the listener instead of failing
+    /// the start (the binary does this for its default address only).
+    pub listen_optional: bool,
+    /// How often each shard publishes what it recorded when nobody asks (a scrape asks).
+    pub publish_interval: Duration,
+    /// Export jemalloc's allocated/resident bytes; only meaningful when jemalloc is the
+    /// global allocator (as in the `ringrelay` binary).
+    pub jemalloc: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            listen_optional: false,
+            publish_interval: Duration::from_secs(1),
+            jemalloc: false,
+        }
+    }
+}
+
+/// A handle on a server's metrics, usable from any thread.
+#[derive(Clone, Debug)]
+pub struct Metrics(pub(crate) Arc<Hub>);
+
+impl Metrics {
+    /// Asks every running shard to publish and waits up to `wait` for them.
+    pub fn refresh(&self, wait: Duration) {
+        self.0.refresh(wait);
+    }
+
+    /// The sum of what the shards have published so far.
+    pub fn merged(&self) -> Merged {
+        self.0.merged()
+    }
+
+    /// The Prometheus text exposition of what the shards have published so far.
+    pub fn prometheus_text(&self) -> String {
+        exposition::prometheus_text(&self.0, &self.0.merged())
+    }
+
+    /// The `/stats.json` document of what the shards have published so far.
+    pub fn stats_json(&self) -> String {
+        exposition::stats_json(&self.0, &self.0.merged()).to_string()
+    }
+
+    /// What `/readyz` says: no drain started and every shard accepting.
+    pub fn ready(&self) -> bool {
+        self.0.ready()
+    }
+}
