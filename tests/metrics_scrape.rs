@@ -1,0 +1,297 @@
+//! The metrics endpoints of the real binary: after a known workload from Python's smtplib
+//! (tests/peers/metrics_workload.py) `/metrics` and `/stats.json` show exact counts and the
+//! text passes `promtool check metrics`; `/readyz` turns 503 while a drain waits for a
+//! transaction held open (tests/peers/metrics_hold.py). Both I/O drivers.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PEER_TIMEOUT: Duration = Duration::from_secs(120);
+const SIZE_LIMIT: u64 = 10_000;
+
+/// `ringrelay: metrics on http://ADDR/metrics`
+fn metrics_addr(server: &Server) -> SocketAddr {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let err = server.stderr();
+        if let Some(addr) = err.lines().find_map(|l| {
+            l.strip_prefix("ringrelay: metrics on http://")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        }) {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics line on stderr:\n{err}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A bare HTTP/1.0 GET; returns (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (name with its labels, exactly as exposed).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// Scrapes until `done(text)` holds (sessions are recorded as their connections close, just
+/// after the client has seen the reply to QUIT) or 10 s pass; returns the last scrape.
+fn scrape_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = get(addr, "/metrics");
+        assert_eq!(status, 200);
+        if done(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn promtool_check(text: &str) {
+    require("promtool", "--version");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn exact_counts_after_workload(io: &str) {
+    let _heavy = heavy();
+    let size = SIZE_LIMIT.to_string();
+    let server = Server::sink(
+        io,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--size",
+            &size,
+            "--shards",
+            "2",
+        ],
+    );
+    let admin = metrics_addr(&server);
+    assert_eq!(get(admin, "/healthz").0, 200);
+    assert_eq!(get(admin, "/readyz").0, 200);
+
+    let (messages, oversize, declared) = (500u64, 20u64, 5u64);
+    let out = run_python(
+        "metrics_workload.py",
+        &[
+            server.port().to_string(),
+            "--messages".into(),
+            messages.to_string(),
+            "--connections".into(),
+            "5".into(),
+            "--oversize".into(),
+            oversize.to_string(),
+            "--declared".into(),
+            declared.to_string(),
+            "--size-limit".into(),
+            size.clone(),
+        ],
+        PEER_TIMEOUT,
+    );
+    let sent: serde_json::Value = serde_json::from_str(out.trim()).expect("workload JSON");
+    let conns = sent["connections"].as_u64().unwrap();
+    let sent_cmd = |verb: &str| sent["commands"][verb].as_u64().unwrap_or(0);
+
+    let text = scrape_until(admin, |t| {
+        sample(t, "ringrelay_session_duration_seconds_count") as u64 == conns
+    });
+    let n = |series: &str| sample(&text, series) as u64;
+    assert_eq!(
+        n(r#"ringrelay_messages_total{result="accepted"}"#),
+        messages
+    );
+    assert_eq!(
+        n(r#"ringrelay_messages_total{result="rejected"}"#),
+        oversize
+    );
+    assert_eq!(n(r#"ringrelay_messages_total{result="tempfail"}"#), 0);
+    // Refused at end of data and refused at MAIL, both 552.
+    assert_eq!(
+        n(r#"ringrelay_error_replies_total{code="552"}"#),
+        oversize + declared
+    );
+    assert_eq!(
+        n(r#"ringrelay_replies_total{class="5xx"}"#),
+        oversize + declared
+    );
+    assert_eq!(n(r#"ringrelay_replies_total{class="4xx"}"#), 0);
+    assert_eq!(
+        n(r#"ringrelay_replies_total{class="3xx"}"#),
+        messages + oversize
+    );
+    for verb in [
+        "EHLO", "MAIL", "RCPT", "DATA", "RSET", "QUIT", "HELO", "NOOP",
+    ] {
+        assert_eq!(
+            n(&format!(r#"ringrelay_commands_total{{command="{verb}"}}"#)),
+            sent_cmd(verb),
+            "{verb}: the client's own count"
+        );
+    }
+    assert_eq!(sent_cmd("MAIL"), messages + oversize + declared);
+    assert_eq!(n(r#"ringrelay_commands_total{command="UNKNOWN"}"#), 0);
+    assert_eq!(
+        n(r#"ringrelay_recipients_total{result="accepted"}"#),
+        messages + oversize
+    );
+    assert_eq!(
+        n("ringrelay_message_bytes_total"),
+        sent["accepted_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(n("ringrelay_message_size_bytes_count"), messages);
+    assert_eq!(
+        n("ringrelay_transaction_duration_seconds_count"),
+        messages + oversize
+    );
+    assert_eq!(
+        n("ringrelay_data_phase_duration_seconds_count"),
+        messages + oversize
+    );
+    assert_eq!(n("ringrelay_session_duration_seconds_count"), conns);
+    let accepted: u64 = (0..2)
+        .map(|s| {
+            n(&format!(
+                r#"ringrelay_connections_accepted_total{{shard="{s}"}}"#
+            ))
+        })
+        .sum();
+    assert_eq!(accepted, conns);
+    assert_eq!(
+        n(&format!(r#"ringrelay_io_driver_info{{driver="{io}"}}"#)),
+        1
+    );
+    assert_eq!(n("ringrelay_draining"), 0);
+    assert!(n("ringrelay_jemalloc_allocated_bytes") > 0);
+    assert!(n("ringrelay_jemalloc_resident_bytes") > 0);
+    promtool_check(&text);
+
+    let (status, json) = get(admin, "/stats.json");
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&json).expect("stats.json");
+    assert_eq!(stats["messages"]["accepted"], messages);
+    assert_eq!(stats["messages"]["rejected"], oversize);
+    let tx = &stats["latency_us"]["transaction"];
+    assert_eq!(tx["count"], messages + oversize);
+    let p = |k: &str| tx[k].as_u64().unwrap_or_else(|| panic!("{k} in {tx}"));
+    assert!(p("min") <= p("p50") && p("p50") <= p("p90") && p("p90") <= p("p99"));
+    assert!(p("p99") <= p("p99_9") && p("p99_9") <= p("max") && p("max") > 0);
+    assert_eq!(stats["message_size_bytes"]["count"], messages);
+
+    let stopped = server.stop();
+    stopped.assert_success();
+    let summary = stopped.sink_summary();
+    assert_eq!(summary.messages, messages, "the sink's own count agrees");
+}
+
+#[test]
+fn exact_counts_after_workload_uring() {
+    exact_counts_after_workload("uring");
+}
+
+#[test]
+fn exact_counts_after_workload_epoll() {
+    exact_counts_after_workload("epoll");
+}
+
+#[test]
+fn readyz_is_503_while_draining() {
+    let server = Server::sink(
+        "epoll",
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "30",
+            "--shards",
+            "2",
+        ],
+    );
+    let admin = metrics_addr(&server);
+    assert_eq!(get(admin, "/readyz"), (200, "ready\n".to_string()));
+
+    let mut hold = Peer::python("metrics_hold.py", &[server.port().to_string()]);
+    hold.wait_for_line("holding", Duration::from_secs(20));
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(admin, "/readyz");
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still {status} {body:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(admin, "/healthz").0, 200, "alive while draining");
+    let text = scrape_until(admin, |_| true);
+    assert_eq!(sample(&text, "ringrelay_draining"), 1.0);
+    assert_eq!(
+        sample(&text, r#"ringrelay_connections_active{shard="0"}"#)
+            + sample(&text, r#"ringrelay_connections_active{shard="1"}"#),
+        1.0
+    );
+
+    hold.send_line("finish");
+    hold.wait_for_line("done 250", Duration::from_secs(20));
+    let out = hold.finish(Duration::from_secs(20));
+    out.assert_success("metrics_hold.py");
+    let stopped = server.wait(STOP_TIMEOUT, t0);
+    stopped.assert_success();
+    assert_eq!(stopped.sink_summary().messages, 1);
+}
+
+#[test]
+fn metrics_listen_none_serves_nothing() {
+    let server = Server::sink("epoll", &["--metrics-listen", "none"]);
+    assert!(
+        !server.stderr().contains("metrics on"),
+        "{}",
+        server.stderr()
+    );
+    server.stop().assert_success();
+}
