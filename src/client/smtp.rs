@@ -265,7 +265,7 @@ impl SmtpClient {
                 reply: r,
             });
         }
-        if !self.rbuf.is_empty() || !self.core.take_buffered_input().is_empty() {
+        if !self.core.take_buffered_input().is_empty() {
             // RFC 3207 §6: bytes after the 220 were sent in plaintext; refuse them.
             return Err(ClientError::Tls(std::io::Error::other(
                 "plaintext data after STARTTLS",
