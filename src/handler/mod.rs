@@ -7,7 +7,10 @@
 //! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
 
 pub mod debug;
+pub mod service;
 pub mod sink;
+
+pub use service::{Answer, Connection, Pending, Service};
 
 use crate::proto::{DataChunk, Reply, Session};
 

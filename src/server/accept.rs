@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::conn::{serve, ConnStream};
 use super::listener::shutdown_fd;
 use super::shard::{Shard, TOO_MANY};
-use crate::handler::Handler;
+use crate::handler::Service;
 use crate::metrics::labels::RejectReason;
 
 /// A listening socket as the accept loop needs it; implemented by each driver.
@@ -24,7 +24,7 @@ pub(crate) trait Acceptor {
 const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down, try again later\r\n";
 
 /// Accepts until the shard drains.
-pub(crate) async fn accept_loop<A: Acceptor, H: Handler>(acceptor: A, shard: Rc<Shard<H>>) {
+pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<Shard<H>>) {
     let mut drain = shard.drain.clone();
     loop {
         if shard.draining() {

@@ -6,7 +6,6 @@
 //! is shut down, which completes the read, and the session then says 421. This is what keeps
 //! io_uring from leaving an orphaned read in the kernel that would swallow later bytes.
 
-use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 use std::time::Instant;
@@ -15,10 +14,10 @@ use bytes::BytesMut;
 
 use super::shard::Shard;
 use super::tap::Tap;
-use crate::handler::Handler;
+use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
-use crate::proto::{EnhancedCode, Event, Reply, Session, State};
+use crate::proto::{EnhancedCode, Reply, Session, State};
 
 /// Smallest read a connection posts; grows while reads fill it.
 const MIN_READ: usize = 4096;
@@ -43,7 +42,7 @@ enum Wake {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve<S: ConnStream, H: Handler>(
+pub(crate) async fn serve<S: ConnStream, H: Service>(
     stream: S,
     peer: core::net::SocketAddr,
     shard: Rc<Shard<H>>,
@@ -52,8 +51,8 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
     let mut session = Session::new(shard.session_config.clone(), peer, started);
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let mut out: Vec<u8> = Vec::with_capacity(512);
-    let mut message: Vec<u8> = Vec::new();
-    let collect = shard.handler.borrow().collects_message();
+    let mut conn = H::open(&shard.handler, &session);
+    let mut pending: Option<(Pending, bool)> = None;
     let mut drain = shard.drain.clone();
     let mut read_size = MIN_READ;
     let metrics = shard.metrics.as_ref();
@@ -65,9 +64,27 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
             &mut out,
             tap.as_mut(),
             &shard,
-            &mut message,
-            collect,
+            &mut conn,
+            &mut pending,
         );
+        if let Some((future, needs_reply)) = pending.take() {
+            // The handler is working on an answer (a relay waiting for its upstream): send
+            // what is ready, wait for it, then go on with the input already buffered.
+            take_output(&mut session, &mut out, metrics);
+            if !out.is_empty() {
+                let (res, o) = stream.write_all(out).await;
+                out = o;
+                out.clear();
+                if res.is_err() {
+                    break;
+                }
+            }
+            let reply = future.await;
+            if needs_reply {
+                session.handler_reply(reply);
+            }
+            continue;
+        }
         if *drain.borrow() && is_idle(&session) {
             session.close_with(shutdown_reply(&session));
         }
@@ -121,8 +138,8 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
                         &mut out,
                         tap.as_mut(),
                         &shard,
-                        &mut message,
-                        collect,
+                        &mut conn,
+                        &mut pending,
                     );
                 }
             }
@@ -145,7 +162,7 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
             Wake::Drain => session.close_with(shutdown_reply(&session)),
         }
         if !matches!(wake, Wake::Data) {
-            dispatch(&mut session, &shard.handler, &mut message, collect);
+            finish_pending(&mut session, &mut conn, &mut pending).await;
             take_output(&mut session, &mut out, metrics);
             let _ = stream.write_all(out).await;
             break;
@@ -158,9 +175,9 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
             EnhancedCode::new(4, 4, 0),
             "connection lost",
         ));
-        dispatch(&mut session, &shard.handler, &mut message, collect);
+        finish_pending(&mut session, &mut conn, &mut pending).await;
     }
-    shard.handler.borrow_mut().disconnect(&session);
+    conn.close(&session);
     if let Some(m) = metrics {
         let lived = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         m.record().session.record(lived);
@@ -169,16 +186,16 @@ pub(crate) async fn serve<S: ConnStream, H: Handler>(
 
 /// Feeds the buffered input to the session and answers its events, until it can use no
 /// more: in one go, or unit by unit through the `Tap` when metrics are on.
-fn feed<H: Handler>(
+fn feed<H: Service>(
     session: &mut Session,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
     tap: Option<&mut Tap>,
     shard: &Shard<H>,
-    message: &mut Vec<u8>,
-    collect: bool,
+    conn: &mut H::Conn,
+    pending: &mut Option<(Pending, bool)>,
 ) {
-    let mut answer = |s: &mut Session| dispatch(s, &shard.handler, message, collect);
+    let mut answer = |s: &mut Session| dispatch(s, conn, pending);
     match (tap, &shard.metrics) {
         (Some(tap), Some(rec)) => tap.feed(session, buf, out, rec, &mut answer),
         _ => loop {
@@ -223,45 +240,48 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Hands every queued event to the handler; returns true if a decision was answered (the
-/// session may then be able to read more of its buffered input).
-fn dispatch<H: Handler>(
+/// Hands queued events to the connection's handler, in order, until one answer is pending;
+/// returns true if a decision was answered (the session may then use more buffered input).
+fn dispatch<C: Connection>(
     session: &mut Session,
-    handler: &RefCell<H>,
-    message: &mut Vec<u8>,
-    collect: bool,
+    conn: &mut C,
+    pending: &mut Option<(Pending, bool)>,
 ) -> bool {
     let mut answered = false;
-    while let Some(ev) = session.poll_event() {
-        let mut h = handler.borrow_mut();
-        let reply = match ev {
-            Event::Connect => h.connect(session),
-            Event::Hello => h.hello(session),
-            Event::Mail => h.mail(session),
-            Event::Rcpt => h.rcpt(session),
-            Event::DataStart => h.data_start(session),
-            Event::DataChunk(chunk) => {
-                if collect {
-                    chunk.extend_content(message);
-                }
-                h.data_chunk(session, &chunk);
-                continue;
-            }
-            Event::DataEnd => {
-                let r = h.process_message(session, message);
-                message.clear();
-                r
-            }
-            Event::Reset => {
-                message.clear();
-                h.reset(session);
-                continue;
-            }
-            Event::Quit => continue,
+    while pending.is_none() {
+        let Some(ev) = session.poll_event() else {
+            break;
         };
-        drop(h);
-        session.handler_reply(reply);
-        answered = true;
+        let needs_reply = ev.needs_reply();
+        match conn.event(session, ev) {
+            Answer::Now(reply) => {
+                if needs_reply {
+                    session.handler_reply(reply);
+                    answered = true;
+                }
+            }
+            Answer::Later(future) => *pending = Some((future, needs_reply)),
+        }
     }
     answered
+}
+
+/// Ends a closing session's events: awaits what is pending, then hands over the rest.
+async fn finish_pending<C: Connection>(
+    session: &mut Session,
+    conn: &mut C,
+    pending: &mut Option<(Pending, bool)>,
+) {
+    loop {
+        if let Some((future, needs_reply)) = pending.take() {
+            let reply = future.await;
+            if needs_reply {
+                session.handler_reply(reply);
+            }
+        }
+        dispatch(session, conn, pending);
+        if pending.is_none() {
+            break;
+        }
+    }
 }

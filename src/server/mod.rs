@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::handler::Handler;
+use crate::handler::Service;
 use crate::metrics::{AdminListener, Hub, Metrics, MetricsConfig, ShardRecorder};
 use crate::proto::SessionConfig;
 use accept::{accept_loop, Acceptor};
@@ -196,12 +196,12 @@ impl ServerBuilder {
         self
     }
     /// Each shard gets its own clone of `handler`.
-    pub fn handler<H: Handler + Clone + Send>(self, handler: H) -> HandledBuilder<H> {
+    pub fn handler<H: Service + Clone + Send>(self, handler: H) -> HandledBuilder<H> {
         let proto = std::sync::Mutex::new(handler);
         self.handler_factory(move |_| proto.lock().expect("handler prototype").clone())
     }
     /// Each shard builds its handler with `factory(shard_index)` on its own thread.
-    pub fn handler_factory<H: Handler>(
+    pub fn handler_factory<H: Service>(
         self,
         factory: impl Fn(usize) -> H + Send + Sync + 'static,
     ) -> HandledBuilder<H> {
@@ -212,7 +212,7 @@ impl ServerBuilder {
     }
 }
 
-impl<H: Handler> HandledBuilder<H> {
+impl<H: Service> HandledBuilder<H> {
     /// Resolves the event loop and binds every listener.
     pub fn build(self) -> Result<Server<H>, ServerError> {
         let cfg = self.config;
@@ -329,7 +329,7 @@ impl Server<()> {
     }
 }
 
-impl<H: Handler> Server<H> {
+impl<H: Service> Server<H> {
     /// The bound addresses (with the real port when 0 was asked for), one per `listen`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
@@ -492,7 +492,7 @@ struct ShardStart<H> {
     done: tokio::sync::mpsc::UnboundedSender<usize>,
 }
 
-impl<H: Handler> ShardStart<H> {
+impl<H: Service> ShardStart<H> {
     fn run(self) {
         if let Some(cpu) = self.cpu {
             shard::pin_to(cpu);
@@ -548,7 +548,7 @@ impl<H: Handler> ShardStart<H> {
 
 /// A shard's main task: accept on every listener until draining, then wait for its
 /// connections and let the handler publish its totals.
-async fn serve_shard<A: Acceptor + 'static, H: Handler>(
+async fn serve_shard<A: Acceptor + 'static, H: Service>(
     acceptors: Vec<A>,
     shard: Rc<Shard<H>>,
     ready: mpsc::Sender<Result<(), std::io::Error>>,
@@ -576,7 +576,7 @@ async fn serve_shard<A: Acceptor + 'static, H: Handler>(
 }
 
 /// Publishes the shard's metrics every interval and whenever a scrape asks.
-async fn publish_metrics<H: Handler>(shard: Rc<Shard<H>>) {
+async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
     let Some(m) = &shard.metrics else {
         return;
     };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use slab::Slab;
 use tokio::sync::{watch, Notify};
 
-use crate::handler::Handler;
+use crate::handler::Service;
 use crate::metrics::labels::RejectReason;
 use crate::metrics::ShardRecorder;
 use crate::proto::SessionConfig;
@@ -17,8 +17,8 @@ use crate::proto::SessionConfig;
 pub(crate) struct Shard<H> {
     /// Session limits and extensions.
     pub session_config: Arc<SessionConfig>,
-    /// This shard's handler instance.
-    pub handler: RefCell<H>,
+    /// This shard's handler (service) instance.
+    pub handler: Rc<RefCell<H>>,
     /// Becomes true when the server starts draining.
     pub drain: watch::Receiver<bool>,
     /// Open connections: the client address of each, keyed by slab index.
@@ -33,7 +33,7 @@ pub(crate) struct Shard<H> {
     pub metrics: Option<ShardRecorder>,
 }
 
-impl<H: Handler> Shard<H> {
+impl<H: Service> Shard<H> {
     pub fn new(
         session_config: Arc<SessionConfig>,
         handler: H,
@@ -43,7 +43,7 @@ impl<H: Handler> Shard<H> {
     ) -> Rc<Self> {
         Rc::new(Self {
             session_config,
-            handler: RefCell::new(handler),
+            handler: Rc::new(RefCell::new(handler)),
             drain,
             conns: RefCell::new(Slab::with_capacity(64)),
             max_conns,

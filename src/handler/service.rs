@@ -1,0 +1,101 @@
+//! The server's view of a handler: a per-shard `Service` that opens one `Connection` per
+//! client, whose answers may take time (`Answer::Later`). A relay uses this to wait for its
+//! upstream without blocking the shard: the connection's session holds further input until
+//! the pending answer resolves. Every `Handler` is a `Service` whose answers are immediate.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use super::Handler;
+use crate::proto::{Event, Reply, Session};
+
+/// An answer still being worked out; it runs on the shard's event loop.
+pub type Pending = Pin<Box<dyn Future<Output = Option<Reply>>>>;
+
+/// A connection's answer to one event. For notifications (data chunks, reset, quit) the
+/// reply is ignored, but a `Later` is still awaited before the next event (backpressure).
+pub enum Answer {
+    /// Decided: `None` lets the session's default reply stand.
+    Now(Option<Reply>),
+    /// To be decided when the future resolves.
+    Later(Pending),
+}
+
+/// Per-shard handler state that opens connections.
+pub trait Service: 'static {
+    /// The per-connection part.
+    type Conn: Connection;
+    /// A client connected (its `Event::Connect` follows).
+    fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn;
+    /// The shard is stopping.
+    fn shutdown(&mut self) {}
+}
+
+/// One client connection's handler.
+pub trait Connection: 'static {
+    /// Answers (or takes note of) one session event.
+    fn event(&mut self, session: &Session, event: Event) -> Answer;
+    /// The connection ended.
+    fn close(&mut self, _session: &Session) {}
+}
+
+/// A `Handler` seen as a `Service`.
+pub struct HandlerConn<H> {
+    handler: Rc<RefCell<H>>,
+    message: Vec<u8>,
+    collect: bool,
+}
+
+impl<H: Handler> Service for H {
+    type Conn = HandlerConn<H>;
+
+    fn open(this: &Rc<RefCell<Self>>, _session: &Session) -> HandlerConn<H> {
+        let collect = this.borrow().collects_message();
+        HandlerConn {
+            handler: this.clone(),
+            message: Vec::new(),
+            collect,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        Handler::shutdown(self);
+    }
+}
+
+impl<H: Handler> Connection for HandlerConn<H> {
+    fn event(&mut self, session: &Session, event: Event) -> Answer {
+        let mut h = self.handler.borrow_mut();
+        Answer::Now(match event {
+            Event::Connect => h.connect(session),
+            Event::Hello => h.hello(session),
+            Event::Mail => h.mail(session),
+            Event::Rcpt => h.rcpt(session),
+            Event::DataStart => h.data_start(session),
+            Event::DataChunk(chunk) => {
+                if self.collect {
+                    chunk.extend_content(&mut self.message);
+                }
+                h.data_chunk(session, &chunk);
+                None
+            }
+            Event::DataEnd => {
+                let r = h.process_message(session, &self.message);
+                self.message.clear();
+                r
+            }
+            Event::Reset => {
+                self.message.clear();
+                h.reset(session);
+                None
+            }
+            Event::Quit => None,
+        })
+    }
+
+    fn close(&mut self, session: &Session) {
+        self.handler.borrow_mut().disconnect(session);
+    }
+}
