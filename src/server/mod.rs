@@ -557,11 +557,12 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
         .into_iter()
         .map(|a| tokio::task::spawn_local(accept_loop(a, shard.clone())))
         .collect();
-    let _ = ready.send(Ok(()));
     if let Some(m) = &shard.metrics {
+        // Before `ready`: once the listening line is out, /readyz must say 200.
         m.set_accepting(true);
         tokio::task::spawn_local(publish_metrics(shard.clone()));
     }
+    let _ = ready.send(Ok(()));
     for l in loops {
         let _ = l.await;
     }
