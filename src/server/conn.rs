@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::shard::Shard;
-use super::tap::Tap;
+use super::tap::{Dispatched, Tap};
 use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
@@ -195,12 +195,14 @@ fn feed<H: Service>(
     conn: &mut H::Conn,
     pending: &mut Option<(Pending, bool)>,
 ) {
-    let mut answer = |s: &mut Session| dispatch(s, conn, pending);
     match (tap, &shard.metrics) {
-        (Some(tap), Some(rec)) => tap.feed(session, buf, out, rec, &mut answer),
+        (Some(tap), Some(rec)) => tap.feed(session, buf, out, rec, &mut |s| Dispatched {
+            answered: dispatch(s, conn, pending),
+            pending: pending.is_some(),
+        }),
         _ => loop {
             session.handle_input_buf(Instant::now(), buf);
-            if !answer(session) {
+            if !dispatch(session, conn, pending) {
                 break;
             }
         },

@@ -7,7 +7,9 @@
 //!
 //! The session sees the same bytes in the same order as with one `handle_input_buf` over the
 //! whole buffer, only in more calls, which its contract allows, so it writes the same replies
-//! (a test below compares both ways byte for byte). Does no I/O: `conn` reads and writes.
+//! (a test below compares both ways byte for byte). A decision answered later (a relay
+//! waiting on its upstream) keeps its unit open until the answer is in, so its reply is still
+//! read back as that unit's. Does no I/O: `conn` reads and writes.
 
 use std::time::Instant;
 
@@ -29,9 +31,11 @@ pub(crate) struct Tap {
     transaction_start: Option<Instant>,
     /// When its data phase began (354, or the first BDAT).
     data_start: Option<Instant>,
+    /// The unit whose answer is pending.
+    open: Option<OpenUnit>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Unit {
     Line,
     Data,
@@ -74,6 +78,32 @@ fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// What dispatching a unit's events came to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dispatched {
+    /// A decision was answered (the session may use more input).
+    pub answered: bool,
+    /// An answer is still being worked out (`Answer::Later`): feed no more until it is in.
+    pub pending: bool,
+}
+
+/// A unit fed to the session whose replies have not all been read back yet.
+#[derive(Debug)]
+struct OpenUnit {
+    kind: Unit,
+    len: usize,
+    consumed: usize,
+    verb: Option<Verb>,
+    bdat: Option<u64>,
+    ends_line: bool,
+    fed_at: Instant,
+    /// Session state before the unit, and right after the session took it.
+    before: State,
+    mid: State,
+    /// Content size of a message received in full by this unit.
+    received: Option<u64>,
+}
+
 impl Tap {
     pub(crate) fn new() -> Self {
         Self {
@@ -81,23 +111,33 @@ impl Tap {
             chunk_left: 0,
             transaction_start: None,
             data_start: None,
+            open: None,
         }
     }
 
     /// Feeds `buf` to the session unit by unit, calling `dispatch` after each (it answers the
-    /// session's events and returns true if it answered a decision), appending the replies to
-    /// `out` and recording what happened, until the session can use no more of `buf`.
+    /// session's events), appending the replies to `out` and recording what happened, until
+    /// the session can use no more of `buf` or an answer is pending. After a pending answer
+    /// has been given to the session, call `feed` again: it first finishes that unit.
     pub(crate) fn feed(
         &mut self,
         session: &mut Session,
         buf: &mut BytesMut,
         out: &mut Vec<u8>,
         rec: &ShardRecorder,
-        dispatch: &mut dyn FnMut(&mut Session) -> bool,
+        dispatch: &mut dyn FnMut(&mut Session) -> Dispatched,
     ) {
+        if let Some(open) = self.open.take() {
+            let d = dispatch(session);
+            if d.pending {
+                self.open = Some(open);
+                return;
+            }
+            self.finish(open, session, out, rec);
+        }
         loop {
             let state = session.state();
-            let (unit, kind) = if state == State::InData {
+            let (len, kind) = if state == State::InData {
                 (data_unit(buf), Unit::Data)
             } else if self.chunk_left > 0 {
                 let left = usize::try_from(self.chunk_left).unwrap_or(usize::MAX);
@@ -106,95 +146,120 @@ impl Tap {
                 let end = memchr::memchr(b'\n', buf).map_or(buf.len(), |p| p + 1);
                 (end, Unit::Line)
             };
-            let verb = (kind == Unit::Line && self.line_start && unit > 0)
-                .then(|| Verb::of_line(&buf[..unit]));
+            let verb = (kind == Unit::Line && self.line_start && len > 0)
+                .then(|| Verb::of_line(&buf[..len]));
             let bdat = match verb {
-                Some(Verb::Bdat) => bdat_size(&buf[..unit]),
+                Some(Verb::Bdat) => bdat_size(&buf[..len]),
                 _ => None,
             };
-            let ends_line = unit > 0 && buf[unit - 1] == b'\n';
+            let ends_line = len > 0 && buf[len - 1] == b'\n';
 
-            let now = Instant::now();
-            let before = buf.len();
-            if unit == before {
-                session.handle_input_buf(now, buf);
+            let fed_at = Instant::now();
+            let total = buf.len();
+            if len == total {
+                session.handle_input_buf(fed_at, buf);
             } else {
-                let rest = buf.split_off(unit);
-                session.handle_input_buf(now, buf);
+                let rest = buf.split_off(len);
+                session.handle_input_buf(fed_at, buf);
                 buf.unsplit(rest);
             }
-            let consumed = before - buf.len();
+            let consumed = total - buf.len();
             let mid = session.state();
             // A message received in full waits for its verdict: its size is still readable.
             let received =
                 (session.is_awaiting_reply() && in_data(mid)).then(|| session.envelope().data_size);
-            let mark = out.len();
-            let answered = dispatch(session);
-            session.poll_output(out);
-            let after = session.state();
-
-            let mut r = rec.record();
-            let mut first = None;
-            let replies = for_each_reply(&out[mark..], |code| {
-                r.counters.reply(code);
-                first.get_or_insert(code);
-            });
-            if kind == Unit::Line && consumed > 0 {
-                if let Some(v) = verb {
-                    r.counters.commands[v as usize] += 1;
-                    if v == Verb::Rcpt {
-                        match first {
-                            Some(200..=299) => r.counters.recipients_accepted += 1,
-                            Some(_) => r.counters.recipients_rejected += 1,
-                            None => {}
-                        }
-                    }
-                }
-                self.line_start = consumed != unit || ends_line;
-                if let Some(size) = bdat.filter(|&s| s > 0 && replies == 0) {
-                    self.chunk_left = size;
-                }
-            } else if kind == Unit::Chunk {
-                self.chunk_left -= consumed as u64;
+            let open = OpenUnit {
+                kind,
+                len,
+                consumed,
+                verb,
+                bdat,
+                ends_line,
+                fed_at,
+                before: state,
+                mid,
+                received,
+            };
+            let d = dispatch(session);
+            if d.pending {
+                self.open = Some(open);
+                return;
             }
-            if !in_transaction(state) && in_transaction(after) {
-                self.transaction_start = Some(now);
-            }
-            if !in_data(state) && (in_data(mid) || in_data(after)) {
-                self.data_start = Some(now);
-            }
-            let ended = (in_data(state) || in_data(mid)) && !in_data(after);
-            let verdict_unit = kind != Unit::Line || bdat.is_some();
-            if ended && verdict_unit {
-                if let Some(result) = first.and_then(MessageResult::of_code) {
-                    let end = Instant::now();
-                    r.counters.messages[result as usize] += 1;
-                    if let Some(t) = self.transaction_start {
-                        r.transaction.record(micros(end - t));
-                    }
-                    if let Some(t) = self.data_start {
-                        r.data_phase.record(micros(end - t));
-                    }
-                    if let Some(size) = received {
-                        r.counters.message_bytes += size;
-                        r.message_size.record(size);
-                    }
-                }
-            }
-            drop(r);
-            if !in_transaction(after) {
-                self.transaction_start = None;
-            }
-            if !in_data(after) {
-                self.data_start = None;
-            }
-
-            if answered {
+            self.finish(open, session, out, rec);
+            if d.answered {
                 continue;
             }
-            if session.is_closed() || buf.is_empty() || consumed < unit {
-                break;
+            if session.is_closed() || buf.is_empty() || consumed < len {
+                return;
             }
+        }
+    }
+
+    /// Reads back the replies to `u` and records what they mean.
+    fn finish(
+        &mut self,
+        u: OpenUnit,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        rec: &ShardRecorder,
+    ) {
+        let mark = out.len();
+        session.poll_output(out);
+        let after = session.state();
+        let mut r = rec.record();
+        let mut first = None;
+        let replies = for_each_reply(&out[mark..], |code| {
+            r.counters.reply(code);
+            first.get_or_insert(code);
+        });
+        if u.kind == Unit::Line && u.consumed > 0 {
+            if let Some(v) = u.verb {
+                r.counters.commands[v as usize] += 1;
+                if v == Verb::Rcpt {
+                    match first {
+                        Some(200..=299) => r.counters.recipients_accepted += 1,
+                        Some(_) => r.counters.recipients_rejected += 1,
+                        None => {}
+                    }
+                }
+            }
+            self.line_start = u.consumed != u.len || u.ends_line;
+            if let Some(size) = u.bdat.filter(|&s| s > 0 && replies == 0) {
+                self.chunk_left = size;
+            }
+        } else if u.kind == Unit::Chunk {
+            self.chunk_left -= u.consumed as u64;
+        }
+        if !in_transaction(u.before) && in_transaction(after) {
+            self.transaction_start = Some(u.fed_at);
+        }
+        if !in_data(u.before) && (in_data(u.mid) || in_data(after)) {
+            self.data_start = Some(u.fed_at);
+        }
+        let ended = (in_data(u.before) || in_data(u.mid)) && !in_data(after);
+        let verdict_unit = u.kind != Unit::Line || u.bdat.is_some();
+        if ended && verdict_unit {
+            if let Some(result) = first.and_then(MessageResult::of_code) {
+                let end = Instant::now();
+                r.counters.messages[result as usize] += 1;
+                if let Some(t) = self.transaction_start {
+                    r.transaction.record(micros(end - t));
+                }
+                if let Some(t) = self.data_start {
+                    r.data_phase.record(micros(end - t));
+                }
+                if let Some(size) = u.received {
+                    r.counters.message_bytes += size;
+                    r.message_size.record(size);
+                }
+            }
+        }
+        drop(r);
+        if !in_transaction(after) {
+            self.transaction_start = None;
+        }
+        if !in_data(after) {
+            self.data_start = None;
         }
     }
 }
@@ -210,22 +275,49 @@ mod tests {
 
     /// A handler stand-in: accepts everything, but answers `process_message` with `verdict`
     /// (None = the default 250) and refuses recipients whose address starts with "nobody".
+    fn decide(session: &Session, ev: &Event, verdict: Option<u16>) -> Option<Reply> {
+        match ev {
+            Event::Rcpt => session
+                .pending_recipient()
+                .filter(|(m, _)| m.to_string().starts_with("nobody"))
+                .map(|_| Reply::plain(550, "no such user")),
+            Event::DataEnd => verdict.map(|c| Reply::plain(c, "verdict")),
+            _ => None,
+        }
+    }
+
+    /// Answers every queued event at once; true if a decision was answered.
     fn answer(session: &mut Session, verdict: Option<u16>) -> bool {
         let mut answered = false;
         while let Some(ev) = session.poll_event() {
-            let reply = match ev {
-                Event::Rcpt => session
-                    .pending_recipient()
-                    .filter(|(m, _)| m.to_string().starts_with("nobody"))
-                    .map(|_| Reply::plain(550, "no such user")),
-                Event::DataEnd => verdict.map(|c| Reply::plain(c, "verdict")),
-                Event::DataChunk(_) | Event::Reset | Event::Quit => continue,
-                _ => None,
-            };
-            session.handler_reply(reply);
-            answered = true;
+            if ev.needs_reply() {
+                let reply = decide(session, &ev, verdict);
+                session.handler_reply(reply);
+                answered = true;
+            }
         }
         answered
+    }
+
+    /// Like `answer`, but every decision is answered "later": it is parked in `later` and
+    /// dispatching stops, as with `Answer::Later` in the server.
+    fn answer_later(
+        session: &mut Session,
+        verdict: Option<u16>,
+        later: &mut Option<Option<Reply>>,
+    ) -> Dispatched {
+        while later.is_none() {
+            let Some(ev) = session.poll_event() else {
+                break;
+            };
+            if ev.needs_reply() {
+                *later = Some(decide(session, &ev, verdict));
+            }
+        }
+        Dispatched {
+            answered: false,
+            pending: later.is_some(),
+        }
     }
 
     fn config() -> Arc<SessionConfig> {
@@ -265,6 +357,7 @@ mod tests {
         input: &[u8],
         piece: usize,
         verdict: Option<u16>,
+        defer: bool,
     ) -> (Vec<u8>, crate::metrics::Merged) {
         let (_, drain) = tokio::sync::watch::channel(false);
         let hub = Arc::new(Hub::new(
@@ -280,10 +373,23 @@ mod tests {
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         let mut chunks = input.chunks(piece.max(1));
+        let mut later = None;
         loop {
             tap.feed(&mut s, &mut buf, &mut out, &rec, &mut |s| {
-                answer(s, verdict)
+                if defer {
+                    answer_later(s, verdict, &mut later)
+                } else {
+                    let answered = answer(s, verdict);
+                    Dispatched {
+                        answered,
+                        pending: false,
+                    }
+                }
             });
+            if let Some(reply) = later.take() {
+                s.handler_reply(reply);
+                continue;
+            }
             match chunks.next() {
                 Some(c) if !s.is_closed() => buf.extend_from_slice(c),
                 _ => break,
@@ -318,14 +424,17 @@ mod tests {
     #[test]
     fn metered_feeding_writes_the_same_replies() {
         let input = transcript();
-        for piece in [1, 2, 3, 5, 7, 64, 4096] {
+        for (piece, defer) in [1, 2, 3, 5, 7, 64, 4096]
+            .iter()
+            .flat_map(|&p| [(p, false), (p, true)])
+        {
             for verdict in [None, Some(451), Some(554)] {
                 let want = plain(&input, piece, verdict);
-                let (got, _) = metered(&input, piece, verdict);
+                let (got, _) = metered(&input, piece, verdict, defer);
                 assert_eq!(
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&want),
-                    "piece {piece}, verdict {verdict:?}"
+                    "piece {piece}, defer {defer}, verdict {verdict:?}"
                 );
             }
         }
@@ -334,8 +443,14 @@ mod tests {
     #[test]
     fn records_commands_verdicts_and_sizes() {
         let input = transcript();
-        for piece in [1, 3, 4096] {
-            let (_, m) = metered(&input, piece, None);
+        for (piece, defer) in [
+            (1, false),
+            (1, true),
+            (3, false),
+            (4096, false),
+            (4096, true),
+        ] {
+            let (_, m) = metered(&input, piece, None, defer);
             let c = &m.total.counters;
             let count = |v: Verb| c.commands[v as usize];
             assert_eq!(count(Verb::Ehlo), 1, "piece {piece}");
@@ -366,9 +481,9 @@ mod tests {
     #[test]
     fn handler_verdicts_set_the_result() {
         let input = transcript();
-        let (_, m) = metered(&input, 4096, Some(451));
+        let (_, m) = metered(&input, 4096, Some(451), false);
         assert_eq!(m.total.counters.messages, [0, 3, 3]);
-        let (_, m) = metered(&input, 4096, Some(554));
+        let (_, m) = metered(&input, 4096, Some(554), true);
         assert_eq!(m.total.counters.messages, [0, 6, 0]);
     }
 
