@@ -33,8 +33,21 @@ pub enum Mode {
     Debug(ServeArgs),
     /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
     Smtpd(SmtpdArgs),
+    /// Relay every transaction to upstream smarthosts (the seed's PureProxy, done right).
+    Proxy(Box<ProxyArgs>),
     /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
     Send(crate::send_cmd::SendArgs),
+}
+
+/// Options of `proxy`: the serving options plus the relay's.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Relay options.
+    #[command(flatten)]
+    pub relay: crate::cli_proxy::RelayArgs,
 }
 
 /// Options of the serving modes.
@@ -102,6 +115,10 @@ pub struct ServeArgs {
     /// and serve no metrics (default 127.0.0.1:9465; if that is taken, ringrelay runs without).
     #[arg(long, value_name = "ADDR|none")]
     pub metrics_listen: Option<MetricsListen>,
+    /// Relay options from the config file's `[proxy]` table (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub proxy: Option<crate::cli_proxy::RelayArgs>,
     /// TOML config file with the same keys as these flags.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -184,12 +201,14 @@ pub struct SmtpdArgs {
 }
 
 /// A mode ready to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Kind {
     /// `sink`.
     Sink,
     /// `debug`.
     Debug,
+    /// `proxy`.
+    Proxy(Box<ringrelay::relay::RelayConfig>),
 }
 
 /// Why the arguments could not be turned into a configuration.
@@ -222,14 +241,23 @@ pub enum CliError {
 /// Turns the parsed command line into a kind and a server configuration.
 pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
     match mode {
-        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a)?)),
-        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a)?)),
+        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a)?.0)),
+        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a)?.0)),
+        Mode::Proxy(a) => {
+            let a = *a;
+            let (cfg, file_relay) = serve_config(a.serve)?;
+            let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
+            Ok((Kind::Proxy(Box::new(relay)), cfg))
+        }
         Mode::Smtpd(a) => smtpd_config(a),
         Mode::Send(_) => Err(CliError::Class("`send` is not a server mode".into())),
     }
 }
 
-fn serve_config(cli: ServeArgs) -> Result<ServerConfig, CliError> {
+/// The server configuration, and the file's `[proxy]` table if it has one.
+fn serve_config(
+    cli: ServeArgs,
+) -> Result<(ServerConfig, Option<crate::cli_proxy::RelayArgs>), CliError> {
     let file = match &cli.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
@@ -292,17 +320,24 @@ fn serve_config(cli: ServeArgs) -> Result<ServerConfig, CliError> {
         cfg.drain_timeout = Duration::from_secs(v);
     }
     cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
-    Ok(cfg)
+    Ok((cfg, file.proxy))
 }
 
 fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     let kind = match a.class.rsplit('.').next().unwrap_or("") {
         "SMTPServer" => Kind::Sink,
         "DebuggingServer" => Kind::Debug,
-        "PureProxy" => return Err(CliError::Class(
-            "PureProxy (the relay mode) is not built yet; use -c DebuggingServer or -c SMTPServer"
-                .into(),
-        )),
+        "PureProxy" => {
+            let remote = a
+                .remoteaddr
+                .clone()
+                .unwrap_or_else(|| "localhost:25".into());
+            let relay = crate::cli_proxy::RelayArgs {
+                upstream: vec![remote],
+                ..Default::default()
+            };
+            Kind::Proxy(Box::new(crate::cli_proxy::relay_config(relay, None)?))
+        }
         other => {
             return Err(CliError::Class(format!(
                 "unknown class {other:?}: use SMTPServer, DebuggingServer or PureProxy"

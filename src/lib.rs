@@ -19,6 +19,7 @@ pub mod client;
 pub mod handler;
 pub mod metrics;
 pub mod proto;
+pub mod relay;
 pub mod server;
 
 pub use handler::Handler;

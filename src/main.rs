@@ -1,6 +1,7 @@
 //! The `ringrelay` binary: parse the command line, start the chosen mode, print its summary.
 
 mod cli;
+mod cli_proxy;
 mod send_cmd;
 
 use std::process::ExitCode;
@@ -45,6 +46,9 @@ fn main() -> ExitCode {
             printer.finish();
             r
         }
+        cli::Kind::Proxy(relay) => builder
+            .handler_factory(move |shard| ringrelay::relay::Relay::new(&relay, shard))
+            .run(),
     };
     match result {
         Ok(report) => {

@@ -63,7 +63,11 @@ fn smtp_sink_with_and_without_pipelining() {
     for pipelining in [true, false] {
         let dir = TempDir::new("sink-dump");
         // smtp-sink drops to `nobody` before it writes its dumps.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let template = format!("{}/msg", dir.path().display());

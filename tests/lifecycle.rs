@@ -226,33 +226,61 @@ fn smtpd_dropin_smtputf8() {
     );
 }
 
-/// `-c PureProxy` is not available yet: a clear error and a non-zero exit, promptly.
+/// `smtpd -c PureProxy localaddr remoteaddr` relays to the remote address, as the seed's
+/// PureProxy: swaks sends through it to a `ringrelay debug` upstream, which prints the message
+/// with the relay's `Received:` header on top.
 #[test]
-fn smtpd_dropin_pureproxy_refused_for_now() {
+fn smtpd_dropin_pureproxy_relays() {
+    let upstream = Server::debug("epoll", &["--shards", "1"]);
     let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut p = Peer::spawn(
+    let mut proxy = Peer::spawn(
         BIN,
         &[
             "smtpd".into(),
             "-n".into(),
             "-c".into(),
             "PureProxy".into(),
-            addr,
-            "127.0.0.1:1".into(),
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{}", upstream.port()),
         ],
     );
-    let out = p.finish(Duration::from_secs(10));
-    assert!(
-        !out.status.success(),
-        "smtpd -c PureProxy exited 0\n{}",
-        out.stderr
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "smtpd -c PureProxy did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = format!("127.0.0.1:{port}");
+    let mut swaks = Peer::spawn(
+        "swaks",
+        &[
+            "--server".into(),
+            server,
+            "--from".into(),
+            "a@example.com".into(),
+            "--to".into(),
+            "b@example.com".into(),
+            "--header".into(),
+            "Subject: through PureProxy".into(),
+            "--body".into(),
+            "relayed body".into(),
+        ],
     );
-    assert!(
-        out.stderr.contains("PureProxy"),
-        "the error should name PureProxy: {:?}",
-        out.stderr
-    );
+    swaks
+        .finish(Duration::from_secs(30))
+        .assert_success("swaks through PureProxy");
+    proxy.signal(libc::SIGTERM);
+    let out = proxy.finish(STOP_TIMEOUT);
+    assert!(out.status.success(), "{}", out.stderr);
+    let printed = upstream.stop().stdout_str();
+    assert!(printed.contains("Subject: through PureProxy"), "{printed}");
+    assert!(printed.contains("relayed body"), "{printed}");
+    let received = printed
+        .find("Received: from")
+        .expect("the relay adds Received:");
+    assert!(received < printed.find("Subject:").unwrap(), "{printed}");
 }
 
 /// An unknown class is refused with a non-zero exit.

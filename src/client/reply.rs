@@ -108,7 +108,13 @@ mod tests {
     use super::*;
 
     /// (input, code, enhanced code, text, octets consumed)
-    type Row = (&'static [u8], u16, Option<&'static str>, &'static str, usize);
+    type Row = (
+        &'static [u8],
+        u16,
+        Option<&'static str>,
+        &'static str,
+        usize,
+    );
 
     #[test]
     fn rows() {

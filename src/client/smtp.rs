@@ -391,6 +391,31 @@ impl SmtpClient {
         r
     }
 
+    /// Sends one command line and returns the reply whatever its code (for relays, which
+    /// mirror a transaction command by command).
+    pub async fn command(&mut self, line: &str, phase: Phase) -> Result<Reply, ClientError> {
+        self.cmd(line, phase).await
+    }
+
+    /// Writes message bytes already in wire form (after a 354), without waiting.
+    pub async fn write_data(&mut self, bytes: Bytes) -> Result<(), ClientError> {
+        self.queue_raw(bytes);
+        self.flush().await
+    }
+
+    /// Ends DATA with the terminator and waits for the final reply.
+    pub async fn end_data(&mut self) -> Result<Reply, ClientError> {
+        self.queue_raw(Bytes::from_static(b".\r\n"));
+        self.core.expect_reply(Phase::DataEnd, Instant::now());
+        self.flush().await?;
+        self.read_reply().await
+    }
+
+    /// True while the connection is open as far as we know.
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Sends one command and waits for its reply.
     pub(super) async fn cmd(&mut self, line: &str, phase: Phase) -> Result<Reply, ClientError> {
         self.cmd_quiet(line, phase, false).await

@@ -104,7 +104,8 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             buf.reserve(read_size);
         }
         let deadline = session.poll_timeout();
-        let watch_drain = !*drain.borrow() && is_idle(&session);
+        // Watched whenever idle: a drain that began after the check above still wakes us.
+        let watch_drain = is_idle(&session);
         let read = stream.read(buf);
         tokio::pin!(read);
         let mut wake = Wake::Data;

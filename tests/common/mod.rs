@@ -501,6 +501,13 @@ impl Peer {
         }
     }
 
+    /// Sends `sig` to the peer process (e.g. SIGTERM to a ringrelay started as a peer).
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            signal(c, sig);
+        }
+    }
+
     /// `python3 tests/peers/SCRIPT ARGS...`
     pub fn python(script: &str, args: &[String]) -> Peer {
         let mut a = vec![peers_dir().join(script).to_string_lossy().into_owned()];

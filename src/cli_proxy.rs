@@ -1,0 +1,135 @@
+//! The options of `ringrelay proxy` (also the `[proxy]` table of the config file) and their
+//! translation into a `RelayConfig`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use ringrelay::client::core::Timeouts;
+use ringrelay::client::TlsOptions;
+use ringrelay::relay::acl::{Network, RelayPolicy};
+use ringrelay::relay::pool::{UpstreamConfig, UpstreamTls};
+use ringrelay::relay::RelayConfig;
+
+use crate::cli::CliError;
+
+/// Relay options.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayArgs {
+    /// Upstream smarthost HOST:PORT; repeat for failover, tried in order.
+    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    /// Client networks allowed to relay (CIDR; default 127.0.0.0/8 and ::1).
+    #[arg(long = "relay-networks", value_name = "CIDR", value_delimiter = ',')]
+    #[serde(default)]
+    pub relay_networks: Vec<String>,
+    /// Recipient domains allowed (default: any).
+    #[arg(long = "relay-domains", value_name = "DOMAIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub relay_domains: Vec<String>,
+    /// Add the seed's `X-Peer:` header.
+    #[arg(long)]
+    #[serde(default)]
+    pub x_peer: bool,
+    /// TLS toward the upstream.
+    #[arg(long, value_enum)]
+    pub upstream_tls: Option<UpstreamTls>,
+    /// CA file to verify the upstream's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_tls_ca: Option<PathBuf>,
+    /// Do not verify the upstream's certificate.
+    #[arg(long)]
+    #[serde(default)]
+    pub upstream_tls_insecure: bool,
+    /// AUTH user toward the upstream.
+    #[arg(long, value_name = "USER", requires = "upstream_auth_password_file")]
+    pub upstream_auth_user: Option<String>,
+    /// File with the upstream AUTH password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_auth_password_file: Option<PathBuf>,
+    /// Our EHLO name toward the upstream.
+    #[arg(long, value_name = "NAME")]
+    pub upstream_helo: Option<String>,
+    /// One reply timeout toward the upstream in seconds (default: RFC 5321's per phase).
+    #[arg(long, value_name = "SECS")]
+    pub upstream_timeout: Option<u64>,
+    /// Most upstream connections per shard (default 64).
+    #[arg(long, value_name = "N")]
+    pub pool_max: Option<usize>,
+    /// Seconds an idle upstream connection is kept (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub pool_idle_ttl: Option<u64>,
+    /// Messages per upstream connection before it is retired (default 1000).
+    #[arg(long, value_name = "N")]
+    pub pool_max_messages: Option<u32>,
+    /// Seconds before an upstream connection is retired (default 600).
+    #[arg(long, value_name = "SECS")]
+    pub pool_max_age: Option<u64>,
+}
+
+/// Merges command line and file options (the command line wins) into a relay configuration.
+pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConfig, CliError> {
+    let file = file.unwrap_or_default();
+    let pick = |a: Vec<String>, b: Vec<String>| if a.is_empty() { b } else { a };
+    let servers = pick(cli.upstream, file.upstream);
+    if servers.is_empty() {
+        return Err(CliError::Class(
+            "proxy needs at least one --upstream HOST:PORT".into(),
+        ));
+    }
+    let mut policy = RelayPolicy::default();
+    let networks = pick(cli.relay_networks, file.relay_networks);
+    if !networks.is_empty() {
+        policy.networks = networks
+            .iter()
+            .map(|n| {
+                n.parse::<Network>()
+                    .map_err(|e| CliError::Class(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    policy.domains = pick(cli.relay_domains, file.relay_domains);
+    let mut up = UpstreamConfig {
+        servers,
+        ..UpstreamConfig::default()
+    };
+    up.helo = cli.upstream_helo.or(file.upstream_helo);
+    if let Some(s) = cli.upstream_timeout.or(file.upstream_timeout) {
+        up.timeouts = Timeouts::uniform(Duration::from_secs(s));
+    }
+    up.tls = cli.upstream_tls.or(file.upstream_tls).unwrap_or_default();
+    up.tls_options = TlsOptions {
+        ca_file: cli.upstream_tls_ca.or(file.upstream_tls_ca),
+        insecure: cli.upstream_tls_insecure || file.upstream_tls_insecure,
+    };
+    let user = cli.upstream_auth_user.or(file.upstream_auth_user);
+    let pw_file = cli
+        .upstream_auth_password_file
+        .or(file.upstream_auth_password_file);
+    if let (Some(user), Some(path)) = (user, pw_file) {
+        let pw =
+            std::fs::read_to_string(&path).map_err(|source| CliError::Read { path, source })?;
+        up.auth = Some((user, pw.lines().next().unwrap_or("").to_string()));
+    }
+    if let Some(n) = cli.pool_max.or(file.pool_max) {
+        up.max_connections = n.max(1);
+    }
+    if let Some(s) = cli.pool_idle_ttl.or(file.pool_idle_ttl) {
+        up.idle_ttl = Duration::from_secs(s);
+    }
+    if let Some(n) = cli.pool_max_messages.or(file.pool_max_messages) {
+        up.max_messages = n.max(1);
+    }
+    if let Some(s) = cli.pool_max_age.or(file.pool_max_age) {
+        up.max_age = Duration::from_secs(s);
+    }
+    Ok(RelayConfig {
+        upstream: up,
+        policy,
+        x_peer: cli.x_peer || file.x_peer,
+    })
+}

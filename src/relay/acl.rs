@@ -1,0 +1,137 @@
+//! Who may relay: client networks (CIDR) and an optional recipient-domain allow-list.
+//! Loopback only by default, so a fresh relay is never an open relay.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 network in CIDR form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// A network that did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a network (expected ADDR or ADDR/PREFIX): {0}")]
+pub struct NetworkError(pub String);
+
+impl FromStr for Network {
+    type Err = NetworkError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || NetworkError(s.to_string());
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| err())?)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim_matches(['[', ']']).parse().map_err(|_| err())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(err());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Network {
+    /// True when `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The relay policy.
+#[derive(Clone, Debug)]
+pub struct RelayPolicy {
+    /// Clients allowed to relay.
+    pub networks: Vec<Network>,
+    /// Recipient domains allowed (empty = any).
+    pub domains: Vec<String>,
+}
+
+impl Default for RelayPolicy {
+    fn default() -> Self {
+        Self {
+            networks: vec![
+                "127.0.0.0/8".parse().expect("valid"),
+                "::1/128".parse().expect("valid"),
+            ],
+            domains: Vec::new(),
+        }
+    }
+}
+
+impl RelayPolicy {
+    /// May this client relay at all?
+    pub fn client_allowed(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// May mail go to this recipient domain? (Subdomains do not match implicitly.)
+    pub fn domain_allowed(&self, domain: Option<&str>) -> bool {
+        self.domains.is_empty()
+            || domain.is_some_and(|d| self.domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let rows: &[(&str, &str, bool)] = &[
+            ("127.0.0.1/32", "127.0.0.1", true),
+            ("127.0.0.1/32", "127.0.0.2", false),
+            ("127.0.0.0/8", "127.9.9.9", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("0.0.0.0/0", "192.0.2.1", true),
+            ("::1/128", "::1", true),
+            ("::1", "::2", false),
+            ("2001:db8::/32", "2001:db8:1::1", true),
+            ("127.0.0.0/8", "::ffff:127.0.0.1", true),
+            ("127.0.0.0/8", "::1", false),
+        ];
+        for (net, ip, want) in rows {
+            let n: Network = net.parse().unwrap();
+            assert_eq!(n.contains(ip.parse().unwrap()), *want, "{net} {ip}");
+        }
+        assert!("1.2.3.4/33".parse::<Network>().is_err());
+        assert!("nope".parse::<Network>().is_err());
+    }
+
+    #[test]
+    fn default_policy_is_loopback_only() {
+        let p = RelayPolicy::default();
+        assert!(p.client_allowed("127.0.0.1".parse().unwrap()));
+        assert!(p.client_allowed("::1".parse().unwrap()));
+        assert!(!p.client_allowed("192.0.2.1".parse().unwrap()));
+        let d = RelayPolicy {
+            domains: vec!["example.com".into()],
+            ..p
+        };
+        assert!(d.domain_allowed(Some("EXAMPLE.com")));
+        assert!(!d.domain_allowed(Some("sub.example.com")));
+        assert!(!d.domain_allowed(None));
+    }
+}

@@ -1,0 +1,79 @@
+//! The relay (`ringrelay proxy`, the seed's PureProxy done right): every transaction is
+//! mirrored onto an upstream connection from the shard's pool, and our reply to each command
+//! is the upstream's reply to it. Nothing is spooled, so a 250 after DATA is only ever the
+//! upstream's 250 (RFC 5321 §6.1); every failure that is not the upstream's own 5xx becomes a
+//! 4xx, so the MTA in front keeps the message and retries.
+//!
+//! Safety: only clients in the relay networks may relay (554 5.7.1 at RCPT otherwise), an
+//! optional recipient-domain allow-list applies, and a message with more than 100 `Received:`
+//! fields is refused (554 5.4.6) without being delivered (the upstream DATA is abandoned
+//! without its terminator).
+
+pub mod acl;
+mod conn;
+pub mod headers;
+pub mod pool;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::handler::Service;
+use crate::proto::Session;
+use acl::RelayPolicy;
+use pool::{PoolStats, UpstreamConfig, UpstreamPool};
+
+pub use conn::RelayConn;
+
+/// Everything the relay needs to know.
+#[derive(Clone, Debug, Default)]
+pub struct RelayConfig {
+    /// Upstreams and pool limits.
+    pub upstream: UpstreamConfig,
+    /// Who may relay where.
+    pub policy: RelayPolicy,
+    /// Add the seed's `X-Peer:` header after our `Received:`.
+    pub x_peer: bool,
+}
+
+/// One shard's relay service.
+pub struct Relay {
+    pool: Rc<RefCell<UpstreamPool>>,
+    policy: Rc<RelayPolicy>,
+    x_peer: bool,
+    shard: usize,
+    next_id: Rc<std::cell::Cell<u64>>,
+}
+
+impl Relay {
+    /// The relay for shard `shard`.
+    pub fn new(config: &RelayConfig, shard: usize) -> Self {
+        Self {
+            pool: UpstreamPool::new(Rc::new(config.upstream.clone())),
+            policy: Rc::new(config.policy.clone()),
+            x_peer: config.x_peer,
+            shard,
+            next_id: Rc::new(std::cell::Cell::new(0)),
+        }
+    }
+
+    /// The pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.borrow().stats
+    }
+}
+
+impl Service for Relay {
+    type Conn = RelayConn;
+
+    fn open(this: &Rc<RefCell<Self>>, session: &Session) -> RelayConn {
+        let r = this.borrow();
+        RelayConn::new(
+            r.pool.clone(),
+            r.policy.clone(),
+            r.x_peer,
+            r.shard,
+            r.next_id.clone(),
+            session.peer().ip(),
+        )
+    }
+}

@@ -1,0 +1,272 @@
+//! `UpstreamPool`: a shard's connections to its upstream smarthosts.
+//!
+//! ```text
+//!   connect (first upstream that answers, in order) --> EHLO --> [STARTTLS --> EHLO] --> [AUTH]
+//!        |                                                                                |
+//!        v                                                                                v
+//!     failed: next upstream; none left: 4xx            checked out --(transaction)--> checked in
+//!                                                           ^                              |
+//!                                                           +------ idle (TTL, age, uses) -+
+//!   discarded on any error, on 421, after an aborted DATA, or when too old / used too often
+//! ```
+//!
+//! Bounded per shard (`max_connections` open at once, idle or busy); lives on one shard's
+//! thread only, so it needs no locks.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::client::core::Timeouts;
+use crate::client::{ClientError, ConnectOptions, SmtpClient, TlsOptions};
+use crate::proto::{EnhancedCode, Reply};
+
+/// STARTTLS toward the upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    /// Plain SMTP.
+    #[default]
+    None,
+    /// STARTTLS when offered.
+    Opportunistic,
+    /// STARTTLS or fail (4xx to the client).
+    Required,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
+/// How to reach the upstreams and how long to keep connections.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// `host:port` of each upstream, tried in order.
+    pub servers: Vec<String>,
+    /// Our EHLO name toward them.
+    pub helo: Option<String>,
+    /// Reply timeouts.
+    pub timeouts: Timeouts,
+    /// TLS mode.
+    pub tls: UpstreamTls,
+    /// Certificate checks.
+    pub tls_options: TlsOptions,
+    /// AUTH user and password.
+    pub auth: Option<(String, String)>,
+    /// Most connections open at once per shard.
+    pub max_connections: usize,
+    /// Idle connections are closed after this long.
+    pub idle_ttl: Duration,
+    /// Messages per connection before it is retired.
+    pub max_messages: u32,
+    /// Age after which a connection is retired.
+    pub max_age: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            helo: None,
+            timeouts: Timeouts::default(),
+            tls: UpstreamTls::None,
+            tls_options: TlsOptions::default(),
+            auth: None,
+            max_connections: 64,
+            idle_ttl: Duration::from_secs(30),
+            max_messages: 1000,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A connection checked out of the pool.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The client connection.
+    pub client: SmtpClient,
+    /// Which upstream (index into `servers`).
+    pub server: usize,
+    created: Instant,
+    messages: u32,
+    /// True when this connection came from the idle list (it may have gone stale).
+    pub reused: bool,
+}
+
+impl Upstream {
+    /// Counts a delivered message.
+    pub fn delivered(&mut self) {
+        self.messages += 1;
+    }
+}
+
+struct Idle {
+    up: Upstream,
+    since: Instant,
+}
+
+/// Pool counters for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Checkouts served.
+    pub checkouts: u64,
+    /// New connections opened.
+    pub connects: u64,
+    /// Checkouts served by an idle connection.
+    pub reuses: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Checkouts refused because the pool was full.
+    pub exhausted: u64,
+}
+
+/// The per-shard pool.
+pub struct UpstreamPool {
+    config: Rc<UpstreamConfig>,
+    idle: Vec<Idle>,
+    open: usize,
+    /// Counters.
+    pub stats: PoolStats,
+}
+
+/// Why no upstream connection could be had: always a 4xx for the client.
+pub fn unavailable(text: impl Into<std::borrow::Cow<'static, str>>) -> Reply {
+    Reply::new(451, EnhancedCode::new(4, 4, 1), text)
+}
+
+impl UpstreamPool {
+    /// An empty pool.
+    pub fn new(config: Rc<UpstreamConfig>) -> Rc<RefCell<Self>> {
+        Rc::new(RefCell::new(Self {
+            config,
+            idle: Vec::new(),
+            open: 0,
+            stats: PoolStats::default(),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Rc<UpstreamConfig> {
+        &self.config
+    }
+
+    /// Takes an idle connection that is still fit, dropping the unfit ones.
+    fn take_idle(&mut self, now: Instant) -> Option<Upstream> {
+        while let Some(idle) = self.idle.pop() {
+            let c = &self.config;
+            let fit = idle.up.client.is_connected()
+                && now.duration_since(idle.since) < c.idle_ttl
+                && now.duration_since(idle.up.created) < c.max_age
+                && idle.up.messages < c.max_messages;
+            if fit {
+                return Some(idle.up);
+            }
+            self.open -= 1;
+        }
+        None
+    }
+
+    /// A connection for one transaction: an idle one, or a new one (upstreams in order).
+    pub async fn checkout(pool: &Rc<RefCell<Self>>, fresh: bool) -> Result<Upstream, Reply> {
+        let config = {
+            let mut p = pool.borrow_mut();
+            p.stats.checkouts += 1;
+            if !fresh {
+                if let Some(mut up) = p.take_idle(Instant::now()) {
+                    p.stats.reuses += 1;
+                    up.reused = true;
+                    return Ok(up);
+                }
+            }
+            if p.open >= p.config.max_connections {
+                p.stats.exhausted += 1;
+                return Err(unavailable(
+                    "Upstream connection pool exhausted, try again later",
+                ));
+            }
+            p.open += 1;
+            p.config.clone()
+        };
+        let mut last = String::from("no upstream configured");
+        for (index, server) in config.servers.iter().enumerate() {
+            match connect(&config, server).await {
+                Ok(client) => {
+                    pool.borrow_mut().stats.connects += 1;
+                    return Ok(Upstream {
+                        client,
+                        server: index,
+                        created: Instant::now(),
+                        messages: 0,
+                        reused: false,
+                    });
+                }
+                Err(e) => {
+                    pool.borrow_mut().stats.connect_failures += 1;
+                    last = format!("{server}: {e}");
+                }
+            }
+        }
+        pool.borrow_mut().open -= 1;
+        Err(unavailable(format!(
+            "Upstream unavailable ({})",
+            one_line(&last)
+        )))
+    }
+
+    /// Returns a connection after a clean transaction (or `reusable == false` to close it).
+    pub fn checkin(&mut self, up: Upstream, reusable: bool) {
+        let c = &self.config;
+        let now = Instant::now();
+        if reusable
+            && up.client.is_connected()
+            && up.messages < c.max_messages
+            && now.duration_since(up.created) < c.max_age
+        {
+            self.idle.push(Idle { up, since: now });
+        } else {
+            self.open -= 1;
+        }
+    }
+
+    /// Forgets a connection that was dropped instead of checked in.
+    pub fn discard(&mut self, up: Upstream) {
+        drop(up);
+        self.open -= 1;
+    }
+
+    /// Connections open (idle or checked out).
+    pub fn open(&self) -> usize {
+        self.open
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ").chars().take(200).collect()
+}
+
+/// Opens, greets, secures and authenticates one upstream connection.
+async fn connect(config: &UpstreamConfig, server: &str) -> Result<SmtpClient, ClientError> {
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(25)),
+        None => (server, 25),
+    };
+    let opts = ConnectOptions {
+        timeouts: config.timeouts,
+        local_hostname: config.helo.clone(),
+        implicit_tls: (config.tls == UpstreamTls::Implicit).then(|| config.tls_options.clone()),
+        ..ConnectOptions::default()
+    };
+    let mut client = SmtpClient::connect(host, port, opts).await?;
+    client.ehlo_or_helo_if_needed().await?;
+    match config.tls {
+        UpstreamTls::Required => {
+            client.starttls(&config.tls_options).await?;
+        }
+        UpstreamTls::Opportunistic if client.has_extn("starttls") => {
+            client.starttls(&config.tls_options).await?;
+        }
+        _ => {}
+    }
+    if let Some((user, password)) = &config.auth {
+        client.login(user, password).await?;
+    }
+    Ok(client)
+}
