@@ -11,6 +11,7 @@
 #   haproxy    PROXY-protocol front end for the deployment tests (planned)
 #   openssl    TLS test material (planned)
 #   linux-perf profiling the benchmarks
+#   python3-seccomp  denies io_uring_setup to test the epoll fallback (run by /usr/bin/python3)
 # Python (pip): aiosmtpd, the maintained successor of the smtpd module, as a reference peer.
 # The Python peer scripts in tests/peers/ otherwise only use the standard library.
 set -euo pipefail
@@ -18,7 +19,7 @@ set -euo pipefail
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(postfix swaks prometheus haproxy openssl linux-perf)
+APT_PACKAGES=(postfix swaks prometheus haproxy openssl linux-perf python3-seccomp)
 
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
@@ -96,6 +97,7 @@ check "perf (linux-perf)" perf --version
 check "python3 >= 3.8" "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 8)'
 check "python smtplib/asyncio" "$PYTHON" -c 'import smtplib, asyncio, email.policy'
 check "python aiosmtpd" "$PYTHON" -c 'import aiosmtpd'
+check "python3-seccomp (system python)" /usr/bin/python3 -c 'import seccomp'
 # The postfix daemon must not be running (nothing here needs it; port 25 stays free).
 if pgrep -x master >/dev/null 2>&1 && [ -e /var/spool/postfix/pid/master.pid ]; then
     log "note: a postfix master process is running; the tests do not need it"
