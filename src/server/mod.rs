@@ -112,7 +112,8 @@ pub struct ServerConfig {
     pub shards: Option<usize>,
     /// Event loop choice.
     pub io: IoMode,
-    /// Open connections allowed in the whole process (split across shards); 0 = unlimited.
+    /// Open connections allowed in the whole process (one budget shared by all shards, counted
+    /// at connect and close only); 0 = unlimited.
     pub max_connections: usize,
     /// How long a shutdown waits for transactions in flight.
     pub drain_timeout: Duration,
@@ -371,7 +372,7 @@ impl<H: Service> Server<H> {
         let session = Arc::new(self.config.session.clone());
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), std::io::Error>>();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-        let max = self.config.max_connections;
+        let limit = shard::ConnLimit::new(self.config.max_connections);
         let metrics_addr = self.metrics_addr();
         let admin = match (self.admin, &self.hub) {
             (Some(listener), Some(hub)) => Some(
@@ -391,7 +392,7 @@ impl<H: Service> Server<H> {
                 factory: self.factory.clone(),
                 session: session.clone(),
                 drain: self.drain.subscribe(),
-                max_conns: share(max, shards, index),
+                limit: limit.clone(),
                 hub: self.hub.clone(),
                 ready: ready_tx.clone(),
                 done: done_tx.clone(),
@@ -469,14 +470,6 @@ impl<H: Service> Server<H> {
     }
 }
 
-/// This shard's share of a process-wide connection limit (`usize::MAX` = unlimited).
-fn share(total: usize, shards: usize, index: usize) -> usize {
-    if total == 0 {
-        return usize::MAX;
-    }
-    total / shards + usize::from(index < total % shards)
-}
-
 /// Everything a shard thread needs to start.
 struct ShardStart<H> {
     index: usize,
@@ -486,7 +479,7 @@ struct ShardStart<H> {
     factory: Factory<H>,
     session: Arc<SessionConfig>,
     drain: watch::Receiver<bool>,
-    max_conns: usize,
+    limit: Arc<shard::ConnLimit>,
     hub: Option<Arc<Hub>>,
     ready: mpsc::Sender<Result<(), std::io::Error>>,
     done: tokio::sync::mpsc::UnboundedSender<usize>,
@@ -511,7 +504,7 @@ impl<H: Service> ShardStart<H> {
                     self.session,
                     (self.factory)(index),
                     self.drain,
-                    self.max_conns,
+                    self.limit,
                     self.hub.map(|h| ShardRecorder::new(h, index)),
                 );
                 serve_shard(acceptors, shard, self.ready).await;
@@ -528,7 +521,7 @@ impl<H: Service> ShardStart<H> {
                             self.session,
                             (self.factory)(index),
                             self.drain,
-                            self.max_conns,
+                            self.limit,
                             self.hub.map(|h| ShardRecorder::new(h, index)),
                         );
                         serve_shard(acceptors, shard, self.ready).await;

@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -23,8 +24,8 @@ pub(crate) struct Shard<H> {
     pub drain: watch::Receiver<bool>,
     /// Open connections: the client address of each, keyed by slab index.
     pub conns: RefCell<Slab<core::net::SocketAddr>>,
-    /// This shard's share of `--max-connections` (`usize::MAX` = unlimited).
-    pub max_conns: usize,
+    /// The process-wide `--max-connections` budget.
+    pub limit: Arc<ConnLimit>,
     /// Woken when the last connection closes.
     pub idle: Notify,
     /// Connections refused for the limit.
@@ -38,7 +39,7 @@ impl<H: Service> Shard<H> {
         session_config: Arc<SessionConfig>,
         handler: H,
         drain: watch::Receiver<bool>,
-        max_conns: usize,
+        limit: Arc<ConnLimit>,
         metrics: Option<ShardRecorder>,
     ) -> Rc<Self> {
         Rc::new(Self {
@@ -46,17 +47,17 @@ impl<H: Service> Shard<H> {
             handler: Rc::new(RefCell::new(handler)),
             drain,
             conns: RefCell::new(Slab::with_capacity(64)),
-            max_conns,
+            limit,
             idle: Notify::new(),
             refused: Cell::new(0),
             metrics,
         })
     }
 
-    /// Registers a connection; `None` when the shard is at its limit.
+    /// Registers a connection; `None` when the process is at its limit.
     pub fn admit(&self, peer: core::net::SocketAddr) -> Option<usize> {
         let mut conns = self.conns.borrow_mut();
-        if conns.len() >= self.max_conns {
+        if !self.limit.try_acquire() {
             self.refused.set(self.refused.get() + 1);
             self.count_rejected(RejectReason::MaxConnections);
             return None;
@@ -77,7 +78,9 @@ impl<H: Service> Shard<H> {
     /// Forgets a connection.
     pub fn release(&self, key: usize) {
         let mut conns = self.conns.borrow_mut();
-        conns.try_remove(key);
+        if conns.try_remove(key).is_some() {
+            self.limit.release();
+        }
         if conns.is_empty() {
             self.idle.notify_waiters();
         }
@@ -97,6 +100,37 @@ impl<H: Service> Shard<H> {
     /// True once draining started.
     pub fn draining(&self) -> bool {
         *self.drain.borrow()
+    }
+}
+
+/// The process-wide connection budget. Touched once when a connection opens and once when it
+/// closes (never per command or message), so one shared counter keeps `--max-connections`
+/// exact whichever shard the kernel hands a connection to.
+#[derive(Debug)]
+pub(crate) struct ConnLimit {
+    max: usize,
+    open: AtomicUsize,
+}
+
+impl ConnLimit {
+    /// A budget of `max` connections; 0 = unlimited.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: if max == 0 { usize::MAX } else { max },
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    fn try_acquire(&self) -> bool {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
