@@ -32,8 +32,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo test --all-targets"
-cargo test --all-targets
+step "cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast
 
 if [ -x fuzz/run-ci.sh ] || [ -f fuzz/run-ci.sh ]; then
     step "fuzz smoke run: fuzz/run-ci.sh 60"
