@@ -45,6 +45,11 @@ fi
 mkdir -p fuzz/corpus/session fuzz/artifacts/session
 # New corpus entries go to fuzz/corpus/session (cached between CI runs if the CI keeps it);
 # fuzz/seeds/session is read-only input.
+# Every recorded finding must stay fixed: replay them first (each one alone).
+for f in fuzz/regressions/session/*; do
+    cargo "+$toolchain" fuzz run "${build_flags[@]}" session "$f" -- -runs=1 >/dev/null 2>&1 \
+        || { echo "fuzz regression $f fails again" >&2; exit 1; }
+done
 cargo "+$toolchain" fuzz run "${build_flags[@]}" session \
     fuzz/corpus/session fuzz/seeds/session -- \
     -dict=fuzz/session.dict \

@@ -149,7 +149,7 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, ClientError>
     let to: Vec<&str> = args.to.iter().map(String::as_str).collect();
     let refused = if args.from.is_some() && !to.is_empty() {
         let from = args.from.as_deref().unwrap_or_default();
-        let len = msg.len() as u64;
+        let len = ringrelay::client::message::normalized_len(&msg);
         client
             .send_chunks(
                 from,

@@ -94,6 +94,24 @@ impl BodyEncoder {
     }
 }
 
+/// The message size after CRLF normalisation (RFC 1870's SIZE= counts CRLF line ends and
+/// excludes dot-stuffing): each bare CR or LF becomes two octets.
+pub fn normalized_len(msg: &[u8]) -> u64 {
+    let mut extra = 0u64;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'\r', b'\n', &msg[i..]) {
+        let p = i + off;
+        if msg[p] == b'\r' && msg.get(p + 1) == Some(&b'\n') {
+            i = p + 2;
+        } else {
+            extra += 1;
+            i = p + 1;
+        }
+    }
+    let unterminated = !msg.is_empty() && !msg.ends_with(b"\n") && !msg.ends_with(b"\r");
+    msg.len() as u64 + extra + if unterminated { 2 } else { 0 }
+}
+
 fn push(out: &mut Vec<Bytes>, chunk: &Bytes, from: usize, to: usize) {
     if to > from {
         out.push(chunk.slice(from..to));
@@ -273,6 +291,29 @@ mod tests {
             assert_eq!(enc(true, chunks), *want, "{chunks:?}");
         }
         assert_eq!(enc(false, &[b".a\nb"]), b".a\r\nb\r\n");
+    }
+
+    #[test]
+    fn size_after_normalisation() {
+        for body in [
+            &b"a\nb\n"[..],
+            b"a\r\nb",
+            b"x\ry\r\n",
+            b"",
+            b"line\r\n",
+            b".dot\n",
+        ] {
+            assert_eq!(
+                normalized_len(body),
+                enc(true, &[body]).len() as u64 - dots(body),
+                "{body:?}"
+            );
+        }
+    }
+
+    /// Stuffing dots the encoder adds (not counted by SIZE=).
+    fn dots(body: &[u8]) -> u64 {
+        u64::from(body.first() == Some(&b'.'))
     }
 
     #[test]

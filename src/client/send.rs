@@ -36,8 +36,8 @@ impl SmtpClient {
         msg: &[u8],
         opts: &SendOptions,
     ) -> Result<Refused, ClientError> {
+        let len = super::message::normalized_len(msg);
         let msg = Bytes::copy_from_slice(msg);
-        let len = msg.len() as u64;
         self.send_chunks(from, to, std::iter::once(msg), Some(len), opts)
             .await
     }

@@ -192,10 +192,10 @@ fn parse_mailbox(s: &[u8]) -> Result<Mailbox, AddressError> {
             None => (s, None),
         }
     };
-    let local_ok = if local[0] == b'"' {
-        true
-    } else {
-        !local.is_empty() && local.iter().all(|&b| is_atext(b) || b == b'.')
+    let local_ok = match local.first() {
+        None => false,
+        Some(b'"') => true,
+        Some(_) => local.iter().all(|&b| is_atext(b) || b == b'.'),
     };
     if !local_ok {
         return Err(AddressError::Syntax);
@@ -299,6 +299,8 @@ mod tests {
         let rows: &[(&[u8], AddressError)] = &[
             (b"", AddressError::Missing),
             (b"<@example.com>", AddressError::Syntax),
+            (b"<@a:@b>", AddressError::Syntax),
+            (b"<@a:@>", AddressError::Syntax),
             (b"<a@b", AddressError::Syntax),
             (b"<a@b>x", AddressError::Syntax),
             (b"<a b@c>", AddressError::Syntax),

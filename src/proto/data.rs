@@ -187,6 +187,8 @@ impl DataScanner {
                 self.bare_line_ending = true;
                 if self.normalize {
                     push_static(pieces, LF, false);
+                    // The CR was counted when it arrived; the LF it gains counts too.
+                    self.add_len(1);
                     self.line_len = 0;
                     self.after_bare = true;
                     self.at_line_start = true;
@@ -197,8 +199,16 @@ impl DataScanner {
         let mut end = n;
         'outer: while i < n {
             if self.at_line_start {
-                if input[i] == b'.' && (dot || self.after_bare) {
-                    if self.after_bare {
+                if dot && input[i] == b'.' {
+                    // A dot that opens a line whose end is a bare CR or LF (normalised to
+                    // CRLF) is content, like a dot after a bare line end: never a terminator.
+                    let bare_after = self.normalize
+                        && match (input.get(i + 1), input.get(i + 2)) {
+                            (Some(b'\n'), _) => true,
+                            (Some(b'\r'), Some(&c)) => c != b'\n',
+                            _ => false,
+                        };
+                    if self.after_bare || bare_after {
                         // Keep the wire form safe: this dot is content, so stuff it.
                         flush(pieces, seg..i, &mut dots);
                         seg = i;
@@ -262,6 +272,8 @@ impl DataScanner {
                         flush(pieces, seg..p, &mut dots);
                         push_static(pieces, CRLF, false);
                         seg = p + 1;
+                        // The line is measured with the CRLF it now ends with.
+                        self.add_len(2);
                         self.line_len = 0;
                         self.at_line_start = true;
                         self.after_bare = true;
@@ -412,6 +424,51 @@ mod tests {
         }
         let (wire, _, _, _, _) = run(Framing::Dot, true, b"x\ry\r\n.\r\n", 100);
         assert_eq!(wire, b"x\r\ny\r\n");
+    }
+
+    #[test]
+    fn normalizing_a_lone_dot_line_never_forges_a_terminator() {
+        // Fuzzer findings: "." ended by a bare LF, or by a bare CR and something else.
+        for body in [
+            &b".\nRCPT TO:<evil@x>\r\n.\r\n"[..],
+            b"hi\r\n.\rQUIT\r\n.\r\n",
+        ] {
+            for step in 1..body.len() {
+                let (wire, content, done, consumed, _) = run(Framing::Dot, true, body, step);
+                assert!(done && consumed == body.len(), "{body:?} step {step}");
+                let framed = [&b"\r\n"[..], &wire].concat();
+                assert!(
+                    memchr::memmem::find(&framed, b"\r\n.\r\n").is_none(),
+                    "{body:?} step {step}: {wire:?}"
+                );
+                // The wire form unstuffs to exactly the content view.
+                let mut unstuffed = Vec::new();
+                for line in wire.split_inclusive(|&b| b == b'\n') {
+                    unstuffed.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+                }
+                assert_eq!(unstuffed, content, "{body:?} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn normalized_line_ends_count_toward_the_line_limit() {
+        let mut s = DataScanner::new(Framing::Dot, true, 12);
+        let mut pieces = Vec::new();
+        s.scan(b"0123456789A\nB\r\n.\r\n", &mut pieces);
+        assert!(s.long_line, "11 octets + the CRLF the bare LF becomes = 13");
+        let mut ok = DataScanner::new(Framing::Dot, true, 12);
+        ok.scan(b"0123456789\nB\r\n.\r\n", &mut pieces);
+        assert!(!ok.long_line);
+    }
+
+    #[test]
+    fn bdat_never_gets_stuffing_dots() {
+        let mut s = DataScanner::new(Framing::Chunked, true, 1000);
+        let mut pieces = Vec::new();
+        s.scan(b"a\n.b", &mut pieces);
+        s.finish(&mut pieces);
+        assert!(pieces.iter().all(|p| p.dots.is_empty()), "{pieces:?}");
     }
 
     #[test]
