@@ -57,7 +57,14 @@ fn graceful_drain(io: &str) {
     let sum = stopped.sink_summary();
     assert_eq!(sum.messages, 1, "{sum:?}");
     assert_eq!(sum.bytes, report_field(&out.stdout, "bytes"), "{sum:?}");
-    assert_eq!(sum.sessions, 2, "{sum:?}");
+    // A and B, plus the probes of "is it still accepting?" that the server accepted: at least
+    // those that were served (they raced the signal), at most all of them.
+    let probes = report_field(&out.stdout, "probes");
+    let served = report_field(&out.stdout, "served");
+    assert!(
+        sum.sessions >= 2 + served && sum.sessions <= 2 + probes,
+        "{sum:?}: expected 2 sessions + {served}..={probes} probes"
+    );
 }
 
 #[test]
@@ -81,7 +88,13 @@ fn sigint_idle(io: &str) {
     assert!(ehlo.starts_with("250 "), "{ehlo}");
     let t0 = Instant::now();
     server.signal(libc::SIGINT);
-    let bye = read_reply(&mut c).expect("421 on shutdown");
+    let bye = read_reply(&mut c).unwrap_or_else(|| {
+        panic!(
+            "no reply within 10 s of SIGINT to an idle session (expected 421 4.3.2)\n\
+             --- server stderr ---\n{}",
+            server.stderr()
+        )
+    });
     assert!(
         bye.starts_with("421 4.3.2 "),
         "idle session on SIGINT: {bye:?}"

@@ -15,7 +15,8 @@
         * B sends the rest of its message and the final dot: it must get 250;
         * A must have received "421 4.3.2" and then EOF;
         * B says QUIT: 221 (or the server closes after the 250).
-      Prints "messages=1 bytes=N".
+      Prints "messages=1 bytes=N probes=N served=N" (connection probes made after the signal,
+      and how many of them were still served because they raced it).
 
   lifecycle.py --port P stuck-in-data
       opens a connection, starts DATA, sends part of a message, prints READY and then sends
@@ -113,8 +114,15 @@ def cmd_drain(args):
     line = sys.stdin.readline()
     check(line.strip() == "GO", f"expected GO on stdin, got {line!r}")
 
+    # Probe until a new connection is no longer served. Probes that raced the signal and were
+    # served (or merely accepted) are sessions too: report how many, for the sink's count.
     deadline = time.monotonic() + 5
-    while still_accepting(args):
+    probes = served = 0
+    while True:
+        probes += 1
+        if not still_accepting(args):
+            break
+        served += 1
         check(time.monotonic() < deadline, "new connections are still served 5 s after SIGTERM")
         time.sleep(0.1)
 
@@ -135,7 +143,7 @@ def cmd_drain(args):
         check(r is None or r.code in (221, 421), f"B QUIT: expected 221, got {r!r}")
     except (BrokenPipeError, ConnectionResetError):
         pass
-    print(f"messages=1 bytes={len(MESSAGE)}")
+    print(f"messages=1 bytes={len(MESSAGE)} probes={probes} served={served}")
 
 
 def cmd_stuck_in_data(args):
