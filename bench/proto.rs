@@ -375,6 +375,16 @@ fn main() {
         .collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let t = Instant::now();
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs this binary too (unoptimised): a smoke run only,
+        // which still asserts that every message is accepted with its exact content length.
+        bench_data("1KiB", 1024, 2, 1);
+        println!(
+            "smoke run done in {:.1} s (cargo bench --bench proto measures)",
+            t.elapsed().as_secs_f64()
+        );
+        return;
+    }
     println!("ringrelay proto micro-benchmark (one thread, release build)");
     if want("commands") {
         bench_commands();
