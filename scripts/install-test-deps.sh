@@ -5,7 +5,8 @@
 # when nothing is missing), so running it twice costs a second or two.
 #
 # System packages:
-#   postfix    only for /usr/sbin/smtp-source (the load generator); the daemon is never started
+#   postfix    only for /usr/sbin/smtp-source (load generator) and /usr/sbin/smtp-sink (a server
+#              for the client tests); the daemon is never configured nor started
 #   swaks      SMTP transcripts (PIPELINING)
 #   prometheus promtool, for checking the /metrics exposition once it exists
 #   haproxy    PROXY-protocol front end for the deployment tests (planned)
@@ -89,6 +90,7 @@ check() {
     fi
 }
 check "smtp-source (postfix)" test -x /usr/sbin/smtp-source
+check "smtp-sink (postfix)" test -x /usr/sbin/smtp-sink
 check "swaks" swaks --version
 check "promtool (prometheus)" promtool --version
 check "haproxy" haproxy -v
@@ -97,6 +99,7 @@ check "perf (linux-perf)" perf --version
 check "python3 >= 3.8" "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 8)'
 check "python smtplib/asyncio" "$PYTHON" -c 'import smtplib, asyncio, email.policy'
 check "python aiosmtpd" "$PYTHON" -c 'import aiosmtpd'
+check "python smtpd module (< 3.12)" "$PYTHON" -W ignore -c 'import smtpd'
 check "python3-seccomp (system python)" /usr/bin/python3 -c 'import seccomp'
 # The postfix daemon must not be running (nothing here needs it; port 25 stays free).
 if pgrep -x master >/dev/null 2>&1 && [ -e /var/spool/postfix/pid/master.pid ]; then
