@@ -68,8 +68,8 @@ PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found on PATH"
 if ! "$PYTHON" -c 'import aiosmtpd' 2>/dev/null; then
     log "pip install aiosmtpd (into $(command -v "$PYTHON"))"
-    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd; then
-        # Debian's own python3 is "externally managed" (PEP 668).
+    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd 2>/dev/null; then
+        # Debian's own python3 is "externally managed" (PEP 668); this attempt shows any error.
         "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
             --break-system-packages aiosmtpd
     fi
