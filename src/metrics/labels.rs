@@ -2,40 +2,7 @@
 //! session wrote. Every label value comes from a fixed table here, so no client input (an
 //! address, an unknown verb, a code a handler made up) can create a new time series.
 
-/// An SMTP command verb as counted by `ringrelay_commands_total{command}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verb {
-    /// HELO.
-    Helo,
-    /// EHLO.
-    Ehlo,
-    /// MAIL.
-    Mail,
-    /// RCPT.
-    Rcpt,
-    /// DATA.
-    Data,
-    /// BDAT.
-    Bdat,
-    /// RSET.
-    Rset,
-    /// NOOP.
-    Noop,
-    /// QUIT.
-    Quit,
-    /// HELP.
-    Help,
-    /// VRFY.
-    Vrfy,
-    /// EXPN.
-    Expn,
-    /// STARTTLS.
-    Starttls,
-    /// AUTH.
-    Auth,
-    /// Anything else (including empty lines).
-    Unknown,
-}
+pub use crate::proto::Verb;
 
 impl Verb {
     /// How many verbs there are (the length of per-verb arrays).
@@ -77,39 +44,6 @@ impl Verb {
             Verb::Starttls => "STARTTLS",
             Verb::Auth => "AUTH",
             Verb::Unknown => "UNKNOWN",
-        }
-    }
-
-    /// The verb a command line starts with (case-insensitive; the word ends at a space or the
-    /// line ending). Only the first word is looked at: a known verb with bad arguments still
-    /// counts as that verb.
-    pub fn of_line(line: &[u8]) -> Verb {
-        let end = line
-            .iter()
-            .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
-            .unwrap_or(line.len());
-        let word = &line[..end];
-        if word.eq_ignore_ascii_case(b"STARTTLS") {
-            return Verb::Starttls;
-        }
-        let Ok(w) = <[u8; 4]>::try_from(word) else {
-            return Verb::Unknown;
-        };
-        match &w.map(|b| b.to_ascii_uppercase()) {
-            b"HELO" => Verb::Helo,
-            b"EHLO" => Verb::Ehlo,
-            b"MAIL" => Verb::Mail,
-            b"RCPT" => Verb::Rcpt,
-            b"DATA" => Verb::Data,
-            b"BDAT" => Verb::Bdat,
-            b"RSET" => Verb::Rset,
-            b"NOOP" => Verb::Noop,
-            b"QUIT" => Verb::Quit,
-            b"HELP" => Verb::Help,
-            b"VRFY" => Verb::Vrfy,
-            b"EXPN" => Verb::Expn,
-            b"AUTH" => Verb::Auth,
-            _ => Verb::Unknown,
         }
     }
 }

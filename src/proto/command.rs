@@ -58,6 +58,76 @@ pub enum Command<'a> {
     Auth,
 }
 
+/// The verb of a command line, recognised or not (for accounting: a known verb with bad
+/// arguments is still that verb).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// HELO.
+    Helo,
+    /// EHLO.
+    Ehlo,
+    /// MAIL.
+    Mail,
+    /// RCPT.
+    Rcpt,
+    /// DATA.
+    Data,
+    /// BDAT.
+    Bdat,
+    /// RSET.
+    Rset,
+    /// NOOP.
+    Noop,
+    /// QUIT.
+    Quit,
+    /// HELP.
+    Help,
+    /// VRFY.
+    Vrfy,
+    /// EXPN.
+    Expn,
+    /// STARTTLS.
+    Starttls,
+    /// AUTH.
+    Auth,
+    /// Anything else (including empty and over-long lines).
+    Unknown,
+}
+
+impl Verb {
+    /// The verb a command line starts with (case-insensitive; the word ends at a space or
+    /// the line ending).
+    pub fn of_line(line: &[u8]) -> Verb {
+        let end = line
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+            .unwrap_or(line.len());
+        let word = &line[..end];
+        if word.eq_ignore_ascii_case(b"STARTTLS") {
+            return Verb::Starttls;
+        }
+        if word.len() != 4 {
+            return Verb::Unknown;
+        }
+        match pack4(word) {
+            HELO => Verb::Helo,
+            EHLO => Verb::Ehlo,
+            MAIL => Verb::Mail,
+            RCPT => Verb::Rcpt,
+            DATA => Verb::Data,
+            BDAT => Verb::Bdat,
+            RSET => Verb::Rset,
+            NOOP => Verb::Noop,
+            QUIT => Verb::Quit,
+            HELP => Verb::Help,
+            VRFY => Verb::Vrfy,
+            EXPN => Verb::Expn,
+            AUTH => Verb::Auth,
+            _ => Verb::Unknown,
+        }
+    }
+}
+
 /// Why a command line was refused; each maps to one RFC 5321 reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {

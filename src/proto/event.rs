@@ -38,3 +38,27 @@ impl Event {
         !matches!(self, Event::DataChunk(_) | Event::Reset | Event::Quit)
     }
 }
+
+/// What happened in the session, for accounting (metrics), when observing is on
+/// (`Session::set_observing`). Taken with `Session::poll_observation`, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// A command line got its reply (the first reply written after the line was read).
+    Command {
+        /// The line's verb.
+        verb: super::command::Verb,
+        /// The reply code.
+        code: u16,
+    },
+    /// MAIL was accepted: a transaction began.
+    TransactionStart,
+    /// The data phase began (354 sent, or the first BDAT chunk of a transaction taken).
+    DataStart,
+    /// A message got its final reply.
+    Message {
+        /// The reply code.
+        code: u16,
+        /// Content octets, when the message was received in full and handed to the handler.
+        size: Option<u64>,
+    },
+}

@@ -15,10 +15,10 @@ pub mod reply;
 pub mod session;
 
 pub use address::{AddressError, Mailbox, ReversePath};
-pub use command::{parse_command, Command, CommandError};
+pub use command::{parse_command, Command, CommandError, Verb};
 pub use config::{BareLineEndings, ExpnPolicy, Extensions, SessionConfig};
 pub use data::DataChunk;
 pub use envelope::{BodyType, Envelope};
-pub use event::Event;
+pub use event::{Event, Observation};
 pub use reply::{EnhancedCode, Reply};
 pub use session::{Session, State};

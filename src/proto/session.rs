@@ -34,10 +34,11 @@ use bytes::{Bytes, BytesMut};
 use core::net::SocketAddr;
 
 use super::address::Mailbox;
+use super::command::Verb;
 use super::config::SessionConfig;
 use super::data::{DataChunk, DataScanner, Piece, PieceSource};
 use super::envelope::Envelope;
-use super::event::Event;
+use super::event::{Event, Observation};
 use super::reply::{EnhancedCode, Reply};
 
 /// Where the session stands in RFC 5321 §4.1.4 command ordering.
@@ -120,6 +121,10 @@ pub struct Session {
     out: Vec<u8>,
     errors: u32,
     last_activity: Instant,
+    /// Accounting, when observing is on.
+    observations: Option<VecDeque<Observation>>,
+    /// The verb of the command line whose reply has not been written yet.
+    pending_verb: Option<Verb>,
 }
 
 impl Session {
@@ -145,6 +150,8 @@ impl Session {
             out: Vec::with_capacity(256),
             errors: 0,
             last_activity: now,
+            observations: None,
+            pending_verb: None,
         }
     }
 
@@ -167,6 +174,23 @@ impl Session {
         } else {
             let taken = buf.split_to(used).freeze();
             self.resolve_fixups(|r| taken.slice(r));
+        }
+    }
+
+    /// Turns accounting on or off: while on, the session records an `Observation` for every
+    /// answered command, transaction start, data phase and message verdict.
+    pub fn set_observing(&mut self, on: bool) {
+        self.observations = on.then(VecDeque::new);
+    }
+
+    /// The next observation, in order (always `None` while observing is off).
+    pub fn poll_observation(&mut self) -> Option<Observation> {
+        self.observations.as_mut()?.pop_front()
+    }
+
+    fn observe(&mut self, o: Observation) {
+        if let Some(q) = self.observations.as_mut() {
+            q.push_back(o);
         }
     }
 
@@ -363,6 +387,12 @@ impl Session {
     fn write(&mut self, reply: &Reply) {
         let esc = self.esmtp && self.config.extensions.enhanced_status_codes;
         reply.write_to(&mut self.out, esc);
+        if let Some(verb) = self.pending_verb.take() {
+            self.observe(Observation::Command {
+                verb,
+                code: reply.code(),
+            });
+        }
     }
 
     /// Writes a reply to a protocol error and spends one unit of the error budget.

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::observe::Observer;
 use super::shard::Shard;
-use super::tap::{Dispatched, Tap};
 use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
@@ -56,13 +56,13 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     let mut drain = shard.drain.clone();
     let mut read_size = MIN_READ;
     let metrics = shard.metrics.as_ref();
-    let mut tap = metrics.map(|_| Tap::new());
+    let mut observer = metrics.map(|_| Observer::default());
+    session.set_observing(metrics.is_some());
     loop {
         feed(
             &mut session,
             &mut buf,
-            &mut out,
-            tap.as_mut(),
+            observer.as_mut(),
             &shard,
             &mut conn,
             &mut pending,
@@ -136,8 +136,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
                     feed(
                         &mut session,
                         &mut buf,
-                        &mut out,
-                        tap.as_mut(),
+                        observer.as_mut(),
                         &shard,
                         &mut conn,
                         &mut pending,
@@ -178,6 +177,9 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         ));
         finish_pending(&mut session, &mut conn, &mut pending).await;
     }
+    if let (Some(obs), Some(rec)) = (observer.as_mut(), &shard.metrics) {
+        obs.record(&mut session, rec);
+    }
     conn.close(&session);
     if let Some(m) = metrics {
         let lived = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -186,27 +188,23 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
 }
 
 /// Feeds the buffered input to the session and answers its events, until it can use no
-/// more: in one go, or unit by unit through the `Tap` when metrics are on.
+/// more, then records what the session observed when metrics are on.
 fn feed<H: Service>(
     session: &mut Session,
     buf: &mut BytesMut,
-    out: &mut Vec<u8>,
-    tap: Option<&mut Tap>,
+    observer: Option<&mut Observer>,
     shard: &Shard<H>,
     conn: &mut H::Conn,
     pending: &mut Option<(Pending, bool)>,
 ) {
-    match (tap, &shard.metrics) {
-        (Some(tap), Some(rec)) => tap.feed(session, buf, out, rec, &mut |s| Dispatched {
-            answered: dispatch(s, conn, pending),
-            pending: pending.is_some(),
-        }),
-        _ => loop {
-            session.handle_input_buf(Instant::now(), buf);
-            if !dispatch(session, conn, pending) {
-                break;
-            }
-        },
+    loop {
+        session.handle_input_buf(Instant::now(), buf);
+        if !dispatch(session, conn, pending) {
+            break;
+        }
+    }
+    if let (Some(obs), Some(rec)) = (observer, &shard.metrics) {
+        obs.record(session, rec);
     }
 }
 

@@ -15,8 +15,8 @@ mod accept;
 mod conn;
 mod epoll;
 mod listener;
+mod observe;
 mod shard;
-mod tap;
 mod uring;
 
 use std::net::SocketAddr;

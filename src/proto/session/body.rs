@@ -1,7 +1,7 @@
 //! Receiving message bodies: the DATA and BDAT input modes and the verdict at the body's end.
 //! Part of `Session`; see the parent module for the contract.
 
-use super::super::event::Event;
+use super::super::event::{Event, Observation};
 use super::super::reply::{EnhancedCode, Reply};
 use super::{Awaiting, Mode, Session};
 
@@ -54,7 +54,12 @@ impl Session {
         if too_big {
             // RFC 3030 §4.2: a 5xx to BDAT fails the whole transaction.
             self.abort_transaction();
-            return self.write(&too_big_reply());
+            let reply = too_big_reply();
+            self.observe(Observation::Message {
+                code: reply.code(),
+                size: None,
+            });
+            return self.write(&reply);
         }
         if chunk.last {
             if let Some(body) = self.body.as_mut() {
@@ -97,6 +102,10 @@ impl Session {
         match refusal {
             Some(reply) => {
                 self.abort_transaction();
+                self.observe(Observation::Message {
+                    code: reply.code(),
+                    size: None,
+                });
                 self.write(&reply);
             }
             None => {

@@ -4,11 +4,12 @@
 use std::borrow::Cow;
 
 use super::super::address::{AddressError, ReversePath};
+use super::super::command::Verb;
 use super::super::command::{parse_command, parse_size, Command, CommandError};
 use super::super::config::{BareLineEndings, ExpnPolicy};
 use super::super::data::{DataScanner, Framing};
 use super::super::envelope::BodyType;
-use super::super::event::Event;
+use super::super::event::{Event, Observation};
 use super::super::reply::{push_sanitized, EnhancedCode, Reply};
 use super::{Awaiting, BdatChunk, Body, Mode, Session, State};
 
@@ -42,6 +43,7 @@ impl Session {
                 Some(b'\n') => (p, p + 2),
                 Some(_) if normalize => (p, p + 1),
                 Some(_) => {
+                    self.note_line(Verb::of_line(&rest[..p]));
                     self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: bare <CR> received"));
                     self.mode = Mode::SkipLine;
                     return p + 1;
@@ -50,10 +52,12 @@ impl Session {
         } else if normalize {
             (p, p + 1)
         } else {
+            self.note_line(Verb::of_line(&rest[..p]));
             self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: bare <LF> received"));
             return p + 1;
         };
         if line_end + 2 > limit {
+            self.note_line(Verb::Unknown);
             self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: line too long"));
             return used;
         }
@@ -62,6 +66,7 @@ impl Session {
     }
 
     fn line_too_long(&mut self) {
+        self.note_line(Verb::Unknown);
         self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: line too long"));
         self.mode = Mode::SkipLine;
     }
@@ -77,7 +82,15 @@ impl Session {
         }
     }
 
+    /// Remembers the verb of the line being answered (for observations).
+    fn note_line(&mut self, verb: Verb) {
+        if self.observations.is_some() {
+            self.pending_verb = Some(verb);
+        }
+    }
+
     fn execute(&mut self, line: &[u8]) {
+        self.note_line(Verb::of_line(line));
         let cmd = match parse_command(line) {
             Ok(cmd) => cmd,
             Err(e) => return self.command_error(e, line),
@@ -321,6 +334,7 @@ impl Session {
             }
         };
         if refusal.is_none() && self.state == State::ExpectRcptOrData {
+            self.observe(Observation::DataStart);
             self.state = State::InBdat;
             self.body = Some(Body {
                 scanner: self.new_scanner(Framing::Chunked),
@@ -384,6 +398,7 @@ impl Session {
                     self.envelope.clear();
                 } else {
                     self.state = State::ExpectRcpt;
+                    self.observe(Observation::TransactionStart);
                 }
                 self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 1, 0), "Ok")));
             }
@@ -400,6 +415,7 @@ impl Session {
                 let reply =
                     reply.unwrap_or_else(|| Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
                 if reply.class() == 3 {
+                    self.observe(Observation::DataStart);
                     self.state = State::InData;
                     self.mode = Mode::Data;
                     self.body = Some(Body {
@@ -410,8 +426,13 @@ impl Session {
                 self.write(&reply);
             }
             Awaiting::DataEnd => {
+                let reply = reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued"));
+                self.observe(Observation::Message {
+                    code: reply.code(),
+                    size: Some(self.envelope.data_size),
+                });
                 self.end_transaction();
-                self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued")));
+                self.write(&reply);
             }
         }
     }
