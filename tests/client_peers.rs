@@ -204,12 +204,14 @@ fn aiosmtpd_starttls_and_auth() {
     let dir = TempDir::new("tls");
     let (cert, key) = make_cert(&dir);
     let port = free_port();
+    let tls_port = free_port();
     let mut server = Peer::python(
         "aiosmtpd_server.py",
         &[
             port.to_string(),
             cert.display().to_string(),
             key.display().to_string(),
+            tls_port.to_string(),
         ],
     );
     server.wait_for_line("ready", Duration::from_secs(20));
@@ -261,6 +263,27 @@ fn aiosmtpd_starttls_and_auth() {
         let e = bad.login("user", "wrong").await;
         assert!(matches!(e, Err(ClientError::Authentication(_))), "{e:?}");
 
+        // SMTPS: TLS from the first byte (smtplib's SMTP_SSL).
+        let smtps = ConnectOptions {
+            implicit_tls: Some(tls.clone()),
+            ..opts()
+        };
+        let mut implicit = SmtpClient::connect("127.0.0.1", tls_port, smtps)
+            .await
+            .unwrap();
+        assert!(implicit.is_tls());
+        let refused = implicit
+            .sendmail(
+                "c@example.com",
+                &["d@example.com"],
+                MSG,
+                &SendOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(refused.is_empty());
+        implicit.quit().await.unwrap();
+
         let mut untrusted = SmtpClient::connect("127.0.0.1", port, opts())
             .await
             .unwrap();
@@ -282,6 +305,16 @@ fn aiosmtpd_starttls_and_auth() {
     assert!(
         out.stdout.lines().any(|l| l == want),
         "{}\nwant {want}",
+        out.stdout
+    );
+    let smtps = format!(
+        "MESSAGE c@example.com d@example.com {} {} tls",
+        sha256(MSG),
+        MSG.len()
+    );
+    assert!(
+        out.stdout.lines().any(|l| l == smtps),
+        "{}\nwant {smtps}",
         out.stdout
     );
 }
