@@ -1,0 +1,160 @@
+//! When messages start. Each message is a `Ticket`: a run-wide sequence number (which becomes
+//! its X-Ringload-Id) and the instant it was meant to start.
+//!
+//! - Closed loop: a session takes the next ticket as soon as its last message is done; the
+//!   sequence is one atomic counter shared by all threads, so `--messages` is exact.
+//! - Open loop (`--rate R`): thread j of T owns the tickets j, j+T, j+2T, ... and ticket n is
+//!   meant to start at t0 + n/R whatever the server is doing. A ticker releases tickets into the
+//!   thread's queue as their time comes; idle sessions take them. When every session is busy
+//!   the queue grows, and the wait counts in the message's latency (measured from the intended
+//!   start), so a stalled server cannot hide its stall (no coordinated omission).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// One message to send.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket {
+    /// Run-wide sequence number.
+    pub seq: u64,
+    /// When it was meant to start.
+    pub intended: Instant,
+}
+
+/// Run-wide limits, shared by every thread.
+#[derive(Debug)]
+pub struct Budget {
+    next: AtomicU64,
+    limit: Option<u64>,
+    deadline: Option<Instant>,
+    abort: AtomicBool,
+    /// Start of the run.
+    pub t0: Instant,
+}
+
+impl Budget {
+    /// Limits from `--messages` and `--duration`, starting at `t0`.
+    pub fn new(t0: Instant, limit: Option<u64>, duration: Option<Duration>) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            limit,
+            deadline: duration.map(|d| t0 + d),
+            abort: AtomicBool::new(false),
+            t0,
+        }
+    }
+
+    /// Stops handing out tickets (error budget spent, or a fatal condition).
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    /// True after `abort`.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    fn closed_next(&self) -> Option<Ticket> {
+        if self.aborted() {
+            return None;
+        }
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return None;
+        }
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        if self.limit.is_some_and(|l| seq >= l) {
+            return None;
+        }
+        Some(Ticket { seq, intended: now })
+    }
+}
+
+/// A thread's source of tickets.
+pub enum Tickets {
+    /// Closed loop.
+    Closed(Arc<Budget>),
+    /// Open loop.
+    Open(Rc<OpenQueue>),
+}
+
+/// Released but not yet started tickets of one thread (open loop).
+pub struct OpenQueue {
+    queue: RefCell<VecDeque<Ticket>>,
+    notify: Notify,
+    done: Cell<bool>,
+    /// Most tickets waiting at once.
+    pub max_backlog: Cell<usize>,
+}
+
+impl Tickets {
+    /// The next message to send, or None when the run is over for this session.
+    pub async fn next(&self) -> Option<Ticket> {
+        match self {
+            Tickets::Closed(b) => b.closed_next(),
+            Tickets::Open(q) => loop {
+                if let Some(t) = q.queue.borrow_mut().pop_front() {
+                    return Some(t);
+                }
+                if q.done.get() {
+                    return None;
+                }
+                q.notify.notified().await;
+            },
+        }
+    }
+}
+
+impl OpenQueue {
+    /// An empty queue.
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self {
+            queue: RefCell::new(VecDeque::new()),
+            notify: Notify::new(),
+            done: Cell::new(false),
+            max_backlog: Cell::new(0),
+        })
+    }
+
+    /// Releases this thread's tickets on schedule until the budget ends, then marks the queue
+    /// done (sessions finish what is queued).
+    pub async fn run_ticker(
+        self: Rc<Self>,
+        budget: Arc<Budget>,
+        rate: f64,
+        thread: u64,
+        threads: u64,
+    ) {
+        let mut k: u64 = 0;
+        loop {
+            let seq = k * threads + thread;
+            if budget.aborted() || budget.limit.is_some_and(|l| seq >= l) {
+                break;
+            }
+            let intended = budget.t0 + Duration::from_secs_f64(seq as f64 / rate);
+            if budget.deadline.is_some_and(|d| intended >= d) {
+                break;
+            }
+            if intended > Instant::now() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
+            }
+            {
+                let mut q = self.queue.borrow_mut();
+                q.push_back(Ticket { seq, intended });
+                if q.len() > self.max_backlog.get() {
+                    self.max_backlog.set(q.len());
+                }
+            }
+            self.notify.notify_one();
+            k += 1;
+        }
+        self.done.set(true);
+        self.notify.notify_waiters();
+    }
+}
