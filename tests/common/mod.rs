@@ -295,6 +295,11 @@ impl Server {
     /// `ringrelay MODE --listen 127.0.0.1:0 --io IO EXTRA...`
     pub fn mode(mode: &str, io: &str, extra: &[&str]) -> Server {
         let mut args = vec![mode, "--listen", "127.0.0.1:0", "--io", io];
+        // Every server records metrics on a port of its own (the default 127.0.0.1:9465 would
+        // go to whichever test started first), so the metered path is always the one tested.
+        if !extra.contains(&"--metrics-listen") {
+            args.extend_from_slice(&["--metrics-listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let s = Server::start(&args);
         assert_eq!(
