@@ -33,7 +33,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
 step "cargo test --all-targets --no-fail-fast"
-cargo test --all-targets --no-fail-fast
+mkdir -p target
+cargo test --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
 
 if [ -x fuzz/run-ci.sh ] || [ -f fuzz/run-ci.sh ]; then
     step "fuzz smoke run: fuzz/run-ci.sh 60"
@@ -43,3 +44,6 @@ else
 fi
 
 printf '\nscripts/test.sh: all steps passed in %ss\n' "$(( $(date +%s) - start ))"
+# One closing line over every test binary (cargo prints one `test result:` line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log
