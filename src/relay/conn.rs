@@ -70,7 +70,8 @@ impl RelayConn {
         self.next_id.set(id + 1);
         let env = session.envelope();
         let proto = if session.is_esmtp() { "ESMTP" } else { "SMTP" };
-        let id = format!("{:x}.{}.{id:x}", std::process::id(), self.shard);
+        // An RFC 5321 `id` is an Atom or a msg-id: no dots.
+        let id = format!("{:x}-{}-{id:x}", std::process::id(), self.shard);
         let recipient = (env.rcpt_tos.len() == 1).then(|| env.rcpt_tos[0].as_str());
         let mut h = received(
             &TraceInfo {
@@ -112,6 +113,16 @@ impl RelayConn {
 fn mirror(r: Reply) -> Reply {
     let code = if r.code() == 421 { 451 } else { r.code() };
     let class = (code / 100) as u8;
+    if r.enhanced().is_none() {
+        // An upstream that does not offer ENHANCEDSTATUSCODES may still write one at the start
+        // of its text (aiosmtpd passes a handler's "250 2.0.0 ..." through): use it rather
+        // than writing a second one in front of it.
+        if let Some((e, rest)) = EnhancedCode::parse_prefix(r.text()) {
+            if e.class == class {
+                return Reply::new(code, e, rest.to_string());
+            }
+        }
+    }
     let enhanced = r
         .enhanced()
         .filter(|e| e.class == class)
@@ -433,4 +444,46 @@ async fn write_pieces(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>, pi
         }
     }
     tx.borrow_mut().up = Some(up);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_keeps_one_enhanced_code() {
+        let cases: &[(Reply, &str)] = &[
+            // Parsed by the client (ENHANCEDSTATUSCODES offered).
+            (
+                Reply::new(250, EnhancedCode::new(2, 0, 0), "queued"),
+                "250 2.0.0 queued\r\n",
+            ),
+            // Not offered, but written in the text anyway (aiosmtpd handlers do this).
+            (
+                Reply::plain(250, "2.0.0 recorded as 1"),
+                "250 2.0.0 recorded as 1\r\n",
+            ),
+            (Reply::plain(250, "OK"), "250 2.0.0 OK\r\n"),
+            (
+                Reply::plain(550, "5.1.1 no such user"),
+                "550 5.1.1 no such user\r\n",
+            ),
+            // A code of the wrong class in the text is text.
+            (Reply::plain(250, "5.0.0 odd"), "250 2.0.0 5.0.0 odd\r\n"),
+            // 421 does not close our session: 451, its enhanced code kept.
+            (
+                Reply::plain(421, "4.4.2 idle, closing"),
+                "451 4.4.2 idle, closing\r\n",
+            ),
+            (
+                Reply::new(421, EnhancedCode::new(4, 3, 2), "bye"),
+                "451 4.3.2 bye\r\n",
+            ),
+        ];
+        for (r, want) in cases {
+            let mut out = Vec::new();
+            mirror(r.clone()).write_to(&mut out, true);
+            assert_eq!(String::from_utf8(out).unwrap(), *want, "{r:?}");
+        }
+    }
 }
