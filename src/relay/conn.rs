@@ -14,7 +14,7 @@ use super::headers::{received, LoopGuard, TraceInfo};
 use super::pool::{unavailable, Upstream, UpstreamPool};
 use crate::client::core::Phase;
 use crate::client::message::BodyEncoder;
-use crate::client::ClientError;
+use crate::client::{ClientError, SmtpClient};
 use crate::handler::{Answer, Connection};
 use crate::proto::{EnhancedCode, Event, Reply, Session, State};
 
@@ -128,6 +128,23 @@ fn mirror(r: Reply) -> Reply {
         .filter(|e| e.class == class)
         .unwrap_or(EnhancedCode::new(class, 0, 0));
     Reply::new(code, enhanced, r.text().to_string())
+}
+
+/// Writes message bytes upstream within the data-block timeout (RFC 5321 §4.5.3.2 gives 3
+/// minutes per block). The client driver bounds only its reads; without this, an upstream
+/// that stops reading mid-message would hold the client's session forever.
+async fn write_timed(client: &mut SmtpClient, bytes: Bytes) -> Result<(), ClientError> {
+    let limit = client.timeouts().data_block;
+    tokio::time::timeout(limit, client.write_data(bytes))
+        .await
+        .unwrap_or_else(|_| Err(write_timeout()))
+}
+
+fn write_timeout() -> ClientError {
+    ClientError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "timed out writing the message to the upstream",
+    ))
 }
 
 /// A failure talking to the upstream, for the client: always temporary.
@@ -331,7 +348,11 @@ impl Connection for RelayConn {
                     let Some(mut up) = tx.borrow_mut().up.take() else {
                         return Some(unavailable("Upstream connection lost"));
                     };
-                    let r = up.client.end_data().await;
+                    // The terminator's write is bounded too (the reply has its own deadline).
+                    let t = up.client.timeouts();
+                    let r = tokio::time::timeout(t.data_block + t.data_end, up.client.end_data())
+                        .await
+                        .unwrap_or_else(|_| Err(write_timeout()));
                     let mut t = tx.borrow_mut();
                     t.data_open = false;
                     t.up = Some(up);
@@ -399,7 +420,7 @@ async fn open_data(
     };
     let r = up.client.command("DATA", Phase::DataStart).await;
     match r {
-        Ok(reply) if reply.code() == 354 => match up.client.write_data(trace).await {
+        Ok(reply) if reply.code() == 354 => match write_timed(&mut up.client, trace).await {
             Ok(()) => {
                 let mut t = tx.borrow_mut();
                 t.up = Some(up);
@@ -435,7 +456,7 @@ async fn write_pieces(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>, pi
         return;
     };
     for p in pieces {
-        if let Err(e) = up.client.write_data(p).await {
+        if let Err(e) = write_timed(&mut up.client, p).await {
             let mut t = tx.borrow_mut();
             t.failed = Some(failure(&e));
             t.data_open = false;
