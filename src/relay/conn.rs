@@ -130,6 +130,40 @@ fn mirror(r: Reply) -> Reply {
     Reply::new(code, enhanced, r.text().to_string())
 }
 
+/// The MAIL command for this upstream connection. A parameter goes only to an upstream that
+/// offered its extension (RFC 5321 §4.1.1.11): SIZE (RFC 1870) and BODY (RFC 6152; 8-bit
+/// content is still sent as it is, as Postfix does) are dropped otherwise, or an upstream
+/// that does not offer them may refuse every message (Postfix in front always sends SIZE=).
+/// SMTPUTF8 cannot be dropped (RFC 6531 §3.2): without it upstream the transaction is refused.
+fn mail_command(from: &str, options: &[String], up: &SmtpClient) -> Result<String, Reply> {
+    let mut line = format!("MAIL FROM:<{from}>");
+    for o in options {
+        let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k);
+        let extension = match key.to_ascii_uppercase().as_str() {
+            "SIZE" => Some("size"),
+            "BODY" => Some("8bitmime"),
+            "SMTPUTF8" => Some("smtputf8"),
+            _ => None,
+        };
+        match extension {
+            Some(ext) if !up.has_extn(ext) => {
+                if ext == "smtputf8" {
+                    return Err(Reply::new(
+                        553,
+                        EnhancedCode::new(5, 6, 7),
+                        "Upstream does not support SMTPUTF8",
+                    ));
+                }
+            }
+            _ => {
+                line.push(' ');
+                line.push_str(o);
+            }
+        }
+    }
+    Ok(line)
+}
+
 /// Writes message bytes upstream within the data-block timeout (RFC 5321 §4.5.3.2 gives 3
 /// minutes per block). The client driver bounds only its reads; without this, an upstream
 /// that stops reading mid-message would hold the client's session forever.
@@ -186,11 +220,7 @@ impl Connection for RelayConn {
                     .as_ref()
                     .map_or("", |f| f.as_str())
                     .to_string();
-                let mut line = format!("MAIL FROM:<{from}>");
-                for o in &env.mail_options {
-                    line.push(' ');
-                    line.push_str(o);
-                }
+                let options = env.mail_options.clone();
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
@@ -200,6 +230,13 @@ impl Connection for RelayConn {
                         let mut up = match UpstreamPool::checkout(&pool, fresh).await {
                             Ok(up) => up,
                             Err(reply) => return Some(reply),
+                        };
+                        let line = match mail_command(&from, &options, &up.client) {
+                            Ok(line) => line,
+                            Err(reply) => {
+                                pool.borrow_mut().checkin(up, true);
+                                return Some(reply);
+                            }
                         };
                         let r = up.client.command(&line, Phase::Mail).await;
                         if up.reused && stale(&r) && !fresh {
