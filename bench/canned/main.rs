@@ -276,12 +276,13 @@ fn command(line: &[u8], state: &mut State, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes all of `data`, trying the socket before waiting for readiness (a fresh connection's
+/// greeting then goes out without a trip through the event loop).
 async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
-        s.writable().await?;
         match s.try_write(data) {
             Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable().await?,
             Err(e) => return Err(e),
         }
     }
