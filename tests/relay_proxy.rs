@@ -1078,6 +1078,154 @@ fn mail_parameters_follow_the_upstream_extensions() {
     );
 }
 
+/// A throwaway self-signed certificate for 127.0.0.1.
+fn make_cert(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed by scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// TLS and AUTH toward the upstream (tests/peers/aiosmtpd_server.py: STARTTLS, AUTH only
+/// after it, and an implicit-TLS listener): the message arrives over TLS; a wrong password, an
+/// unverifiable certificate or a missing STARTTLS with `required` are 4xx at MAIL, never a
+/// plaintext fallback; `opportunistic` without STARTTLS goes plain.
+#[test]
+fn upstream_tls_and_auth() {
+    let dir = TempDir::new("relay-tls");
+    let (cert, key) = make_cert(&dir);
+    let good = dir.write("pw", b"secret\n");
+    let bad = dir.write("badpw", b"wrong\n");
+    let (port, tls_port) = (free_port(), free_port());
+    let mut up = Peer::python(
+        "aiosmtpd_server.py",
+        &[
+            port.to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+            tls_port.to_string(),
+        ],
+    );
+    up.wait_for_line("ready", PEER_START);
+    let ca = cert.display().to_string();
+    let send = |server: &Server, token: &str| -> Answer {
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        let (code, line) = c.cmd("MAIL FROM:<a@example.com>");
+        if code != 250 {
+            c.quit();
+            return (code, line);
+        }
+        c.ok("RCPT TO:<b@example.com>");
+        let r = c.data(&tagged(token));
+        c.quit();
+        r
+    };
+    let cases: Vec<(Vec<String>, u16, &str)> = vec![
+        (
+            vec![
+                format!("127.0.0.1:{port}"),
+                "--upstream-tls".into(),
+                "required".into(),
+                "--upstream-tls-ca".into(),
+                ca.clone(),
+                "--upstream-auth-user".into(),
+                "user".into(),
+                "--upstream-auth-password-file".into(),
+                good.display().to_string(),
+            ],
+            250,
+            "starttls-auth",
+        ),
+        (
+            vec![
+                format!("127.0.0.1:{tls_port}"),
+                "--upstream-tls".into(),
+                "implicit".into(),
+                "--upstream-tls-ca".into(),
+                ca.clone(),
+            ],
+            250,
+            "implicit",
+        ),
+        (
+            vec![
+                format!("127.0.0.1:{port}"),
+                "--upstream-tls".into(),
+                "required".into(),
+                "--upstream-tls-ca".into(),
+                ca.clone(),
+                "--upstream-auth-user".into(),
+                "user".into(),
+                "--upstream-auth-password-file".into(),
+                bad.display().to_string(),
+            ],
+            451,
+            "bad-password",
+        ),
+        // System roots only: the self-signed certificate does not verify.
+        (
+            vec![
+                format!("127.0.0.1:{port}"),
+                "--upstream-tls".into(),
+                "required".into(),
+            ],
+            451,
+            "unverified",
+        ),
+    ];
+    for (args, want, token) in &cases {
+        let mut full = vec!["--upstream".to_string()];
+        full.extend(args.iter().cloned());
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let server = proxy("epoll", &[], &full);
+        let (code, line) = send(&server, token);
+        assert_eq!(code, *want, "{token}: {line}");
+        server.stop().assert_success();
+    }
+    let out = up.finish(Duration::from_secs(60));
+    out.assert_success("aiosmtpd_server.py");
+    let messages: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("MESSAGE "))
+        .collect();
+    assert_eq!(messages.len(), 2, "{}", out.stdout);
+    assert!(messages.iter().all(|l| l.ends_with(" tls")), "{messages:?}");
+
+    // `required` against an upstream without STARTTLS: 4xx; `opportunistic`: plain delivery.
+    let plain = Scripted::start("ok");
+    let upstream = format!("127.0.0.1:{}", plain.port);
+    for (mode, want) in [("required", 451), ("opportunistic", 250)] {
+        let server = proxy(
+            "uring",
+            &[],
+            &["--upstream", &upstream, "--upstream-tls", mode],
+        );
+        let (code, line) = send(&server, mode);
+        assert_eq!(code, want, "{mode}: {line}");
+        server.stop().assert_success();
+    }
+    let seen = plain.finish();
+    assert_eq!(seen.delivered, ["opportunistic"]);
+}
+
 /// First upstream down, second up: delivered through the second.
 #[test]
 fn failover_to_the_second_upstream() {
