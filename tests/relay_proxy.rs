@@ -826,6 +826,44 @@ fn upstream_refuses_data() {
     }
 }
 
+/// An upstream that answers DATA with anything positive but 354 is broken: a 3xx would put
+/// our session into DATA mode (a client such as Postfix sends the body on any 3xx) while the
+/// upstream still reads commands, a 2xx would be a meaningless "success". Either is a 451
+/// and the connection is dropped; the body never reaches the upstream's command parser.
+#[test]
+fn upstream_answers_data_with_something_else() {
+    for io in IO_MODES {
+        for mode in ["data-334", "data-250"] {
+            let up = Scripted::start(mode);
+            let server = proxy(io, &[up.port], &[]);
+            let mut c = Client::connect(server.port());
+            c.ehlo("client.example");
+            c.ok("MAIL FROM:<a@example.com>");
+            c.ok("RCPT TO:<b@example.com>");
+            let (code, line) = c.cmd("DATA");
+            assert_eq!(code, 451, "{io} {mode}: {line}");
+            // BDAT: the same verdict at the last chunk.
+            c.ok("RSET");
+            c.ok("MAIL FROM:<a@example.com>");
+            c.ok("RCPT TO:<b@example.com>");
+            let body = b"Subject: x\r\n\r\nRCPT TO:<injected@example.com>\r\n";
+            c.send(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+            c.send(body);
+            let (code, line) = c.reply();
+            assert_eq!(code, 451, "{io} {mode} BDAT: {line}");
+            c.quit();
+            server.stop().assert_success();
+            let seen = up.finish();
+            assert!(seen.delivered.is_empty(), "{io} {mode}");
+            assert!(
+                !seen.commands.iter().any(|c| c.contains("injected")),
+                "{io} {mode}: message content reached the command parser: {:?}",
+                seen.commands
+            );
+        }
+    }
+}
+
 /// A refusal after the final dot is our reply to the dot, class and all.
 #[test]
 fn upstream_refuses_at_end_of_data() {

@@ -469,6 +469,16 @@ async fn open_data(
                 Err(failure(&e))
             }
         },
+        Ok(reply) if reply.is_positive() => {
+            // Only 354 opens the upstream's DATA. Mirrored, another 3xx would put our session
+            // into DATA mode (and the body into the upstream's command parser); a 2xx would
+            // answer DATA with a meaningless success.
+            pool.borrow_mut().discard(up);
+            Err(unavailable(format!(
+                "Upstream protocol error: {} in reply to DATA",
+                reply.code()
+            )))
+        }
         Ok(reply) => {
             if reply.code() == 421 {
                 pool.borrow_mut().discard(up);

@@ -9,6 +9,8 @@ MODE says how it misbehaves:
                 "busy", 250 otherwise
   data-554      554 5.3.0 to DATA          data-451   451 4.3.0 to DATA
   eod-554       554 5.6.0 after the dot    eod-452    452 4.3.1 after the dot
+  data-334      a broken server: 334 to DATA (not 354), then treats what follows as commands
+  data-250      a broken server: 250 to DATA, then treats what follows as commands
   mute          accepts the TCP connection and never says anything
   hang-eod      a normal server that never answers the final dot
   slow-eod      a normal server that answers the final dot after 1.5 s (prints SLOW k first)
@@ -150,6 +152,12 @@ class Conn:
                     continue
                 if mode == "data-451":
                     self.send("451 4.3.0 cannot take data now")
+                    continue
+                if mode == "data-334":
+                    self.send("334 go on then")
+                    continue
+                if mode == "data-250":
+                    self.send("250 2.0.0 whatever")
                     continue
                 if rcpts == 0:
                     self.send("554 5.5.1 no valid recipients")
