@@ -1329,6 +1329,47 @@ fn pool_is_bounded_and_reused() {
     assert_eq!(seen.connects, 1, "{}", seen.stdout);
 }
 
+/// Pool limits: --pool-max-messages retires a connection after that many messages, and
+/// --pool-idle-ttl replaces one that sat idle longer (closing the old one).
+#[test]
+fn pool_retires_connections() {
+    let mut up = Scripted::start("ok");
+    let server = proxy(
+        "epoll",
+        &[up.port],
+        &["--pool-max-messages", "3", "--pool-idle-ttl", "1"],
+    );
+    let mut c = Client::connect(server.port());
+    c.ehlo("client.example");
+    for i in 0..7 {
+        let (code, line) = c.transaction(
+            "a@example.com",
+            &["b@example.com"],
+            &tagged(&format!("r{i}")),
+        );
+        assert_eq!(code, 250, "{line}");
+    }
+    // 3 + 3 + 1: the third connection is idle now; let it outlive its TTL.
+    up.wait_for("CLOSED 2");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("r7"));
+    assert_eq!(code, 250, "{line}");
+    up.wait_for("CLOSED 3");
+    c.quit();
+    server.stop().assert_success();
+    let seen = up.finish();
+    assert_eq!(seen.delivered.len(), 8);
+    assert_eq!(seen.connects, 4, "{}", seen.stdout);
+    // Retired connections are closed politely (RFC 5321 §4.1.1.10): three retirements, and
+    // the fourth connection is dropped with the process.
+    assert_eq!(
+        seen.commands.iter().filter(|c| *c == "QUIT").count(),
+        3,
+        "{}",
+        seen.stdout
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Open-relay refusal
 

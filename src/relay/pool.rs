@@ -160,6 +160,7 @@ impl UpstreamPool {
                 return Some(idle.up);
             }
             self.open -= 1;
+            retire(idle.up);
         }
         None
     }
@@ -215,14 +216,16 @@ impl UpstreamPool {
     pub fn checkin(&mut self, up: Upstream, reusable: bool) {
         let c = &self.config;
         let now = Instant::now();
-        if reusable
-            && up.client.is_connected()
+        if !reusable {
+            self.open -= 1;
+        } else if up.client.is_connected()
             && up.messages < c.max_messages
             && now.duration_since(up.created) < c.max_age
         {
             self.idle.push(Idle { up, since: now });
         } else {
             self.open -= 1;
+            retire(up);
         }
     }
 
@@ -236,6 +239,19 @@ impl UpstreamPool {
     pub fn open(&self) -> usize {
         self.open
     }
+}
+
+/// Closes a clean connection that is too old or used up with QUIT, in the background: RFC
+/// 5321 §4.1.1.10 says a client MUST NOT close the channel before sending QUIT (an upstream
+/// logs a dropped one as a lost connection). Connections in an unknown state (after an error,
+/// a 421 or an abandoned DATA) are dropped instead, never QUIT.
+fn retire(up: Upstream) {
+    if !up.client.is_connected() {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), up.client.quit()).await;
+    });
 }
 
 fn one_line(s: &str) -> String {
