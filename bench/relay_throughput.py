@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Relay throughput in one run: Postfix's smtp-source against (1) the release `ringrelay sink`
+directly, (2) `ringrelay proxy` in front of the same kind of sink, and (3) Python 3.11's
+`smtpd.PureProxy` in front of it, with upstream connections opened per message.
+
+Usage: bench/relay_throughput.py [--rounds N] [--messages M] [--sessions S] [--length L]
+                                 [--pureproxy-messages M] [--io auto|uring|epoll]
+                                 [--binary PATH] [--no-build]
+
+Every run starts a fresh sink (and relay), runs `smtp-source -s S -m M -l L -d` against the
+front and stops everything; the sink's summary line must count all M messages, and its
+`sessions=` is the number of upstream connections the relay opened. Reported: messages/s
+(wall clock of smtp-source), CPU microseconds per message of the relay process (not the sink)
+and connections per 100 messages; medians over the rounds, and the ratios.
+
+PureProxy as the seed ships it cannot run here: `python3 -m smtpd -c PureProxy` builds the
+server with decode_data=False, so process_message gets bytes and fails on `data.split('\\n')`
+(the client sees the connection closed after its final dot). It is run as the seed meant it,
+with decode_data=True: `smtpd.PureProxy(local, remote, decode_data=True); asyncore.loop()`.
+It answers 250 before relaying and opens one upstream connection per message.
+"""
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+TICKS = os.sysconf("SC_CLK_TCK")
+PUREPROXY = (
+    "import asyncore, smtpd, sys, warnings\n"
+    "warnings.simplefilter('ignore')\n"
+    "smtpd.PureProxy(('127.0.0.1', int(sys.argv[1])), ('127.0.0.1', int(sys.argv[2])),"
+    " decode_data=True)\n"
+    "print('ready', flush=True)\n"
+    "asyncore.loop()\n"
+)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_ringrelay(binary, mode, io, extra):
+    args = [binary, mode, "--listen", "127.0.0.1:0", "--io", io, "--metrics-listen", "none"]
+    args += extra
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.time() + 20
+    while True:
+        line = p.stderr.readline()
+        if not line or time.time() > deadline:
+            p.kill()
+            sys.exit(f"ringrelay {mode} did not start: {''.join(lines)}{line}")
+        lines.append(line)
+        m = re.match(r"ringrelay: listening on \S+:(\d+) \(io=(\w+)", line)
+        if m:
+            return p, int(m.group(1)), m.group(2)
+
+
+def start_pureproxy(upstream_port):
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-c", PUREPROXY, str(port), str(upstream_port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.stdout.readline().strip() != "ready":
+        p.kill()
+        sys.exit(f"PureProxy did not start: {p.stderr.read()}")
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return p, port
+        except OSError:
+            if time.time() > deadline:
+                p.kill()
+                sys.exit("PureProxy does not listen")
+            time.sleep(0.05)
+
+
+def stop(p, timeout=120):
+    p.send_signal(signal.SIGTERM)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    return out
+
+
+def run_once(kind, a):
+    sink, sink_port, driver = start_ringrelay(a.binary, "sink", a.io, [])
+    front = None
+    try:
+        if kind == "direct":
+            port = sink_port
+        elif kind == "ringrelay":
+            front, port, _ = start_ringrelay(
+                a.binary, "proxy", a.io, ["--upstream", f"127.0.0.1:{sink_port}"])
+        else:
+            front, port = start_pureproxy(sink_port)
+        m = a.pureproxy_messages if kind == "pureproxy" else a.messages
+        c0 = cpu_seconds(front.pid) if front else 0.0
+        t0 = time.perf_counter()
+        subprocess.run([SMTP_SOURCE, "-s", str(a.sessions), "-m", str(m), "-l", str(a.length),
+                        "-d", f"127.0.0.1:{port}"],
+                       check=True, timeout=900, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        cpu = (cpu_seconds(front.pid) - c0) if front else None
+        if kind == "pureproxy":
+            # PureProxy said 250 before relaying: wait until the sink has everything.
+            time.sleep(1)
+    finally:
+        if front:
+            stop(front)
+        out = stop(sink)
+    got = re.search(r"sink: sessions=(\d+) messages=(\d+)", out)
+    if not got or int(got.group(2)) != m:
+        sys.exit(f"{kind}: expected {m} messages at the sink, summary: {out.strip()!r}")
+    sessions = int(got.group(1))
+    return {
+        "rate": m / wall,
+        "cpu_us": cpu / m * 1e6 if cpu is not None else None,
+        "conns_per_100": sessions / m * 100,
+        "sessions": sessions,
+        "messages": m,
+        "driver": driver,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--pureproxy-messages", type=int, default=None,
+                    help="messages for the PureProxy runs (default: --messages)")
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--length", type=int, default=1024)
+    ap.add_argument("--io", default="auto")
+    ap.add_argument("--binary", default=None,
+                    help="ringrelay binary (default: $CARGO_TARGET_DIR or target/, release)")
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+    a.pureproxy_messages = a.pureproxy_messages or a.messages
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    a.binary = a.binary or os.path.join(target, "release", "ringrelay")
+    if not os.access(SMTP_SOURCE, os.X_OK):
+        sys.exit(f"{SMTP_SOURCE} is missing: apt-get install postfix "
+                 "(see scripts/install-test-deps.sh)")
+    if sys.version_info >= (3, 12):
+        sys.exit("Python's smtpd module is gone in 3.12: run this with python3.11")
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "ringrelay"], cwd=ROOT,
+                       check=True)
+
+    kinds = ["direct", "ringrelay", "pureproxy"]
+    results = {k: [] for k in kinds}
+    print(f"smtp-source -s {a.sessions} -m {a.messages} -l {a.length} -d "
+          f"(PureProxy: -m {a.pureproxy_messages}); {a.rounds} round(s); {os.cpu_count()} CPUs")
+    print(f"{'round':>5} {'front':>10} {'io':>5} {'msgs/s':>9} {'relay cpu us/msg':>16} "
+          f"{'upstream conns':>14} {'per 100 msgs':>12}")
+    for r in range(a.rounds):
+        order = kinds if r % 2 == 0 else list(reversed(kinds))
+        for kind in order:
+            res = run_once(kind, a)
+            results[kind].append(res)
+            cpu = f"{res['cpu_us']:.1f}" if res["cpu_us"] is not None else "-"
+            conns = res["sessions"] if kind != "direct" else "-"
+            per = f"{res['conns_per_100']:.2f}" if kind != "direct" else "-"
+            print(f"{r + 1:>5} {kind:>10} {res['driver']:>5} {res['rate']:>9.0f} {cpu:>16} "
+                  f"{conns:>14} {per:>12}", flush=True)
+
+    def med(kind, key):
+        return statistics.median(x[key] for x in results[kind])
+
+    direct, relay, pure = med("direct", "rate"), med("ringrelay", "rate"), med("pureproxy", "rate")
+    print(f"median msgs/s: direct {direct:.0f}, through ringrelay proxy {relay:.0f}, "
+          f"through PureProxy {pure:.0f}")
+    print(f"ringrelay proxy / direct: {relay / direct:.3f}")
+    print(f"ringrelay proxy / PureProxy: {relay / pure:.1f}x")
+    print(f"relay CPU per message: ringrelay {med('ringrelay', 'cpu_us'):.1f} us, "
+          f"PureProxy {med('pureproxy', 'cpu_us'):.1f} us")
+    print(f"upstream connections per 100 messages: ringrelay "
+          f"{med('ringrelay', 'conns_per_100'):.2f}, PureProxy "
+          f"{med('pureproxy', 'conns_per_100'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
