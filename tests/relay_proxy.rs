@@ -826,6 +826,33 @@ fn upstream_refuses_data() {
     }
 }
 
+/// The upstream gives up in the middle of a transaction (421 at a RCPT, then closes): that
+/// RCPT and the DATA get 4xx (our session stays open), nothing is delivered, and the next
+/// transaction gets a new upstream connection.
+#[test]
+fn upstream_421_mid_transaction() {
+    for io in IO_MODES {
+        let up = Scripted::start("rcpt-421");
+        let server = proxy(io, &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.ok("MAIL FROM:<a@example.com>");
+        c.ok("RCPT TO:<first@example.com>");
+        let (code, line) = c.cmd("RCPT TO:<bye@example.com>");
+        assert_eq!(code, 451, "{io}: {line}");
+        let (code, line) = c.cmd("DATA");
+        assert_eq!(code / 100, 4, "{io}: {line}");
+        c.ok("RSET");
+        let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("next"));
+        assert_eq!(code, 250, "{io}: {line}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["next"], "{io}");
+        assert_eq!(seen.connects, 2, "{io}: {}", seen.stdout);
+    }
+}
+
 /// An upstream that answers DATA with anything positive but 354 is broken: a 3xx would put
 /// our session into DATA mode (a client such as Postfix sends the body on any 3xx) while the
 /// upstream still reads commands, a 2xx would be a meaningless "success". Either is a 451

@@ -7,6 +7,7 @@ MODE says how it misbehaves:
   ok            a well-behaved server
   refuse-rcpt   RCPT: 550 5.1.1 if the address contains "bad", 450 4.2.1 if it contains
                 "busy", 250 otherwise
+  rcpt-421      RCPT: "421 4.3.2 shutting down" and close if the address contains "bye"
   data-554      554 5.3.0 to DATA          data-451   451 4.3.0 to DATA
   eod-554       554 5.6.0 after the dot    eod-452    452 4.3.1 after the dot
   data-334      a broken server: 334 to DATA (not 354), then treats what follows as commands
@@ -139,6 +140,9 @@ class Conn:
                 rcpts = 0
                 self.send("250 2.1.0 sender ok")
             elif verb == b"RCPT":
+                if mode == "rcpt-421" and b"bye" in line:
+                    self.send("421 4.3.2 shutting down")
+                    return
                 if mode == "refuse-rcpt" and b"bad" in line:
                     self.send("550 5.1.1 no such user here")
                 elif mode == "refuse-rcpt" and b"busy" in line:
