@@ -52,6 +52,7 @@ impl ConnError {
             }
             ConnError::Protocol(CoreError::Reply(_)) => "malformed reply".into(),
             ConnError::Protocol(CoreError::Unsolicited(_)) => "unsolicited reply".into(),
+            ConnError::Protocol(CoreError::WriteTimeout) => "timeout writing".into(),
             ConnError::Tls(e) => format!("TLS: {e}"),
         }
     }

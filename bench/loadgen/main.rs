@@ -172,8 +172,12 @@ fn main() -> ExitCode {
             .iter()
             .map(|&s| (s.name(), total.of(s)))
             .collect();
-        let title = format!("ringload latency by phase: {}", outcome.workload());
-        if let Err(e) = std::fs::write(path, svg::plot(&title, &series)) {
+        let title = format!(
+            "ringload: latency by phase, {} messages, {:.0} msg/s",
+            total.acked,
+            outcome.rate()
+        );
+        if let Err(e) = std::fs::write(path, svg::plot(&title, &outcome.workload(), &series)) {
             eprintln!("ringload: {}: {e}", path.display());
             return ExitCode::from(2);
         }

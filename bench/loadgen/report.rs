@@ -55,7 +55,11 @@ impl Outcome<'_> {
             },
             if a.bdat { ", BDAT" } else { ", DATA" },
             if a.starttls { ", STARTTLS" } else { "" },
-            format_args!(", {} threads", self.threads),
+            format_args!(
+                ", {} thread{}",
+                self.threads,
+                if self.threads == 1 { "" } else { "s" }
+            ),
         )
     }
 

@@ -84,6 +84,26 @@ pub enum Tickets {
     Open(Rc<OpenQueue>),
 }
 
+/// How early the ticker stops sleeping and starts yielding: tokio's timer fires on whole
+/// milliseconds (and may be late by one), which would add up to a millisecond of the
+/// generator's own delay to every open-loop latency.
+const SPIN: Duration = Duration::from_micros(1500);
+
+/// Waits until `t`: sleeps while it is far, then yields to the other tasks (the sessions) until
+/// it has come, so tickets are released within microseconds of their intended time.
+async fn wait_until(t: Instant) {
+    let now = Instant::now();
+    if t <= now {
+        return;
+    }
+    if t - now > SPIN {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(t - SPIN)).await;
+    }
+    while Instant::now() < t {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Released but not yet started tickets of one thread (open loop).
 pub struct OpenQueue {
     queue: RefCell<VecDeque<Ticket>>,
@@ -141,9 +161,7 @@ impl OpenQueue {
             if budget.deadline.is_some_and(|d| intended >= d) {
                 break;
             }
-            if intended > Instant::now() {
-                tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
-            }
+            wait_until(intended).await;
             {
                 let mut q = self.queue.borrow_mut();
                 q.push_back(Ticket { seq, intended });

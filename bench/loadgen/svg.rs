@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-const W: f64 = 900.0;
+const W: f64 = 1000.0;
 const H: f64 = 520.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 170.0;
-const TOP: f64 = 50.0;
+const RIGHT: f64 = 230.0;
+const TOP: f64 = 64.0;
 const BOTTOM: f64 = 60.0;
 /// Rightmost percentile shown: 99.999%.
 const MAX_NINES: f64 = 5.0;
@@ -25,7 +25,8 @@ fn esc(s: &str) -> String {
 }
 
 /// Renders the plot; `series` are (phase name, histogram in microseconds); empty ones are skipped.
-pub fn plot(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
+/// `subtitle` (the workload) goes on a second, smaller line.
+pub fn plot(title: &str, subtitle: &str, series: &[(&str, &Histogram<u64>)]) -> String {
     let series: Vec<_> = series.iter().filter(|(_, h)| !h.is_empty()).collect();
     let lo = series
         .iter()
@@ -52,9 +53,15 @@ pub fn plot(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>"#,
-        LEFT + pw / 2.0,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        W / 2.0,
         esc(title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="42" text-anchor="middle" font-size="11" fill="#333">{}</text>"##,
+        W / 2.0,
+        esc(subtitle)
     );
     // Grid and axes.
     for d in (y0 as i32)..=(y1 as i32) {
@@ -156,7 +163,7 @@ mod tests {
             h.record(v * 10).unwrap();
         }
         let empty = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        let svg = plot("t <x>", &[("mail", &h), ("none", &empty)]);
+        let svg = plot("t <x>", "w", &[("mail", &h), ("none", &empty)]);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert!(svg.contains("t &lt;x&gt;"));
