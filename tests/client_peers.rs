@@ -495,6 +495,23 @@ fn failures_are_typed() {
             "{e:?}"
         );
 
+        // A server that stops reading mid-DATA: the write times out (data-block timeout).
+        let (_p, port) = scripted("stall-data");
+        let quick = ConnectOptions {
+            timeouts: Timeouts::uniform(Duration::from_secs(1)),
+            ..opts()
+        };
+        let mut c = SmtpClient::connect("127.0.0.1", port, quick).await.unwrap();
+        let huge = vec![b'x'; 64 << 20];
+        let e = c
+            .sendmail("a@x", &["b@x"], &huge, &SendOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Protocol(CoreError::WriteTimeout)),
+            "{e:?}"
+        );
+
         let e = SmtpClient::connect("127.0.0.1", free_port(), opts())
             .await
             .unwrap_err();

@@ -121,6 +121,9 @@ pub enum CoreError {
     /// A reply did not come in time.
     #[error("timed out waiting for the reply to {}", .0.name())]
     Timeout(Phase),
+    /// The server stopped reading: a write did not complete in time.
+    #[error("timed out writing to the server")]
+    WriteTimeout,
     /// A reply came that no command asked for.
     #[error("unexpected reply from server: {0}")]
     Unsolicited(Reply),

@@ -457,12 +457,24 @@ impl SmtpClient {
 
     /// Writes everything queued.
     pub(super) async fn flush(&mut self) -> Result<(), ClientError> {
+        // A server that stops reading must not hold us forever: each write gets the
+        // data-block timeout (RFC 5321 §4.5.3.2, 3 minutes), like a block of message data.
+        let limit = self.timeouts.data_block;
         let stream = self
             .stream
             .as_mut()
             .ok_or(ClientError::ServerDisconnected)?;
         while let Some(b) = self.core.poll_transmit() {
-            stream.write_all(&b).await.map_err(|e| match e.kind() {
+            let written = tokio::time::timeout(limit, stream.write_all(&b)).await;
+            let Ok(result) = written else {
+                // Dropping the write is safe: tokio sockets are readiness based, and the
+                // connection is unusable now anyway.
+                if let Some(s) = self.stream.take() {
+                    s.shutdown();
+                }
+                return Err(ClientError::Protocol(CoreError::WriteTimeout));
+            };
+            result.map_err(|e| match e.kind() {
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
                     ClientError::ServerDisconnected
                 }

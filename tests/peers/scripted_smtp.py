@@ -7,6 +7,7 @@ usage: scripted_smtp.py PORT MODE
   silent          greets, then never answers
   garbage         greets, then answers EHLO with a non-SMTP line
   421-rcpt        421 at the first RCPT, then closes
+  stall-data      354, then stops reading (the client's writes must time out)
 Prints "ready" once listening; exits after 60 s at the latest.
 """
 import socket
@@ -47,6 +48,9 @@ def serve(conn):
     for line, rest in lines(conn):
         verb = line[:4].upper()
         if in_data:
+            if mode == "stall-data":
+                time.sleep(30)
+                return
             if mode == "drop-mid-data":
                 conn.close()
                 return
