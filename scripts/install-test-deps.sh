@@ -5,10 +5,11 @@
 # when nothing is missing), so running it twice costs a second or two.
 #
 # System packages:
-#   postfix    only for /usr/sbin/smtp-source (load generator) and /usr/sbin/smtp-sink (a server
-#              for the client tests); the daemon is never configured nor started
+#   postfix    /usr/sbin/smtp-source (load generator), /usr/sbin/smtp-sink (a server for the
+#              client tests), and a private instance that tests/relay_postfix.rs configures,
+#              starts and stops itself; the system's own daemon is never configured nor started
 #   swaks      SMTP transcripts (PIPELINING)
-#   prometheus promtool, for checking the /metrics exposition once it exists
+#   prometheus promtool, for checking the /metrics exposition
 #   haproxy    PROXY-protocol front end for the deployment tests (planned)
 #   openssl    TLS test material (planned)
 #   linux-perf profiling the benchmarks
