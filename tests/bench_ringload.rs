@@ -1,0 +1,153 @@
+//! ringload (bench/loadgen/) behaviour against peers on loopback, bounded in count and time:
+//! LMTP against Postfix's smtp-sink -L (one final reply per recipient), a server without
+//! CHUNKING stops a --bdat run at once, a dead port stops a run at --max-errors, and an open
+//! loop run sends exactly rate x duration messages.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RINGLOAD: &str = env!("CARGO_BIN_EXE_ringload");
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+
+fn ringload(args: &[&str]) -> Output {
+    let mut child = Command::new(RINGLOAD)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringload did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Postfix's smtp-sink, killed on drop.
+struct Sink(Child);
+
+impl Sink {
+    fn start(extra: &[&str]) -> (Sink, SocketAddr) {
+        let addr = free_addr();
+        let mut args: Vec<String> = vec!["-u".into(), "nobody".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(addr.to_string());
+        args.push("64".into());
+        let child = Command::new(SMTP_SINK)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink is installed (scripts/install-test-deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (Sink(child), addr)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn lmtp_with_several_recipients_against_smtp_sink() {
+    let (_sink, addr) = Sink::start(&["-L"]);
+    let target = addr.to_string();
+    for pipelining in [true, false] {
+        let mut args = vec![
+            "-t", &target, "--lmtp", "--rcpts", "3", "-s", "3", "-m", "60", "-k", "7",
+        ];
+        if !pipelining {
+            args.push("--no-pipelining");
+        }
+        let o = ringload(&args);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains("LMTP "), "{t}");
+        assert!(t.contains("60 acknowledged, 0 failed"), "{t}");
+        // Three RCPT replies per message.
+        let rcpt = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("rcpt"))
+            .unwrap();
+        assert!(rcpt.split_whitespace().nth(1) == Some("180"), "{rcpt}");
+    }
+}
+
+#[test]
+fn bdat_without_chunking_stops_the_run() {
+    let (_sink, addr) = Sink::start(&[]);
+    let o = ringload(&["-t", &addr.to_string(), "--bdat", "-m", "1000", "-s", "2"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("does not offer CHUNKING"), "{t}");
+    assert!(t.contains("0 acknowledged"), "{t}");
+}
+
+#[test]
+fn a_dead_target_stops_at_max_errors() {
+    let addr = free_addr(); // nothing listens here now
+    let started = Instant::now();
+    let o = ringload(&[
+        "-t",
+        &addr.to_string(),
+        "-d",
+        "30",
+        "--max-errors",
+        "20",
+        "--threads",
+        "1",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("connect: ConnectionRefused"), "{t}");
+    assert!(t.contains("--max-errors 20"), "{t}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{t}");
+}
+
+#[test]
+fn open_loop_sends_rate_times_duration() {
+    let (_sink, addr) = Sink::start(&[]);
+    let o = ringload(&[
+        "-t",
+        &addr.to_string(),
+        "--rate",
+        "400",
+        "-d",
+        "1",
+        "-s",
+        "8",
+        "--threads",
+        "2",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("open loop at 400 msg/s"), "{t}");
+    assert!(t.contains("400 acknowledged, 0 failed"), "{t}");
+}
