@@ -51,6 +51,10 @@ pub struct RelayArgs {
     /// File with the upstream AUTH password (first line).
     #[arg(long, value_name = "FILE")]
     pub upstream_auth_password_file: Option<PathBuf>,
+    /// Pass the client's address and HELO name upstream with XFORWARD when it is offered.
+    #[arg(long)]
+    #[serde(default)]
+    pub upstream_xforward: bool,
     /// Our EHLO name toward the upstream.
     #[arg(long, value_name = "NAME")]
     pub upstream_helo: Option<String>,
@@ -98,6 +102,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         ..UpstreamConfig::default()
     };
     up.helo = cli.upstream_helo.or(file.upstream_helo);
+    up.xforward = cli.upstream_xforward || file.upstream_xforward;
     if let Some(s) = cli.upstream_timeout.or(file.upstream_timeout) {
         up.timeouts = Timeouts::uniform(Duration::from_secs(s));
     }

@@ -1743,3 +1743,40 @@ fn every_ack_is_a_delivery() {
     }
     assert_eq!(seen.delivered.len(), acked.len());
 }
+
+/// `--upstream-xforward`: an upstream that offers Postfix's XFORWARD learns the real client
+/// (address, HELO name, protocol) right before each MAIL; one that does not offer it gets none.
+#[test]
+fn xforward_passes_the_client_identity() {
+    for (mode, offered) in [("xforward", true), ("ok", false)] {
+        let up = Scripted::start(mode);
+        let server = proxy("epoll", &[up.port], &["--upstream-xforward"]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        for token in ["one", "two"] {
+            let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged(token));
+            assert_eq!(code, 250, "{mode}: {line}");
+        }
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["one", "two"], "{}", seen.stdout);
+        let xf = "XFORWARD ADDR=127.0.0.1 PROTO=ESMTP HELO=client.example NAME=[UNAVAILABLE]";
+        let before_mail: Vec<&String> = seen
+            .commands
+            .windows(2)
+            .filter(|w| w[1].starts_with("MAIL"))
+            .map(|w| &w[0])
+            .collect();
+        assert_eq!(before_mail.len(), 2, "{}", seen.stdout);
+        for cmd in before_mail {
+            assert_eq!(cmd == xf, offered, "{mode}: {}", seen.stdout);
+        }
+        assert_eq!(
+            seen.commands.iter().any(|c| c.starts_with("XFORWARD")),
+            offered,
+            "{}",
+            seen.stdout
+        );
+    }
+}

@@ -130,6 +130,25 @@ fn mirror(r: Reply) -> Reply {
     Reply::new(code, enhanced, r.text().to_string())
 }
 
+/// `XFORWARD ADDR=... HELO=... PROTO=... NAME=[UNAVAILABLE]` for the client of `session`
+/// (Postfix's XFORWARD_README; values xtext-encoded as in RFC 3461 §4).
+fn xforward_command(session: &Session) -> String {
+    let proto = if session.is_esmtp() { "ESMTP" } else { "SMTP" };
+    let mut line = format!("XFORWARD ADDR={} PROTO={proto}", session.peer().ip());
+    if let Some(helo) = session.helo_name() {
+        line.push_str(" HELO=");
+        for b in helo.bytes() {
+            if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+                line.push(b as char);
+            } else {
+                line.push_str(&format!("+{b:02X}"));
+            }
+        }
+    }
+    line.push_str(" NAME=[UNAVAILABLE]");
+    line
+}
+
 /// The MAIL command for this upstream connection. A parameter goes only to an upstream that
 /// offered its extension (RFC 5321 §4.1.1.11): SIZE (RFC 1870) and BODY (RFC 6152; 8-bit
 /// content is still sent as it is, as Postfix does) are dropped otherwise, or an upstream
@@ -221,6 +240,12 @@ impl Connection for RelayConn {
                     .map_or("", |f| f.as_str())
                     .to_string();
                 let options = env.mail_options.clone();
+                let xforward = self
+                    .pool
+                    .borrow()
+                    .config()
+                    .xforward
+                    .then(|| xforward_command(session));
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
@@ -238,7 +263,17 @@ impl Connection for RelayConn {
                                 return Some(reply);
                             }
                         };
-                        let r = up.client.command(&line, Phase::Mail).await;
+                        let mut r = Ok(Reply::plain(250, ""));
+                        if let Some(xf) = xforward.as_deref() {
+                            if up.client.has_extn("xforward") {
+                                // Postfix's XFORWARD: the upstream logs and checks the real
+                                // client instead of us. A refusal is not fatal to the mail.
+                                r = up.client.command(xf, Phase::Other).await;
+                            }
+                        }
+                        if !matches!(&r, Ok(x) if x.code() == 421) && r.is_ok() {
+                            r = up.client.command(&line, Phase::Mail).await;
+                        }
                         if up.reused && stale(&r) && !fresh {
                             // A pooled connection that went away while idle: the client
                             // never sees it, we just use a new one.

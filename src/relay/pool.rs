@@ -59,6 +59,8 @@ pub struct UpstreamConfig {
     pub max_messages: u32,
     /// Age after which a connection is retired.
     pub max_age: Duration,
+    /// Pass the client's address and HELO name with Postfix's XFORWARD when offered.
+    pub xforward: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -74,6 +76,7 @@ impl Default for UpstreamConfig {
             idle_ttl: Duration::from_secs(30),
             max_messages: 1000,
             max_age: Duration::from_secs(600),
+            xforward: false,
         }
     }
 }

@@ -23,6 +23,7 @@ MODE says how it misbehaves:
   idle-421      a normal server that, 0.3 s after each 250 to a final dot, sends
                 "421 4.4.2 idle, closing" and closes the connection
   idle-close    the same, but closes without a word
+  xforward      a normal server that also offers XFORWARD (Postfix's) and answers it 250
 
 Output lines (flushed as they happen):
   ready
@@ -130,10 +131,14 @@ class Conn:
             elif verb == b"EHLO" and mode == "no-ext":
                 self.send("250 scripted.upstream")
             elif verb in (b"EHLO", b"LHLO"):
+                xforward = "250-XFORWARD NAME ADDR PROTO HELO\r\n" if mode == "xforward" else ""
                 self.send(
                     "250-scripted.upstream\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                    "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 67108864"
+                    + xforward
+                    + "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 67108864"
                 )
+            elif line[:9].upper() == b"XFORWARD " and mode == "xforward":
+                self.send("250 2.0.0 Ok")
             elif verb == b"HELO":
                 self.send("250 scripted.upstream")
             elif verb == b"MAIL":
