@@ -5,8 +5,11 @@
 //! ```text
 //!  main.rs / cli    parse args + TOML config; pick a mode; start shards
 //!  server/          shard threads: pinned, one event loop each (io_uring or epoll), listener,
-//!                   connection slab, graceful drain. The only code that does I/O.
-//!  handler/         what a transaction means: sink, debug (and later relay, mailman)
+//!                   connection slab, graceful drain. The only code that does server I/O.
+//!  handler/         what a transaction means: the Handler trait (sink, debug, yours) and the
+//!                   Service/Connection layer whose answers may come later
+//!  relay/           the proxy: transaction mirroring, per-shard upstream pool, relay policy
+//!  client/          sans-IO SMTP/LMTP client core + its tokio driver (relay, send, ringload)
 //!  proto/           sans-IO SMTP: parser, replies, session state machine, DATA/BDAT scanner
 //!  metrics/         shard-local counters and HDR histograms; an admin HTTP thread merges
 //!                   and serves them (/metrics, /stats.json, /healthz, /readyz)
