@@ -4,7 +4,11 @@ smtp-sink, aiosmtpd's Sink handler, Python 3.11's smtpd and smtp-canned (our can
 physical-limit stand-in), each driven by Postfix's smtp-source and by ringload, in one run.
 
 usage: bench/run.py [--quick] [--reps N] [--only throughput|memory] [--servers a,b]
-                    [--scenarios a,b] [--no-pin] [--no-build] [--out DIR] [--scale F]
+                    [--scenarios a,b] [--generators a,b] [--no-pin] [--no-build] [--out DIR]
+                    [--scale F] [--tag NAME]
+
+Generators: smtp-source and ringload (DATA, PIPELINING when offered) by default; ringload-bdat
+(one write per message, for servers that offer CHUNKING: ringrelay, smtp-canned) on request.
 
 Every cell starts a fresh server (so its peak RSS is its own), pinned to CPU 0 with the
 generator pinned to CPU 1 (--no-pin lets both float; ringrelay then runs a shard per CPU).
@@ -68,6 +72,7 @@ SCENARIOS = {
 }
 SERVERS = ["ringrelay-uring", "ringrelay-epoll", "smtp-sink", "smtp-canned", "aiosmtpd", "py-smtpd"]
 SLOW = {"aiosmtpd": 0.1, "py-smtpd": 0.1}
+CHUNKING = {"ringrelay-uring", "ringrelay-epoll", "smtp-canned"}
 
 
 def log(*a):
@@ -213,7 +218,7 @@ def run_smtp_source(a, srv, size_l, sessions, newconn, count):
             "p99_ms": None, "ok": ok, "error": None if ok else r.stderr.strip()[-300:]}
 
 
-def run_ringload(a, srv, size, sessions, newconn, count, timeout=30):
+def run_ringload(a, srv, size, sessions, newconn, count, timeout=30, bdat=False):
     pin = [] if a.no_pin else ["taskset", "-c", CLIENT_CPU]
     out = os.path.join(a.tmp, "ringload.json")
     threads = "1" if not a.no_pin else str(os.cpu_count())
@@ -222,6 +227,8 @@ def run_ringload(a, srv, size, sessions, newconn, count, timeout=30):
                  "--no-progress", "-q", "--timeout", str(timeout)]
     if newconn:
         cmd += ["-k", "1"]
+    if bdat:
+        cmd += ["--bdat"]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                        timeout=300)
@@ -249,7 +256,8 @@ def cell(a, server, scenario, generator):
             if generator == "smtp-source":
                 res = run_smtp_source(a, srv, size_l, sessions, newconn, count)
             else:
-                res = run_ringload(a, srv, size, sessions, newconn, count)
+                res = run_ringload(a, srv, size, sessions, newconn, count,
+                                   bdat=generator == "ringload-bdat")
             cpu = srv.cpu() - c0
             res["cpu_per_10k"] = cpu / max(res["msgs"], 1) * 10000
             res["hwm_mib"] = srv.hwm_kib() / 1024
@@ -418,7 +426,8 @@ def markdown(a, m, cells, idle, big):
         "smtp-source reports none. Ratios "
         "are against smtp-sink under the same generator and scenario: ×msgs/s higher is better, "
         "×CPU is smtp-sink's CPU per message divided by ours (higher is better). The Python "
-        "servers run a tenth of the messages, once. Messages are 1136 octets (smtp-source "
+        "servers run a tenth of the messages, once. ringload-bdat rows (BDAT, one write per message; "
+        "only servers offering CHUNKING) are compared with smtp-sink under ringload with DATA. Messages are 1136 octets (smtp-source "
         "-l 1024) and 1048688 octets (-l 1048576) on the wire for both generators.\n")
     for scen in SCENARIOS:
         size, _, sessions, newconn, _ = SCENARIOS[scen]
@@ -431,8 +440,13 @@ def markdown(a, m, cells, idle, big):
         out.append(f"\n## {scen}: {desc}\n")
         out.append("| generator | server | msgs/s | ×smtp-sink | CPU s/10k | ×CPU | RSS MiB | p99 ms | msgs | ok |")
         out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-        for gen in ("smtp-source", "ringload"):
-            base = next((c for c in rows if c["generator"] == gen and c["server"] == "smtp-sink"), None)
+        for gen in ("smtp-source", "ringload", "ringload-bdat"):
+            base = next((c for c in rows if c["generator"] == gen and c["server"] == "smtp-sink"
+                         and c["ok"]), None)
+            if base is None and gen == "ringload-bdat":
+                # smtp-sink has no CHUNKING: compare with it under ringload with DATA.
+                base = next((c for c in rows if c["generator"] == "ringload"
+                             and c["server"] == "smtp-sink"), None)
             for c in [c for c in rows if c["generator"] == gen]:
                 out.append(
                     f"| {gen} | {c['server']} | {fmt(c['rate'], ',.0f')} | "
@@ -525,7 +539,8 @@ def main():
     ap.add_argument("--only", choices=["throughput", "memory"])
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--generators", default="smtp-source,ringload")
+    ap.add_argument("--generators", default="smtp-source,ringload",
+                    help="smtp-source, ringload, ringload-bdat (BDAT: CHUNKING servers only)")
     ap.add_argument("--idle", type=int, default=10000, help="idle connections to open")
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--no-build", action="store_true")
@@ -556,6 +571,8 @@ def main():
         for scen in [s for s in a.scenarios.split(",") if s]:
             for gen in [g for g in a.generators.split(",") if g]:
                 for server in servers:
+                    if gen == "ringload-bdat" and server not in CHUNKING:
+                        continue  # no CHUNKING offered: nothing to measure
                     try:
                         c = cell(a, server, scen, gen)
                     except Exception as e:  # a server that cannot run the scenario
