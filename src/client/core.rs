@@ -201,9 +201,15 @@ impl ClientCore {
         !self.transmit.is_empty()
     }
 
-    /// Replies still owed by the server.
+    /// Replies still owed by the server: not yet received. Replies already parsed but not yet
+    /// taken with `poll_reply` are not counted (see `replies_ready`).
     pub fn replies_pending(&self) -> usize {
         self.expect.len()
+    }
+
+    /// Replies parsed and waiting for `poll_reply`.
+    pub fn replies_ready(&self) -> usize {
+        self.replies.len()
     }
 
     /// Feeds received bytes.
