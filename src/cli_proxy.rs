@@ -55,6 +55,11 @@ pub struct RelayArgs {
     #[arg(long)]
     #[serde(default)]
     pub upstream_xforward: bool,
+    /// Pass the client's identity upstream with XCLIENT when it is offered (the upstream then
+    /// sees the real client: its address, HELO name and protocol).
+    #[arg(long)]
+    #[serde(default)]
+    pub upstream_xclient: bool,
     /// Our EHLO name toward the upstream.
     #[arg(long, value_name = "NAME")]
     pub upstream_helo: Option<String>,
@@ -103,6 +108,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
     };
     up.helo = cli.upstream_helo.or(file.upstream_helo);
     up.xforward = cli.upstream_xforward || file.upstream_xforward;
+    up.xclient = cli.upstream_xclient || file.upstream_xclient;
     if let Some(s) = cli.upstream_timeout.or(file.upstream_timeout) {
         up.timeouts = Timeouts::uniform(Duration::from_secs(s));
     }

@@ -1780,3 +1780,40 @@ fn xforward_passes_the_client_identity() {
         );
     }
 }
+
+/// `--upstream-xclient`: an upstream that offers Postfix's XCLIENT gets the client's identity,
+/// greets again (220), and is greeted again (EHLO) before MAIL, for every transaction.
+#[test]
+fn xclient_passes_the_client_identity_and_regreets() {
+    let up = Scripted::start("xclient");
+    let server = proxy(
+        "uring",
+        &[up.port],
+        &["--upstream-xclient", "--upstream-xforward"],
+    );
+    let mut c = Client::connect(server.port());
+    c.ehlo("client.example");
+    for token in ["one", "two"] {
+        let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged(token));
+        assert_eq!(code, 250, "{line}");
+    }
+    c.quit();
+    server.stop().assert_success();
+    let seen = up.finish();
+    assert_eq!(seen.delivered, ["one", "two"], "{}", seen.stdout);
+    let xc = "XCLIENT ADDR=127.0.0.1 PROTO=ESMTP HELO=client.example NAME=[UNAVAILABLE]";
+    let mut sequences = 0;
+    for w in seen.commands.windows(3) {
+        if w[2].starts_with("MAIL") {
+            assert_eq!(w[0], xc, "{}", seen.stdout);
+            assert!(w[1].starts_with("EHLO "), "{}", seen.stdout);
+            sequences += 1;
+        }
+    }
+    assert_eq!(sequences, 2, "{}", seen.stdout);
+    assert!(
+        !seen.commands.iter().any(|c| c.starts_with("XFORWARD")),
+        "XCLIENT is preferred when both are enabled: {}",
+        seen.stdout
+    );
+}

@@ -130,23 +130,89 @@ fn mirror(r: Reply) -> Reply {
     Reply::new(code, enhanced, r.text().to_string())
 }
 
-/// `XFORWARD ADDR=... HELO=... PROTO=... NAME=[UNAVAILABLE]` for the client of `session`
-/// (Postfix's XFORWARD_README; values xtext-encoded as in RFC 3461 §4).
-fn xforward_command(session: &Session) -> String {
-    let proto = if session.is_esmtp() { "ESMTP" } else { "SMTP" };
-    let mut line = format!("XFORWARD ADDR={} PROTO={proto}", session.peer().ip());
-    if let Some(helo) = session.helo_name() {
-        line.push_str(" HELO=");
-        for b in helo.bytes() {
-            if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-                line.push(b as char);
-            } else {
-                line.push_str(&format!("+{b:02X}"));
-            }
+/// Who the client is, for Postfix's XCLIENT / XFORWARD toward the upstream.
+#[derive(Clone, Debug)]
+struct Identity {
+    addr: IpAddr,
+    helo: Option<String>,
+    esmtp: bool,
+}
+
+impl Identity {
+    fn of(session: &Session) -> Self {
+        Self {
+            addr: session.peer().ip(),
+            helo: session.helo_name().map(str::to_string),
+            esmtp: session.is_esmtp(),
         }
     }
-    line.push_str(" NAME=[UNAVAILABLE]");
-    line
+
+    /// `VERB ADDR=... PROTO=... HELO=... NAME=[UNAVAILABLE]`, with only the attributes the
+    /// upstream listed (`offered`, from its EHLO line); values xtext-encoded (RFC 3461 §4).
+    fn command(&self, verb: &str, offered: &str) -> String {
+        let listed = |a: &str| {
+            offered
+                .split_whitespace()
+                .any(|o| o.eq_ignore_ascii_case(a))
+        };
+        let mut line = verb.to_string();
+        if listed("ADDR") {
+            line.push_str(&format!(" ADDR={}", self.addr));
+        }
+        if listed("PROTO") {
+            line.push_str(if self.esmtp {
+                " PROTO=ESMTP"
+            } else {
+                " PROTO=SMTP"
+            });
+        }
+        if let (true, Some(helo)) = (listed("HELO"), &self.helo) {
+            line.push_str(" HELO=");
+            for b in helo.bytes() {
+                if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+                    line.push(b as char);
+                } else {
+                    line.push_str(&format!("+{b:02X}"));
+                }
+            }
+        }
+        if listed("NAME") {
+            line.push_str(" NAME=[UNAVAILABLE]");
+        }
+        line
+    }
+}
+
+/// Tells the upstream who the client is, before MAIL: XCLIENT (the upstream then greets
+/// again and we EHLO again) or else XFORWARD, each only when enabled and offered. A refusal
+/// is not fatal to the mail; a 421 or a broken connection is returned for the caller.
+async fn pass_identity(
+    client: &mut SmtpClient,
+    id: &Identity,
+    xclient: bool,
+    xforward: bool,
+) -> Result<Reply, ClientError> {
+    let offered = |name: &str| {
+        client
+            .features()
+            .and_then(|f| f.params(name))
+            .map(str::to_string)
+    };
+    if let (true, Some(attrs)) = (xclient, offered("xclient")) {
+        let r = client
+            .command(&id.command("XCLIENT", &attrs), Phase::Other)
+            .await?;
+        if r.code() != 220 {
+            return Ok(r);
+        }
+        return client.ehlo(None).await;
+    }
+    if let (true, Some(attrs)) = (xforward, offered("xforward")) {
+        return client
+            .command(&id.command("XFORWARD", &attrs), Phase::Other)
+            .await;
+    }
+    Ok(Reply::plain(250, "nothing to pass"))
 }
 
 /// The MAIL command for this upstream connection. A parameter goes only to an upstream that
@@ -240,12 +306,11 @@ impl Connection for RelayConn {
                     .map_or("", |f| f.as_str())
                     .to_string();
                 let options = env.mail_options.clone();
-                let xforward = self
-                    .pool
-                    .borrow()
-                    .config()
-                    .xforward
-                    .then(|| xforward_command(session));
+                let (xclient, xforward) = {
+                    let p = self.pool.borrow();
+                    (p.config().xclient, p.config().xforward)
+                };
+                let identity = Identity::of(session);
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
@@ -256,22 +321,18 @@ impl Connection for RelayConn {
                             Ok(up) => up,
                             Err(reply) => return Some(reply),
                         };
-                        let line = match mail_command(&from, &options, &up.client) {
-                            Ok(line) => line,
-                            Err(reply) => {
-                                pool.borrow_mut().checkin(up, true);
-                                return Some(reply);
-                            }
-                        };
-                        let mut r = Ok(Reply::plain(250, ""));
-                        if let Some(xf) = xforward.as_deref() {
-                            if up.client.has_extn("xforward") {
-                                // Postfix's XFORWARD: the upstream logs and checks the real
-                                // client instead of us. A refusal is not fatal to the mail.
-                                r = up.client.command(xf, Phase::Other).await;
-                            }
-                        }
-                        if !matches!(&r, Ok(x) if x.code() == 421) && r.is_ok() {
+                        // The upstream logs and checks the real client instead of us.
+                        let mut r =
+                            pass_identity(&mut up.client, &identity, xclient, xforward).await;
+                        if matches!(&r, Ok(x) if x.code() != 421) {
+                            // After XCLIENT the EHLO features may differ: build MAIL now.
+                            let line = match mail_command(&from, &options, &up.client) {
+                                Ok(line) => line,
+                                Err(reply) => {
+                                    pool.borrow_mut().checkin(up, true);
+                                    return Some(reply);
+                                }
+                            };
                             r = up.client.command(&line, Phase::Mail).await;
                         }
                         if up.reused && stale(&r) && !fresh {

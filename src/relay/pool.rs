@@ -61,6 +61,8 @@ pub struct UpstreamConfig {
     pub max_age: Duration,
     /// Pass the client's address and HELO name with Postfix's XFORWARD when offered.
     pub xforward: bool,
+    /// Pass them with Postfix's XCLIENT when offered (preferred over XFORWARD).
+    pub xclient: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -77,6 +79,7 @@ impl Default for UpstreamConfig {
             max_messages: 1000,
             max_age: Duration::from_secs(600),
             xforward: false,
+            xclient: false,
         }
     }
 }

@@ -24,6 +24,7 @@ MODE says how it misbehaves:
                 "421 4.4.2 idle, closing" and closes the connection
   idle-close    the same, but closes without a word
   xforward      a normal server that also offers XFORWARD (Postfix's) and answers it 250
+  xclient       a normal server that also offers XCLIENT (Postfix's): 220 to it, as a new greeting
 
 Output lines (flushed as they happen):
   ready
@@ -132,6 +133,8 @@ class Conn:
                 self.send("250 scripted.upstream")
             elif verb in (b"EHLO", b"LHLO"):
                 xforward = "250-XFORWARD NAME ADDR PROTO HELO\r\n" if mode == "xforward" else ""
+                if mode == "xclient":
+                    xforward = "250-XCLIENT NAME ADDR PROTO HELO\r\n"
                 self.send(
                     "250-scripted.upstream\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
                     + xforward
@@ -139,6 +142,8 @@ class Conn:
                 )
             elif line[:9].upper() == b"XFORWARD " and mode == "xforward":
                 self.send("250 2.0.0 Ok")
+            elif line[:8].upper() == b"XCLIENT " and mode == "xclient":
+                self.send("220 scripted.upstream ESMTP")
             elif verb == b"HELO":
                 self.send("250 scripted.upstream")
             elif verb == b"MAIL":
