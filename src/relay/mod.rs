@@ -13,6 +13,7 @@ pub mod acl;
 mod conn;
 pub mod headers;
 pub mod pool;
+mod upstream_talk;
 
 use std::cell::RefCell;
 use std::rc::Rc;
