@@ -16,11 +16,12 @@ mod conn;
 mod epoll;
 mod listener;
 mod observe;
+mod process;
 mod shard;
+mod shard_thread;
 mod uring;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -28,10 +29,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::handler::Service;
-use crate::metrics::{AdminListener, Hub, Metrics, MetricsConfig, ShardRecorder};
+use crate::metrics::{AdminListener, Hub, Metrics, MetricsConfig};
 use crate::proto::SessionConfig;
-use accept::{accept_loop, Acceptor};
-use shard::Shard;
+use process::{raise_fd_limit, wait_signal, Signals};
+use shard_thread::ShardStart;
 
 /// Which event loop the shards run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -467,160 +468,5 @@ impl<H: Service> Server<H> {
         });
         drop(admin);
         Ok(RunReport { drained })
-    }
-}
-
-/// Everything a shard thread needs to start.
-struct ShardStart<H> {
-    index: usize,
-    cpu: Option<usize>,
-    listeners: Vec<std::net::TcpListener>,
-    driver: Driver,
-    factory: Factory<H>,
-    session: Arc<SessionConfig>,
-    drain: watch::Receiver<bool>,
-    limit: Arc<shard::ConnLimit>,
-    hub: Option<Arc<Hub>>,
-    ready: mpsc::Sender<Result<(), std::io::Error>>,
-    done: tokio::sync::mpsc::UnboundedSender<usize>,
-}
-
-impl<H: Service> ShardStart<H> {
-    fn run(self) {
-        if let Some(cpu) = self.cpu {
-            shard::pin_to(cpu);
-        }
-        let index = self.index;
-        let done = self.done.clone();
-        let ready = self.ready.clone();
-        let result = match self.driver {
-            Driver::Uring => uring::block_on(async move {
-                let acceptors = self
-                    .listeners
-                    .into_iter()
-                    .map(uring::UringListener::from_std)
-                    .collect::<Vec<_>>();
-                let shard = Shard::new(
-                    self.session,
-                    (self.factory)(index),
-                    self.drain,
-                    self.limit,
-                    self.hub.map(|h| ShardRecorder::new(h, index)),
-                );
-                serve_shard(acceptors, shard, self.ready).await;
-            }),
-            Driver::Epoll => epoll::block_on(async move {
-                let acceptors: Result<Vec<_>, _> = self
-                    .listeners
-                    .into_iter()
-                    .map(epoll::EpollListener::from_std)
-                    .collect();
-                match acceptors {
-                    Ok(acceptors) => {
-                        let shard = Shard::new(
-                            self.session,
-                            (self.factory)(index),
-                            self.drain,
-                            self.limit,
-                            self.hub.map(|h| ShardRecorder::new(h, index)),
-                        );
-                        serve_shard(acceptors, shard, self.ready).await;
-                    }
-                    Err(e) => {
-                        let _ = self.ready.send(Err(e));
-                    }
-                }
-            }),
-        };
-        if let Err(e) = result {
-            let _ = ready.send(Err(e));
-        }
-        let _ = done.send(index);
-    }
-}
-
-/// A shard's main task: accept on every listener until draining, then wait for its
-/// connections and let the handler publish its totals.
-async fn serve_shard<A: Acceptor + 'static, H: Service>(
-    acceptors: Vec<A>,
-    shard: Rc<Shard<H>>,
-    ready: mpsc::Sender<Result<(), std::io::Error>>,
-) {
-    let loops: Vec<_> = acceptors
-        .into_iter()
-        .map(|a| tokio::task::spawn_local(accept_loop(a, shard.clone())))
-        .collect();
-    if let Some(m) = &shard.metrics {
-        // Before `ready`: once the listening line is out, /readyz must say 200.
-        m.set_accepting(true);
-        tokio::task::spawn_local(publish_metrics(shard.clone()));
-    }
-    let _ = ready.send(Ok(()));
-    for l in loops {
-        let _ = l.await;
-    }
-    if let Some(m) = &shard.metrics {
-        m.set_accepting(false);
-    }
-    shard.wait_idle().await;
-    shard.handler.borrow_mut().shutdown();
-    if let Some(m) = &shard.metrics {
-        m.publish(u64::MAX, 0, true);
-    }
-}
-
-/// Publishes the shard's metrics every interval and whenever a scrape asks.
-async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
-    let Some(m) = &shard.metrics else {
-        return;
-    };
-    let mut asked = m.requests();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(m.interval()) => {}
-            r = asked.changed() => if r.is_err() { return },
-        }
-        let generation = *asked.borrow_and_update();
-        m.publish(generation, shard.conns.borrow().len(), false);
-    }
-}
-
-/// SIGTERM and SIGINT.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-}
-
-async fn wait_signal(signals: &mut Option<Signals>) {
-    match signals {
-        Some(s) => {
-            tokio::select! {
-                _ = s.term.recv() => {}
-                _ = s.int.recv() => {}
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Raises the soft open-file limit to the hard limit (many connections need many descriptors).
-fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on this process.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }

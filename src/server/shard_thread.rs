@@ -1,0 +1,129 @@
+//! A shard's thread: pin it, start its event loop (io_uring or epoll), accept on its listeners
+//! until the drain, wait for its connections, and publish its metrics along the way.
+
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+
+use tokio::sync::watch;
+
+use super::accept::{accept_loop, Acceptor};
+use super::shard::{self, ConnLimit, Shard};
+use super::{epoll, uring, Driver, Factory};
+use crate::handler::Service;
+use crate::metrics::{Hub, ShardRecorder};
+use crate::proto::SessionConfig;
+
+/// Everything a shard thread needs to start.
+pub(super) struct ShardStart<H> {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub driver: Driver,
+    pub factory: Factory<H>,
+    pub session: Arc<SessionConfig>,
+    pub drain: watch::Receiver<bool>,
+    pub limit: Arc<ConnLimit>,
+    pub hub: Option<Arc<Hub>>,
+    pub ready: mpsc::Sender<Result<(), std::io::Error>>,
+    pub done: tokio::sync::mpsc::UnboundedSender<usize>,
+}
+
+impl<H: Service> ShardStart<H> {
+    pub(super) fn run(self) {
+        if let Some(cpu) = self.cpu {
+            shard::pin_to(cpu);
+        }
+        let index = self.index;
+        let done = self.done.clone();
+        let ready = self.ready.clone();
+        let result = match self.driver {
+            Driver::Uring => uring::block_on(async move {
+                let acceptors = self
+                    .listeners
+                    .into_iter()
+                    .map(uring::UringListener::from_std)
+                    .collect::<Vec<_>>();
+                let shard = Shard::new(
+                    self.session,
+                    (self.factory)(index),
+                    self.drain,
+                    self.limit,
+                    self.hub.map(|h| ShardRecorder::new(h, index)),
+                );
+                serve_shard(acceptors, shard, self.ready).await;
+            }),
+            Driver::Epoll => epoll::block_on(async move {
+                let acceptors: Result<Vec<_>, _> = self
+                    .listeners
+                    .into_iter()
+                    .map(epoll::EpollListener::from_std)
+                    .collect();
+                match acceptors {
+                    Ok(acceptors) => {
+                        let shard = Shard::new(
+                            self.session,
+                            (self.factory)(index),
+                            self.drain,
+                            self.limit,
+                            self.hub.map(|h| ShardRecorder::new(h, index)),
+                        );
+                        serve_shard(acceptors, shard, self.ready).await;
+                    }
+                    Err(e) => {
+                        let _ = self.ready.send(Err(e));
+                    }
+                }
+            }),
+        };
+        if let Err(e) = result {
+            let _ = ready.send(Err(e));
+        }
+        let _ = done.send(index);
+    }
+}
+
+/// A shard's main task: accept on every listener until draining, then wait for its
+/// connections and let the handler publish its totals.
+async fn serve_shard<A: Acceptor + 'static, H: Service>(
+    acceptors: Vec<A>,
+    shard: Rc<Shard<H>>,
+    ready: mpsc::Sender<Result<(), std::io::Error>>,
+) {
+    let loops: Vec<_> = acceptors
+        .into_iter()
+        .map(|a| tokio::task::spawn_local(accept_loop(a, shard.clone())))
+        .collect();
+    if let Some(m) = &shard.metrics {
+        // Before `ready`: once the listening line is out, /readyz must say 200.
+        m.set_accepting(true);
+        tokio::task::spawn_local(publish_metrics(shard.clone()));
+    }
+    let _ = ready.send(Ok(()));
+    for l in loops {
+        let _ = l.await;
+    }
+    if let Some(m) = &shard.metrics {
+        m.set_accepting(false);
+    }
+    shard.wait_idle().await;
+    shard.handler.borrow_mut().shutdown();
+    if let Some(m) = &shard.metrics {
+        m.publish(u64::MAX, 0, true);
+    }
+}
+
+/// Publishes the shard's metrics every interval and whenever a scrape asks.
+async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
+    let Some(m) = &shard.metrics else {
+        return;
+    };
+    let mut asked = m.requests();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(m.interval()) => {}
+            r = asked.changed() => if r.is_err() { return },
+        }
+        let generation = *asked.borrow_and_update();
+        m.publish(generation, shard.conns.borrow().len(), false);
+    }
+}
