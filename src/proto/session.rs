@@ -434,6 +434,3 @@ impl Session {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
