@@ -12,7 +12,7 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -1816,4 +1816,76 @@ fn xclient_passes_the_client_identity_and_regreets() {
         "XCLIENT is preferred when both are enabled: {}",
         seen.stdout
     );
+}
+
+/// The relay's upstream pool shows in /metrics: one connection opened and then reused for
+/// every later transaction of the same shard, and the text still passes `promtool`.
+#[test]
+fn upstream_pool_metrics() {
+    let up = Scripted::start("ok");
+    let upstream = format!("127.0.0.1:{}", up.port);
+    let server = Server::mode(
+        "proxy",
+        "uring",
+        &[
+            "--shards",
+            "1",
+            "--upstream",
+            &upstream,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut c = Client::connect(server.port());
+    c.ehlo("client.example");
+    for token in ["one", "two", "three"] {
+        let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged(token));
+        assert_eq!(code, 250, "{line}");
+    }
+    let err = server.stderr();
+    let addr = err
+        .lines()
+        .find_map(|l| l.strip_prefix("ringrelay: metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics line in {err}"))
+        .to_string();
+    let mut http = TcpStream::connect(&addr).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
+    };
+    assert_eq!(value("ringrelay_upstream_checkouts_total "), 3.0, "{body}");
+    assert_eq!(value("ringrelay_upstream_connects_total "), 1.0, "{body}");
+    assert_eq!(value("ringrelay_upstream_reuses_total "), 2.0, "{body}");
+    assert_eq!(value("ringrelay_upstream_connect_failures_total "), 0.0);
+    assert_eq!(value("ringrelay_upstream_connections_open "), 1.0, "{body}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    c.quit();
+    server.stop().assert_success();
+    up.finish();
 }

@@ -10,7 +10,7 @@ pub mod debug;
 pub mod service;
 pub mod sink;
 
-pub use service::{Answer, Connection, Pending, Service};
+pub use service::{Answer, Connection, Pending, Service, UpstreamStats};
 
 use crate::proto::{DataChunk, Reply, Session};
 

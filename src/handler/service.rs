@@ -23,6 +23,36 @@ pub enum Answer {
     Later(Pending),
 }
 
+/// Counters of a service's upstream connection pool (cumulative since the shard started),
+/// exported as the `ringrelay_upstream_*` metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// Connections handed out for a transaction.
+    pub checkouts: u64,
+    /// New connections opened (greeted, secured, authenticated).
+    pub connects: u64,
+    /// Checkouts served by an idle pooled connection.
+    pub reuses: u64,
+    /// Connection attempts that failed (each upstream tried counts).
+    pub connect_failures: u64,
+    /// Checkouts refused because the pool was full.
+    pub exhausted: u64,
+    /// Connections open now, idle or checked out.
+    pub open: u64,
+}
+
+impl UpstreamStats {
+    /// Adds another shard's counters.
+    pub fn add(&mut self, o: &UpstreamStats) {
+        self.checkouts += o.checkouts;
+        self.connects += o.connects;
+        self.reuses += o.reuses;
+        self.connect_failures += o.connect_failures;
+        self.exhausted += o.exhausted;
+        self.open += o.open;
+    }
+}
+
 /// Per-shard handler state that opens connections.
 pub trait Service: 'static {
     /// The per-connection part.
@@ -31,6 +61,10 @@ pub trait Service: 'static {
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn;
     /// The shard is stopping.
     fn shutdown(&mut self) {}
+    /// Upstream pool counters, for a service that relays (None otherwise).
+    fn upstream_stats(&self) -> Option<UpstreamStats> {
+        None
+    }
 }
 
 /// One client connection's handler.

@@ -296,6 +296,44 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             ));
         }
     }
+    if let Some(u) = &m.upstream {
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "ringrelay_upstream_checkouts_total",
+                "Upstream connections handed out for a transaction.",
+                u.checkouts,
+            ),
+            (
+                "ringrelay_upstream_connects_total",
+                "Upstream connections opened (greeted, secured, authenticated).",
+                u.connects,
+            ),
+            (
+                "ringrelay_upstream_reuses_total",
+                "Checkouts served by an idle pooled upstream connection.",
+                u.reuses,
+            ),
+            (
+                "ringrelay_upstream_connect_failures_total",
+                "Upstream connection attempts that failed (each upstream tried counts).",
+                u.connect_failures,
+            ),
+            (
+                "ringrelay_upstream_pool_exhausted_total",
+                "Checkouts refused (451) because the shard's pool was full.",
+                u.exhausted,
+            ),
+        ];
+        for (name, help, value) in counters {
+            out.push(family(name, help, COUNTER, vec![counter(&[], value)]));
+        }
+        out.push(family(
+            "ringrelay_upstream_connections_open",
+            "Upstream connections open, idle or checked out (as of the shards' last publication).",
+            GAUGE,
+            vec![gauge(&[], u.open as f64)],
+        ));
+    }
     out
 }
 

@@ -21,6 +21,8 @@ struct SlotData {
     snap: Snapshot,
     /// Open connections at the last publication.
     active: u64,
+    /// The shard's upstream pool counters at the last publication (relaying services only).
+    upstream: Option<crate::handler::UpstreamStats>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,8 @@ pub struct Merged {
     pub accepted_by_shard: Vec<u64>,
     /// Open connections at each shard's last publication.
     pub active_by_shard: Vec<u64>,
+    /// Upstream pool counters summed over shards, when the service relays.
+    pub upstream: Option<crate::handler::UpstreamStats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,6 +125,9 @@ impl Hub {
             m.accepted_by_shard
                 .push(d.snap.counters.connections_accepted);
             m.active_by_shard.push(d.active);
+            if let Some(u) = &d.upstream {
+                m.upstream.get_or_insert_with(Default::default).add(u);
+            }
         }
         m
     }
@@ -172,6 +179,11 @@ impl ShardRecorder {
     /// How often to publish unasked.
     pub(crate) fn interval(&self) -> Duration {
         self.hub.interval
+    }
+
+    /// Stores the shard's upstream pool counters (cumulative) for the next merge.
+    pub(crate) fn set_upstream(&self, stats: Option<crate::handler::UpstreamStats>) {
+        lock(&self.hub.slots[self.index].data).upstream = stats;
     }
 
     /// Says whether this shard's listeners accept connections (for `/readyz`).

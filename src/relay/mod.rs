@@ -59,12 +59,16 @@ impl Relay {
 
     /// The pool's counters.
     pub fn pool_stats(&self) -> PoolStats {
-        self.pool.borrow().stats
+        self.pool.borrow().stats()
     }
 }
 
 impl Service for Relay {
     type Conn = RelayConn;
+
+    fn upstream_stats(&self) -> Option<crate::handler::UpstreamStats> {
+        Some(self.pool_stats())
+    }
 
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> RelayConn {
         let r = this.borrow();

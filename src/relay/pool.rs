@@ -109,20 +109,8 @@ struct Idle {
     since: Instant,
 }
 
-/// Pool counters for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Checkouts served.
-    pub checkouts: u64,
-    /// New connections opened.
-    pub connects: u64,
-    /// Checkouts served by an idle connection.
-    pub reuses: u64,
-    /// Connection attempts that failed.
-    pub connect_failures: u64,
-    /// Checkouts refused because the pool was full.
-    pub exhausted: u64,
-}
+/// Pool counters for metrics and tests (`open` is filled in by `UpstreamPool::stats`).
+pub type PoolStats = crate::handler::UpstreamStats;
 
 /// The per-shard pool.
 pub struct UpstreamPool {
@@ -244,6 +232,14 @@ impl UpstreamPool {
     /// Connections open (idle or checked out).
     pub fn open(&self) -> usize {
         self.open
+    }
+
+    /// The counters, with the connections open now.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            open: self.open as u64,
+            ..self.stats
+        }
     }
 }
 

@@ -108,6 +108,7 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
     shard.wait_idle().await;
     shard.handler.borrow_mut().shutdown();
     if let Some(m) = &shard.metrics {
+        m.set_upstream(shard.handler.borrow().upstream_stats());
         m.publish(u64::MAX, 0, true);
     }
 }
@@ -124,6 +125,7 @@ async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
             r = asked.changed() => if r.is_err() { return },
         }
         let generation = *asked.borrow_and_update();
+        m.set_upstream(shard.handler.borrow().upstream_stats());
         m.publish(generation, shard.conns.borrow().len(), false);
     }
 }
