@@ -1889,3 +1889,32 @@ fn upstream_pool_metrics() {
     server.stop().assert_success();
     up.finish();
 }
+
+/// An upstream that answers MAIL or RCPT with a 3xx (which no RFC allows) is a protocol error:
+/// the client gets a 4xx, never that positive reply, and nothing is delivered.
+#[test]
+fn upstream_3xx_to_mail_or_rcpt_is_a_tempfail() {
+    for mode in ["mail-354", "rcpt-354"] {
+        let up = Scripted::start(mode);
+        let server = proxy("epoll", &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        let (mail, line) = c.cmd("MAIL FROM:<a@example.com>");
+        let (code, line) = if mode == "mail-354" {
+            (mail, line)
+        } else {
+            assert_eq!(mail, 250, "{mode}: {line}");
+            c.cmd("RCPT TO:<b@example.com>")
+        };
+        assert!((400..500).contains(&code), "{mode}: {line}");
+        let (data, line) = c.cmd("DATA");
+        assert!(
+            data >= 500,
+            "{mode}: no transaction to send data for: {line}"
+        );
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert!(seen.delivered.is_empty(), "{}", seen.stdout);
+    }
+}

@@ -13,7 +13,7 @@ use super::acl::RelayPolicy;
 use super::headers::{received, LoopGuard, TraceInfo};
 use super::pool::{unavailable, Upstream, UpstreamPool};
 use super::upstream_talk::{
-    failure, mail_command, mirror, pass_identity, relay_denied, stale, Identity,
+    failure, mail_command, mirror, out_of_protocol, pass_identity, relay_denied, stale, Identity,
 };
 use crate::client::core::Phase;
 use crate::client::message::BodyEncoder;
@@ -167,6 +167,12 @@ impl Connection for RelayConn {
                                 tx.borrow_mut().up = Some(up);
                                 Some(mirror(reply))
                             }
+                            Ok(reply) if reply.code() / 100 == 3 => {
+                                // No 3xx answers MAIL: the upstream is confused; never pass
+                                // on a positive reply we cannot honour.
+                                pool.borrow_mut().discard(up);
+                                Some(out_of_protocol(&reply))
+                            }
                             Ok(reply) => {
                                 let reusable = reply.code() != 421;
                                 pool.borrow_mut().checkin(up, reusable);
@@ -199,6 +205,11 @@ impl Connection for RelayConn {
                         return Some(unavailable("Upstream connection lost"));
                     };
                     match up.client.command(&line, Phase::Rcpt).await {
+                        Ok(reply) if reply.code() / 100 == 3 => {
+                            // No 3xx answers RCPT either (see MAIL).
+                            pool.borrow_mut().discard(up);
+                            Some(out_of_protocol(&reply))
+                        }
                         Ok(reply) => {
                             if reply.code() == 421 {
                                 pool.borrow_mut().discard(up);

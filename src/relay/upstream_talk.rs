@@ -155,6 +155,14 @@ pub(super) fn mail_command(
     Ok(line)
 }
 
+/// A reply the upstream may not give to that command (a 3xx to MAIL or RCPT): temporary.
+pub(super) fn out_of_protocol(r: &Reply) -> Reply {
+    unavailable(format!(
+        "Upstream protocol error: unexpected reply {}",
+        r.code()
+    ))
+}
+
 /// A failure talking to the upstream, for the client: always temporary.
 pub(super) fn failure(e: &ClientError) -> Reply {
     let text = e.to_string().replace(['\r', '\n'], " ");

@@ -25,6 +25,8 @@ MODE says how it misbehaves:
   idle-close    the same, but closes without a word
   xforward      a normal server that also offers XFORWARD (Postfix's) and answers it 250
   xclient       a normal server that also offers XCLIENT (Postfix's): 220 to it, as a new greeting
+  mail-354      a broken server: 354 to MAIL (no 3xx answers MAIL)
+  rcpt-354      a broken server: 354 to RCPT
 
 Output lines (flushed as they happen):
   ready
@@ -146,6 +148,10 @@ class Conn:
                 self.send("220 scripted.upstream ESMTP")
             elif verb == b"HELO":
                 self.send("250 scripted.upstream")
+            elif verb == b"MAIL" and mode == "mail-354":
+                self.send("354 go ahead")
+            elif verb == b"RCPT" and mode == "rcpt-354":
+                self.send("354 go ahead")
             elif verb == b"MAIL":
                 rcpts = 0
                 self.send("250 2.1.0 sender ok")
