@@ -211,11 +211,7 @@ impl Connection for RelayConn {
                             Some(out_of_protocol(&reply))
                         }
                         Ok(reply) => {
-                            if reply.code() == 421 {
-                                pool.borrow_mut().discard(up);
-                            } else {
-                                tx.borrow_mut().up = Some(up);
-                            }
+                            keep_unless_closing(&pool, &tx, up, &reply);
                             Some(mirror(reply))
                         }
                         Err(e) => {
@@ -370,6 +366,21 @@ impl Connection for RelayConn {
     }
 }
 
+/// After a reply that keeps the transaction going upstream: the connection stays with the
+/// transaction, unless the reply was 421 (the upstream is closing it).
+fn keep_unless_closing(
+    pool: &Rc<RefCell<UpstreamPool>>,
+    tx: &Rc<RefCell<Tx>>,
+    up: Upstream,
+    reply: &Reply,
+) {
+    if reply.code() == 421 {
+        pool.borrow_mut().discard(up);
+    } else {
+        tx.borrow_mut().up = Some(up);
+    }
+}
+
 /// Sends DATA upstream; on 354 writes the trace header. Errors are the client's reply.
 async fn open_data(
     pool: &Rc<RefCell<UpstreamPool>>,
@@ -404,11 +415,7 @@ async fn open_data(
             )))
         }
         Ok(reply) => {
-            if reply.code() == 421 {
-                pool.borrow_mut().discard(up);
-            } else {
-                tx.borrow_mut().up = Some(up);
-            }
+            keep_unless_closing(pool, tx, up, &reply);
             Err(mirror(reply))
         }
         Err(e) => {
