@@ -150,37 +150,6 @@ fn lmtp_over_tcp_and_unix_socket() {
     });
 }
 
-fn make_cert(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed by scripts/install-test-deps.sh");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    (cert, key)
-}
-
 fn sha256(data: &[u8]) -> String {
     let out = Command::new(common::python())
         .args([
@@ -202,7 +171,7 @@ fn sha256(data: &[u8]) -> String {
 #[test]
 fn aiosmtpd_starttls_and_auth() {
     let dir = TempDir::new("tls");
-    let (cert, key) = make_cert(&dir);
+    let (cert, key) = common::test_certificate(&dir);
     let port = free_port();
     let tls_port = free_port();
     let mut server = Peer::python(

@@ -17,7 +17,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 const PEER_START: Duration = Duration::from_secs(30);
-const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 /// Our `--hostname`, the `by` of the Received: field.
 const RELAY_HOST: &str = "relay.test";
 
@@ -622,30 +621,6 @@ fn swaks_pipelined_through_relay() {
 // ---------------------------------------------------------------------------------------------
 // 1b. Volume: smtp-source through the relay
 
-fn smtp_source(port: u16, opts: &[&str]) -> PeerOutput {
-    assert!(
-        std::path::Path::new(SMTP_SOURCE).exists(),
-        "{SMTP_SOURCE} missing: run scripts/install-test-deps.sh (Debian package postfix)"
-    );
-    let mut args: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
-    args.extend(
-        [
-            "-M",
-            "source.example",
-            "-f",
-            "source@example.org",
-            "-t",
-            "sink@example.org",
-        ]
-        .map(String::from),
-    );
-    args.push(format!("127.0.0.1:{port}"));
-    let mut p = Peer::spawn(SMTP_SOURCE, &args);
-    let out = p.finish(Duration::from_secs(300));
-    out.assert_success(&format!("smtp-source {}", args.join(" ")));
-    out
-}
-
 /// 10,000 messages of 2048 octets from 20 parallel smtp-source sessions (-d: several
 /// messages per connection): smtp-source stops at the first reply it did not expect, so its
 /// success means 10,000 × 250; the upstream stored exactly 10,000 messages, each with one
@@ -657,7 +632,12 @@ fn smtp_source_volume(io: &str) {
     let server = proxy(io, &[rec.port], &["--shards", "2"]);
     let t0 = Instant::now();
     let m = messages.to_string();
-    smtp_source(server.port(), &["-s", "20", "-m", &m, "-l", "2048", "-d"]);
+    smtp_source(
+        server.port(),
+        "source.example",
+        &["-s", "20", "-m", &m, "-l", "2048", "-d"],
+        Duration::from_secs(300),
+    );
     let took = t0.elapsed();
     server.stop().assert_success();
     let stored = rec.finish();
@@ -1143,30 +1123,6 @@ fn mail_parameters_follow_the_upstream_extensions() {
     );
 }
 
-/// A throwaway self-signed certificate for 127.0.0.1.
-fn make_cert(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed by scripts/install-test-deps.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 /// TLS and AUTH toward the upstream (tests/peers/aiosmtpd_server.py: STARTTLS, AUTH only
 /// after it, and an implicit-TLS listener): the message arrives over TLS; a wrong password, an
 /// unverifiable certificate or a missing STARTTLS with `required` are 4xx at MAIL, never a
@@ -1174,7 +1130,7 @@ fn make_cert(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn upstream_tls_and_auth() {
     let dir = TempDir::new("relay-tls");
-    let (cert, key) = make_cert(&dir);
+    let (cert, key) = test_certificate(&dir);
     let good = dir.write("pw", b"secret\n");
     let bad = dir.write("badpw", b"wrong\n");
     let (port, tls_port) = (free_port(), free_port());

@@ -7,32 +7,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn smtp_source(port: u16, opts: &[&str]) -> PeerOutput {
-    assert!(
-        std::path::Path::new(SMTP_SOURCE).exists(),
-        "{SMTP_SOURCE} missing: run scripts/install-test-deps.sh (Debian package postfix)"
-    );
-    let mut args: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
-    args.extend(
-        [
-            "-M",
-            "localhost",
-            "-f",
-            "source@example.org",
-            "-t",
-            "sink@example.org",
-        ]
-        .map(String::from),
-    );
-    args.push(format!("127.0.0.1:{port}"));
-    let mut p = Peer::spawn(SMTP_SOURCE, &args);
-    let out = p.finish(LOAD_TIMEOUT);
-    out.assert_success(&format!("smtp-source {}", args.join(" ")));
-    out
-}
 
 /// 20 parallel sessions, 5000 messages of 4096 payload bytes, several messages per connection
 /// (-d): every message is accepted and counted.
@@ -45,7 +20,12 @@ fn smtp_source_load(io: &str) {
     };
     let server = Server::sink(io, &[]);
     let m = messages.to_string();
-    let out = smtp_source(server.port(), &["-s", "20", "-m", &m, "-l", "4096", "-d"]);
+    let out = smtp_source(
+        server.port(),
+        "localhost",
+        &["-s", "20", "-m", &m, "-l", "4096", "-d"],
+        LOAD_TIMEOUT,
+    );
     let stopped = server.stop();
     stopped.assert_success();
     let sum = stopped.sink_summary();
@@ -82,7 +62,9 @@ fn smtp_source_connection_per_message() {
     let server = Server::sink("uring", &[]);
     smtp_source(
         server.port(),
+        "localhost",
         &["-s", "10", "-m", "1000", "-l", "512", "-r", "3"],
+        LOAD_TIMEOUT,
     );
     let stopped = server.stop();
     stopped.assert_success();
@@ -99,7 +81,12 @@ fn smtp_source_connection_per_message() {
 fn smtp_source_debug_not_interleaved() {
     let _heavy = heavy();
     let server = Server::debug("uring", &[]);
-    smtp_source(server.port(), &["-s", "8", "-m", "400", "-l", "2000", "-d"]);
+    smtp_source(
+        server.port(),
+        "localhost",
+        &["-s", "8", "-m", "400", "-l", "2000", "-d"],
+        LOAD_TIMEOUT,
+    );
     let stopped = server.stop();
     stopped.assert_success();
     let text = stopped.stdout_str();

@@ -697,3 +697,57 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
         String::from_utf8_lossy(got)
     );
 }
+
+/// Postfix's load generator (Debian package postfix).
+pub const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
+
+/// Runs `smtp-source OPTS -M HELO -f source@example.org -t sink@example.org 127.0.0.1:PORT`
+/// within `timeout` and requires success (smtp-source stops at the first reply it did not
+/// expect, so success means every message got its 250).
+pub fn smtp_source(port: u16, helo: &str, opts: &[&str], timeout: Duration) -> PeerOutput {
+    assert!(
+        Path::new(SMTP_SOURCE).exists(),
+        "{SMTP_SOURCE} missing: run scripts/install-test-deps.sh (Debian package postfix)"
+    );
+    let mut args: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+    for a in [
+        "-M",
+        helo,
+        "-f",
+        "source@example.org",
+        "-t",
+        "sink@example.org",
+    ] {
+        args.push(a.to_string());
+    }
+    args.push(format!("127.0.0.1:{port}"));
+    let mut p = Peer::spawn(SMTP_SOURCE, &args);
+    let out = p.finish(timeout);
+    out.assert_success(&format!("smtp-source {}", args.join(" ")));
+    out
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost (an end entity, not a CA, so rustls
+/// accepts it as its own trust anchor), made with openssl in `dir`: (cert.pem, key.pem).
+pub fn test_certificate(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed by scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
