@@ -397,6 +397,16 @@ impl SmtpClient {
         self.cmd(line, phase).await
     }
 
+    /// Queues one command line without writing it (pipelining, RFC 2920): `flush` writes
+    /// everything queued in one go, and `read_reply` returns the replies in order.
+    pub fn pipeline(&mut self, line: &str, phase: Phase) -> Result<(), ClientError> {
+        if line.contains(['\r', '\n']) {
+            return Err(ClientError::NotSupported("a command with CR or LF".into()));
+        }
+        self.queue(line, phase);
+        Ok(())
+    }
+
     /// Writes message bytes already in wire form (after a 354), without waiting.
     pub async fn write_data(&mut self, bytes: Bytes) -> Result<(), ClientError> {
         self.queue_raw(bytes);
@@ -456,7 +466,7 @@ impl SmtpClient {
     }
 
     /// Writes everything queued.
-    pub(super) async fn flush(&mut self) -> Result<(), ClientError> {
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
         // A server that stops reading must not hold us forever: each write gets the
         // data-block timeout (RFC 5321 §4.5.3.2, 3 minutes), like a block of message data.
         let limit = self.timeouts.data_block;
@@ -485,7 +495,7 @@ impl SmtpClient {
     }
 
     /// Waits for the next reply owed by the server.
-    pub(super) async fn read_reply(&mut self) -> Result<Reply, ClientError> {
+    pub async fn read_reply(&mut self) -> Result<Reply, ClientError> {
         loop {
             if let Some((_, r)) = self.core.poll_reply() {
                 if self.debug_level > 0 {

@@ -61,6 +61,12 @@ pub trait Service: 'static {
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn;
     /// The shard is stopping.
     fn shutdown(&mut self) {}
+    /// True when the service wants each pipelined RCPT and DATA as soon as it is read, before
+    /// the decisions ahead of it are answered (`Session::set_pipelined_decisions`). A relay
+    /// uses this to pipeline the transaction to its upstream.
+    fn pipelines_decisions(&self) -> bool {
+        false
+    }
     /// Upstream pool counters, for a service that relays (None otherwise).
     fn upstream_stats(&self) -> Option<UpstreamStats> {
         None

@@ -25,6 +25,7 @@
 
 mod body;
 mod execute;
+mod pipeline;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,6 +72,21 @@ enum Awaiting {
     DataEnd,
 }
 
+/// A decision event handed out and not answered yet.
+#[derive(Debug)]
+struct Decision {
+    kind: Awaiting,
+    /// The address and parameters of a RCPT decision.
+    rcpt: Option<(Mailbox, Vec<String>)>,
+    /// The verb whose reply the answer writes (observations).
+    verb: Option<Verb>,
+    /// For a decision raised while an earlier one was pending (pipelined decisions): its
+    /// command line, executed again if the earlier answer makes the command invalid.
+    line: Option<Box<[u8]>>,
+    /// Superseded by that re-execution: the handler's answer is dropped.
+    void: bool,
+}
+
 /// How incoming bytes are framed right now.
 #[derive(Debug)]
 enum Mode {
@@ -111,9 +127,13 @@ pub struct Session {
     esmtp: bool,
     pending_helo: Option<(String, bool)>,
     envelope: Envelope,
-    pending_rcpt: Option<(Mailbox, Vec<String>)>,
     body: Option<Body>,
-    awaiting: Option<Awaiting>,
+    /// Decisions asked of the handler, oldest first (at most one unless pipelining them).
+    decisions: VecDeque<Decision>,
+    /// Read on past a pending MAIL or RCPT decision (`set_pipelined_decisions`).
+    pipelined_decisions: bool,
+    /// The line being executed ahead of a pending decision.
+    speculative_line: Option<Box<[u8]>>,
     events: VecDeque<Event>,
     /// Data-chunk events whose bytes are still ranges of the current input.
     fixups: Vec<(usize, std::ops::Range<usize>)>,
@@ -141,9 +161,16 @@ impl Session {
             esmtp: false,
             pending_helo: None,
             envelope: Envelope::default(),
-            pending_rcpt: None,
             body: None,
-            awaiting: Some(Awaiting::Connect),
+            decisions: VecDeque::from([Decision {
+                kind: Awaiting::Connect,
+                rcpt: None,
+                verb: None,
+                line: None,
+                void: false,
+            }]),
+            pipelined_decisions: false,
+            speculative_line: None,
             events,
             fixups: Vec::new(),
             pieces: Vec::new(),
@@ -211,22 +238,48 @@ impl Session {
 
     /// True while a decision event waits for `handler_reply`.
     pub fn is_awaiting_reply(&self) -> bool {
-        self.awaiting.is_some()
+        !self.decisions.is_empty()
     }
 
-    /// Answers the pending decision: `None` lets the session's default reply stand, `Some`
-    /// replaces it (2xx/3xx accepts, 4xx/5xx refuses). Ignored when nothing is pending.
+    /// Lets the session read on past a pending MAIL or RCPT decision, so that a pipelining
+    /// client's RCPT and DATA commands reach the handler before MAIL is answered (a relay uses
+    /// this to pipeline them to its upstream). Only commands that would raise a decision are
+    /// taken ahead (RCPT, and DATA as the last one); anything else waits as before. Decisions
+    /// are answered in the order they were raised. When an answer makes a later command invalid
+    /// (MAIL refused, or every RCPT before DATA refused), that command's reply becomes the
+    /// session's own (503, 554) exactly as if it had been read afterwards; the handler's answer
+    /// to it is then ignored, and a DATA the handler had accepted is followed by `Event::Reset`.
+    pub fn set_pipelined_decisions(&mut self, on: bool) {
+        self.pipelined_decisions = on;
+    }
+
+    /// True when the session reads past pending MAIL and RCPT decisions.
+    pub fn pipelines_decisions(&self) -> bool {
+        self.pipelined_decisions
+    }
+
+    /// Answers the oldest pending decision: `None` lets the session's default reply stand,
+    /// `Some` replaces it (2xx/3xx accepts, 4xx/5xx refuses). Ignored when nothing is pending.
     pub fn handler_reply(&mut self, reply: Option<Reply>) {
-        let Some(awaiting) = self.awaiting.take() else {
+        let Some(d) = self.decisions.pop_front() else {
             return;
         };
-        self.apply_decision(awaiting, reply);
+        if d.void {
+            let accepted = reply.as_ref().is_none_or(|r| r.class() == 3);
+            if d.kind == Awaiting::DataStart && accepted {
+                self.events.push_back(Event::Reset);
+            }
+            return;
+        }
+        self.pending_verb = d.verb;
+        self.apply_decision(d.kind, d.rcpt, reply);
+        self.settle();
     }
 
     /// When the session wants `handle_timeout` called; `None` while it waits for its handler
     /// or is closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.awaiting.is_some() || self.state == State::Closed {
+        if !self.decisions.is_empty() || self.state == State::Closed {
             return None;
         }
         let limit = match self.mode {
@@ -250,7 +303,7 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
-        self.awaiting = None;
+        self.decisions.clear();
         self.abort_transaction();
         self.write(&reply);
         self.state = State::Closed;
@@ -296,9 +349,11 @@ impl Session {
         &self.envelope
     }
 
-    /// The RCPT awaiting a decision: (address, parameters).
+    /// The RCPT awaiting a decision (the newest one, when decisions are pipelined): (address,
+    /// parameters).
     pub fn pending_recipient(&self) -> Option<(&Mailbox, &[String])> {
-        self.pending_rcpt.as_ref().map(|(m, p)| (m, p.as_slice()))
+        let d = self.decisions.back()?;
+        d.rcpt.as_ref().map(|(m, p)| (m, p.as_slice()))
     }
 
     /// The configuration this session runs with.
@@ -316,7 +371,7 @@ impl Session {
             self.last_activity = now;
         }
         let mut pos = 0;
-        while pos < input.len() && self.awaiting.is_none() && self.state != State::Closed {
+        while pos < input.len() && self.may_read() && self.state != State::Closed {
             let used = match self.mode {
                 Mode::Command => self.command_step(&input[pos..]),
                 Mode::SkipLine => self.skip_step(&input[pos..]),
@@ -420,7 +475,6 @@ impl Session {
     /// Clears the envelope and body and returns to command mode after a greeting.
     fn end_transaction(&mut self) {
         self.envelope.clear();
-        self.pending_rcpt = None;
         self.body = None;
         if !matches!(self.mode, Mode::SkipLine) {
             self.mode = Mode::Command;

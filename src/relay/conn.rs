@@ -1,17 +1,17 @@
-//! One client connection of the relay: the transaction mirror. Each decision that needs the
-//! upstream is an `Answer::Later` that owns the checked-out connection while it runs and puts
-//! it back in the connection's slot when done.
+//! One client connection of the relay: the transaction mirror. Each command that needs the
+//! upstream is queued toward it as soon as the session reads it (the session pipelines its
+//! MAIL/RCPT/DATA decisions for us), and answered by an `Answer::Later` that reads the
+//! upstream's reply; those futures run in order, sharing the transaction's state in `Tx`.
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use super::acl::RelayPolicy;
-use super::headers::{received, LoopGuard, TraceInfo};
-use super::pool::{unavailable, Upstream, UpstreamPool};
+use super::pipeline::{exchange, settle_refused, Exchange, Trace, Tx};
+use super::pool::{unavailable, UpstreamPool};
 use super::upstream_talk::{
     failure, mail_command, mirror, out_of_protocol, pass_identity, relay_denied, stale, Identity,
 };
@@ -19,21 +19,6 @@ use crate::client::core::Phase;
 use crate::client::message::BodyEncoder;
 use crate::handler::{Answer, Connection};
 use crate::proto::{EnhancedCode, Event, Reply, Session, State};
-
-/// The current transaction's upstream side.
-#[derive(Default)]
-struct Tx {
-    up: Option<Upstream>,
-    /// DATA was accepted upstream (354): bytes may have gone out.
-    data_open: bool,
-    /// Why the message will be refused at its end (set while data streams).
-    failed: Option<Reply>,
-    /// Client used BDAT: content must be dot-stuffed for the upstream's DATA.
-    stuffer: Option<BodyEncoder>,
-    guard: LoopGuard,
-    /// The Received (and X-Peer) header to send after the 354.
-    trace: Option<Bytes>,
-}
 
 /// The relay's per-connection handler.
 pub struct RelayConn {
@@ -67,125 +52,207 @@ impl RelayConn {
         }
     }
 
-    fn trace_header(&self, session: &Session) -> Bytes {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        let env = session.envelope();
-        let proto = if session.is_esmtp() { "ESMTP" } else { "SMTP" };
+    fn trace(&self, session: &Session) -> Trace {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
         // An RFC 5321 `id` is an Atom or a msg-id: no dots.
-        let id = format!("{:x}-{}-{id:x}", std::process::id(), self.shard);
-        let recipient = (env.rcpt_tos.len() == 1).then(|| env.rcpt_tos[0].as_str());
-        let mut h = received(
-            &TraceInfo {
-                helo: session.helo_name().unwrap_or("unknown"),
-                peer: session.peer(),
-                by: session.hostname(),
-                protocol: proto,
-                id: &id,
-                recipient,
-            },
-            SystemTime::now(),
-        );
-        if self.x_peer {
-            h.push_str(&format!("X-Peer: {}\r\n", session.peer().ip()));
-        }
-        Bytes::from(h)
+        let id = format!("{:x}-{}-{n:x}", std::process::id(), self.shard);
+        Trace::of(session, id, self.x_peer)
     }
 
-    /// Gives the transaction's connection back to the pool (or closes it).
+    /// Ends the transaction's upstream side: the connection goes back to the pool when
+    /// `reusable` and nothing is owed on it, or is closed.
     fn release(pool: &Rc<RefCell<UpstreamPool>>, tx: &mut Tx, reusable: bool) {
-        if let Some(up) = tx.up.take() {
+        if let Some((up, clean)) = tx.reset() {
             let mut p = pool.borrow_mut();
-            if reusable && !tx.data_open {
+            if reusable && clean {
                 p.checkin(up, true);
             } else {
                 p.discard(up);
             }
         }
-        tx.data_open = false;
-        tx.failed = None;
-        tx.stuffer = None;
-        tx.guard = LoopGuard::default();
-        tx.trace = None;
     }
+
+    /// The MAIL future: checks a connection out, passes the client's identity, then writes
+    /// MAIL (and whatever the client pipelined behind it) and reads MAIL's reply.
+    fn mail(&self, session: &Session) -> Answer {
+        let env = session.envelope();
+        let from = env
+            .mail_from
+            .as_ref()
+            .map_or("", |f| f.as_str())
+            .to_string();
+        let options = env.mail_options.clone();
+        let (xclient, xforward) = {
+            let p = self.pool.borrow();
+            (p.config().xclient, p.config().xforward)
+        };
+        let identity = Identity::of(session);
+        let pool = self.pool.clone();
+        let tx = self.tx.clone();
+        Self::release(&pool, &mut tx.borrow_mut(), false);
+        let seq = tx.borrow_mut().reserve();
+        Answer::Later(Box::pin(async move {
+            let mut fresh = false;
+            loop {
+                let mut up = match UpstreamPool::checkout(&pool, fresh).await {
+                    Ok(up) => up,
+                    Err(reply) => {
+                        tx.borrow_mut().drop_commands();
+                        return Some(reply);
+                    }
+                };
+                // The upstream logs and checks the real client instead of us.
+                let ident = pass_identity(&mut up.client, &identity, xclient, xforward).await;
+                let r = match ident {
+                    Ok(x) if x.code() != 421 => {
+                        // After XCLIENT the EHLO features may differ: build MAIL now.
+                        let line = match mail_command(&from, &options, &up.client) {
+                            Ok(line) => line,
+                            Err(reply) => {
+                                tx.borrow_mut().drop_commands();
+                                pool.borrow_mut().checkin(up, true);
+                                return Some(reply);
+                            }
+                        };
+                        {
+                            let mut t = tx.borrow_mut();
+                            t.enqueue_first(seq, line, Phase::Mail);
+                            t.up = Some(up);
+                        }
+                        match exchange(&tx, seq).await {
+                            Exchange::Done(u, r) => {
+                                up = u;
+                                r
+                            }
+                            Exchange::NotSent => return Some(unavailable("Upstream lost")),
+                        }
+                    }
+                    other => other,
+                };
+                if up.reused && stale(&r) && !fresh {
+                    // A pooled connection that went away while idle: the client never sees
+                    // it; what was written goes again on a new one.
+                    pool.borrow_mut().discard(up);
+                    tx.borrow_mut().requeue_after(seq);
+                    fresh = true;
+                    continue;
+                }
+                let mut t = tx.borrow_mut();
+                return match r {
+                    Ok(reply) if reply.code() / 100 == 2 => {
+                        t.up = Some(up);
+                        Some(mirror(reply))
+                    }
+                    Ok(reply) if reply.code() / 100 == 3 || reply.code() == 421 => {
+                        // No 3xx answers MAIL: the upstream is confused; never pass on a
+                        // positive reply we cannot honour. A 421 closes the connection.
+                        t.drop_commands();
+                        pool.borrow_mut().discard(up);
+                        Some(if reply.code() == 421 {
+                            mirror(reply)
+                        } else {
+                            out_of_protocol(&reply)
+                        })
+                    }
+                    Ok(reply) => {
+                        // Refused: replies to what was pipelined behind MAIL are still read
+                        // (the session voids them) before the connection is reused.
+                        t.refused();
+                        t.up = Some(up);
+                        drop(t);
+                        settle_refused(&pool, &tx);
+                        Some(mirror(reply))
+                    }
+                    Err(e) => {
+                        t.drop_commands();
+                        pool.borrow_mut().discard(up);
+                        Some(failure(&e))
+                    }
+                };
+            }
+        }))
+    }
+
+    /// A RCPT or DATA future: reads the upstream's reply to command `seq`.
+    fn answer_of(&self, seq: u64, what: Step) -> Answer {
+        let pool = self.pool.clone();
+        let tx = self.tx.clone();
+        Answer::Later(Box::pin(async move {
+            let (up, r) = match exchange(&tx, seq).await {
+                Exchange::Done(up, r) => (up, r),
+                Exchange::NotSent => {
+                    settle_refused(&pool, &tx);
+                    return Some(unavailable("Upstream connection lost"));
+                }
+            };
+            let reply = match r {
+                Err(e) => {
+                    tx.borrow_mut().drop_commands();
+                    pool.borrow_mut().discard(up);
+                    return Some(failure(&e));
+                }
+                Ok(reply) => reply,
+            };
+            let positive = match what {
+                Step::Rcpt(_) => reply.code() / 100 == 2,
+                Step::Data(_) => reply.code() == 354,
+            };
+            if reply.is_positive() && !positive || reply.code() == 421 {
+                // No 3xx answers RCPT, and only 354 opens DATA: mirrored, another 3xx would
+                // put our session into DATA mode (and the body into the upstream's command
+                // parser); a 2xx would answer DATA with a meaningless success.
+                tx.borrow_mut().drop_commands();
+                pool.borrow_mut().discard(up);
+                return Some(if reply.code() == 421 {
+                    mirror(reply)
+                } else {
+                    out_of_protocol(&reply)
+                });
+            }
+            let header = {
+                let mut t = tx.borrow_mut();
+                t.up = Some(up);
+                match what {
+                    Step::Rcpt(to) if positive => {
+                        t.accepted.push(to);
+                        None
+                    }
+                    Step::Data(trace) if positive => {
+                        t.data_open = true;
+                        Some(trace.render(&t.accepted))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(header) = header {
+                // 354: our trace field opens the message; our DATA reply is the default 354.
+                write_pieces(&pool, &tx, vec![header]).await;
+                let failed = tx.borrow_mut().failed.take();
+                return failed;
+            }
+            settle_refused(&pool, &tx);
+            Some(mirror(reply))
+        }))
+    }
+}
+
+/// Which command a future answers.
+enum Step {
+    /// RCPT for this address.
+    Rcpt(String),
+    /// DATA, with the trace to write after the 354.
+    Data(Trace),
 }
 
 impl Connection for RelayConn {
     fn event(&mut self, session: &Session, event: Event) -> Answer {
         match event {
             Event::Connect | Event::Hello | Event::Quit => Answer::Now(None),
-            Event::Mail => {
-                if !self.allowed {
-                    // Refused at RCPT (554 5.7.1), where the client expects relay decisions.
-                    return Answer::Now(None);
-                }
-                let env = session.envelope();
-                let from = env
-                    .mail_from
-                    .as_ref()
-                    .map_or("", |f| f.as_str())
-                    .to_string();
-                let options = env.mail_options.clone();
-                let (xclient, xforward) = {
-                    let p = self.pool.borrow();
-                    (p.config().xclient, p.config().xforward)
-                };
-                let identity = Identity::of(session);
-                let pool = self.pool.clone();
-                let tx = self.tx.clone();
-                Answer::Later(Box::pin(async move {
-                    Self::release(&pool, &mut tx.borrow_mut(), false);
-                    let mut fresh = false;
-                    loop {
-                        let mut up = match UpstreamPool::checkout(&pool, fresh).await {
-                            Ok(up) => up,
-                            Err(reply) => return Some(reply),
-                        };
-                        // The upstream logs and checks the real client instead of us.
-                        let mut r =
-                            pass_identity(&mut up.client, &identity, xclient, xforward).await;
-                        if matches!(&r, Ok(x) if x.code() != 421) {
-                            // After XCLIENT the EHLO features may differ: build MAIL now.
-                            let line = match mail_command(&from, &options, &up.client) {
-                                Ok(line) => line,
-                                Err(reply) => {
-                                    pool.borrow_mut().checkin(up, true);
-                                    return Some(reply);
-                                }
-                            };
-                            r = up.client.command(&line, Phase::Mail).await;
-                        }
-                        if up.reused && stale(&r) && !fresh {
-                            // A pooled connection that went away while idle: the client
-                            // never sees it, we just use a new one.
-                            pool.borrow_mut().discard(up);
-                            fresh = true;
-                            continue;
-                        }
-                        return match r {
-                            Ok(reply) if reply.code() / 100 == 2 => {
-                                tx.borrow_mut().up = Some(up);
-                                Some(mirror(reply))
-                            }
-                            Ok(reply) if reply.code() / 100 == 3 => {
-                                // No 3xx answers MAIL: the upstream is confused; never pass
-                                // on a positive reply we cannot honour.
-                                pool.borrow_mut().discard(up);
-                                Some(out_of_protocol(&reply))
-                            }
-                            Ok(reply) => {
-                                let reusable = reply.code() != 421;
-                                pool.borrow_mut().checkin(up, reusable);
-                                Some(mirror(reply))
-                            }
-                            Err(e) => {
-                                pool.borrow_mut().discard(up);
-                                Some(failure(&e))
-                            }
-                        };
-                    }
-                }))
-            }
+            // Outside the relay networks: refused at RCPT (554 5.7.1), where the client
+            // expects relay decisions.
+            Event::Mail if !self.allowed => Answer::Now(None),
+            Event::Mail => self.mail(session),
             Event::Rcpt => {
                 let Some((to, params)) = session.pending_recipient() else {
                     return Answer::Now(None);
@@ -198,147 +265,74 @@ impl Connection for RelayConn {
                     line.push(' ');
                     line.push_str(p);
                 }
-                let pool = self.pool.clone();
-                let tx = self.tx.clone();
-                Answer::Later(Box::pin(async move {
-                    let Some(mut up) = tx.borrow_mut().up.take() else {
-                        return Some(unavailable("Upstream connection lost"));
-                    };
-                    match up.client.command(&line, Phase::Rcpt).await {
-                        Ok(reply) if reply.code() / 100 == 3 => {
-                            // No 3xx answers RCPT either (see MAIL).
-                            pool.borrow_mut().discard(up);
-                            Some(out_of_protocol(&reply))
-                        }
-                        Ok(reply) => {
-                            keep_unless_closing(&pool, &tx, up, &reply);
-                            Some(mirror(reply))
-                        }
-                        Err(e) => {
-                            pool.borrow_mut().discard(up);
-                            Some(failure(&e))
-                        }
-                    }
-                }))
+                let seq = self.tx.borrow_mut().enqueue(line, Phase::Rcpt);
+                self.answer_of(seq, Step::Rcpt(to.as_str().to_string()))
             }
             Event::DataStart => {
-                let trace = self.trace_header(session);
-                let pool = self.pool.clone();
-                let tx = self.tx.clone();
-                Answer::Later(Box::pin(
-                    async move { open_data(&pool, &tx, trace).await.err() },
-                ))
+                let trace = self.trace(session);
+                let seq = self
+                    .tx
+                    .borrow_mut()
+                    .enqueue("DATA".into(), Phase::DataStart);
+                self.answer_of(seq, Step::Data(trace))
             }
             Event::DataChunk(chunk) => {
                 let bdat = session.state() == State::InBdat;
-                let trace =
-                    (bdat && !self.tx.borrow().data_open && self.tx.borrow().failed.is_none())
-                        .then(|| self.trace_header(session));
+                let first = {
+                    let t = self.tx.borrow();
+                    bdat && !t.data_open && t.failed.is_none() && t.stuffer.is_none()
+                };
+                let open = first.then(|| {
+                    // BDAT toward a DATA upstream: DATA goes out with the first chunk.
+                    let trace = self.trace(session);
+                    let mut t = self.tx.borrow_mut();
+                    t.stuffer = Some(BodyEncoder::new(true));
+                    (t.enqueue("DATA".into(), Phase::DataStart), trace)
+                });
+                let opening = open.map(|(seq, trace)| self.answer_of(seq, Step::Data(trace)));
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
-                    if let Some(trace) = trace {
-                        if let Err(reply) = open_data(&pool, &tx, trace).await {
+                    if let Some(Answer::Later(opening)) = opening {
+                        if let Some(reply) = opening.await.filter(|r| !r.is_positive()) {
                             tx.borrow_mut().failed = Some(reply);
                         }
-                        tx.borrow_mut().stuffer = Some(BodyEncoder::new(true));
                     }
-                    let mut pieces = Vec::new();
-                    {
-                        let mut t = tx.borrow_mut();
-                        if t.failed.is_some() || t.up.is_none() {
-                            return None;
-                        }
-                        for piece in chunk.content() {
-                            t.guard.feed(&piece);
-                        }
-                        if t.guard.looping() {
-                            t.failed = Some(Reply::new(
-                                554,
-                                EnhancedCode::new(5, 4, 6),
-                                "Mail loop detected: too many Received headers",
-                            ));
-                            // Abandon the upstream DATA without its terminator.
-                            if let Some(up) = t.up.take() {
-                                pool.borrow_mut().discard(up);
-                            }
-                            return None;
-                        }
-                        match t.stuffer.as_mut() {
-                            Some(enc) => {
-                                for piece in chunk.content() {
-                                    enc.encode(&piece, &mut pieces);
-                                }
-                            }
-                            None => pieces.push(chunk.wire().clone()),
-                        }
-                    }
-                    write_pieces(&pool, &tx, pieces).await;
+                    forward_chunk(&pool, &tx, &chunk).await;
                     None
                 }))
             }
             Event::DataEnd => {
                 let bdat = session.state() == State::InBdat;
-                let trace =
-                    (bdat && !self.tx.borrow().data_open && self.tx.borrow().failed.is_none())
-                        .then(|| self.trace_header(session));
+                let first = {
+                    let t = self.tx.borrow();
+                    bdat && !t.data_open && t.failed.is_none() && t.stuffer.is_none()
+                };
+                // An empty BDAT message: DATA goes out now.
+                let opening = first.then(|| {
+                    let trace = self.trace(session);
+                    let seq = self
+                        .tx
+                        .borrow_mut()
+                        .enqueue("DATA".into(), Phase::DataStart);
+                    self.answer_of(seq, Step::Data(trace))
+                });
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
-                    if let Some(trace) = trace {
-                        if let Err(reply) = open_data(&pool, &tx, trace).await {
+                    if let Some(Answer::Later(opening)) = opening {
+                        if let Some(reply) = opening.await.filter(|r| !r.is_positive()) {
                             tx.borrow_mut().failed = Some(reply);
                         }
                     }
-                    let failed = tx.borrow_mut().failed.take();
-                    if let Some(reply) = failed {
-                        Self::release(&pool, &mut tx.borrow_mut(), false);
-                        return Some(reply);
-                    }
-                    let mut tail = Vec::new();
-                    if let Some(enc) = tx.borrow_mut().stuffer.as_mut() {
-                        enc.finish(&mut tail);
-                    }
-                    write_pieces(&pool, &tx, tail).await;
-                    let failed = tx.borrow_mut().failed.take();
-                    if let Some(reply) = failed {
-                        Self::release(&pool, &mut tx.borrow_mut(), false);
-                        return Some(reply);
-                    }
-                    let Some(mut up) = tx.borrow_mut().up.take() else {
-                        return Some(unavailable("Upstream connection lost"));
-                    };
-                    // The client bounds the terminator's write and the reply's wait itself.
-                    let r = up.client.end_data().await;
-                    let mut t = tx.borrow_mut();
-                    t.data_open = false;
-                    t.up = Some(up);
-                    match r {
-                        Ok(reply) => {
-                            if reply.code() / 100 == 2 {
-                                if let Some(up) = t.up.as_mut() {
-                                    up.delivered();
-                                }
-                            }
-                            let reusable = reply.code() != 421;
-                            Self::release(&pool, &mut t, reusable);
-                            Some(mirror(reply))
-                        }
-                        Err(e) => {
-                            Self::release(&pool, &mut t, false);
-                            Some(failure(&e))
-                        }
-                    }
+                    end_data(&pool, &tx).await
                 }))
             }
             Event::Reset => {
                 let mut t = self.tx.borrow_mut();
-                if t.up.is_none() {
-                    Self::release(&self.pool, &mut t, false);
-                    return Answer::Now(None);
-                }
-                if t.data_open {
-                    // Mid-DATA: only closing the connection aborts without delivering.
+                if t.up.is_none() || t.data_open || t.owes_replies() {
+                    // Mid-DATA only closing the connection aborts without delivering; with
+                    // replies owed it is out of step.
                     Self::release(&self.pool, &mut t, false);
                     return Answer::Now(None);
                 }
@@ -366,61 +360,85 @@ impl Connection for RelayConn {
     }
 }
 
-/// After a reply that keeps the transaction going upstream: the connection stays with the
-/// transaction, unless the reply was 421 (the upstream is closing it).
-fn keep_unless_closing(
+/// Forwards one body chunk (after the loop guard has seen it); a failure is remembered for
+/// the end of data.
+async fn forward_chunk(
     pool: &Rc<RefCell<UpstreamPool>>,
     tx: &Rc<RefCell<Tx>>,
-    up: Upstream,
-    reply: &Reply,
+    chunk: &crate::proto::DataChunk,
 ) {
-    if reply.code() == 421 {
-        pool.borrow_mut().discard(up);
-    } else {
-        tx.borrow_mut().up = Some(up);
+    let mut pieces = Vec::new();
+    {
+        let mut t = tx.borrow_mut();
+        if t.failed.is_some() || t.up.is_none() || !t.data_open {
+            return;
+        }
+        for piece in chunk.content() {
+            t.guard.feed(&piece);
+        }
+        if t.guard.looping() {
+            t.failed = Some(Reply::new(
+                554,
+                EnhancedCode::new(5, 4, 6),
+                "Mail loop detected: too many Received headers",
+            ));
+            // Abandon the upstream DATA without its terminator.
+            if let Some(up) = t.up.take() {
+                pool.borrow_mut().discard(up);
+            }
+            return;
+        }
+        match t.stuffer.as_mut() {
+            Some(enc) => {
+                for piece in chunk.content() {
+                    enc.encode(&piece, &mut pieces);
+                }
+            }
+            None => pieces.push(chunk.wire().clone()),
+        }
     }
+    write_pieces(pool, tx, pieces).await;
 }
 
-/// Sends DATA upstream; on 354 writes the trace header. Errors are the client's reply.
-async fn open_data(
-    pool: &Rc<RefCell<UpstreamPool>>,
-    tx: &Rc<RefCell<Tx>>,
-    trace: Bytes,
-) -> Result<(), Reply> {
-    let Some(mut up) = tx.borrow_mut().up.take() else {
-        return Err(unavailable("Upstream connection lost"));
+/// The end of the message: the terminator goes upstream and its reply becomes ours.
+async fn end_data(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>) -> Option<Reply> {
+    let failed = tx.borrow_mut().failed.take();
+    if let Some(reply) = failed {
+        RelayConn::release(pool, &mut tx.borrow_mut(), false);
+        return Some(reply);
+    }
+    let mut tail = Vec::new();
+    if let Some(enc) = tx.borrow_mut().stuffer.as_mut() {
+        enc.finish(&mut tail);
+    }
+    write_pieces(pool, tx, tail).await;
+    let failed = tx.borrow_mut().failed.take();
+    if let Some(reply) = failed {
+        RelayConn::release(pool, &mut tx.borrow_mut(), false);
+        return Some(reply);
+    }
+    let up = tx.borrow_mut().up.take();
+    let Some(mut up) = up.filter(|_| tx.borrow().data_open) else {
+        RelayConn::release(pool, &mut tx.borrow_mut(), false);
+        return Some(unavailable("Upstream connection lost"));
     };
-    let r = up.client.command("DATA", Phase::DataStart).await;
+    // The client bounds the terminator's write and the reply's wait itself.
+    let r = up.client.end_data().await;
+    let mut t = tx.borrow_mut();
+    t.data_open = false;
     match r {
-        Ok(reply) if reply.code() == 354 => match up.client.write_data(trace).await {
-            Ok(()) => {
-                let mut t = tx.borrow_mut();
-                t.up = Some(up);
-                t.data_open = true;
-                Ok(())
-            }
-            Err(e) => {
-                pool.borrow_mut().discard(up);
-                Err(failure(&e))
-            }
-        },
-        Ok(reply) if reply.is_positive() => {
-            // Only 354 opens the upstream's DATA. Mirrored, another 3xx would put our session
-            // into DATA mode (and the body into the upstream's command parser); a 2xx would
-            // answer DATA with a meaningless success.
-            pool.borrow_mut().discard(up);
-            Err(unavailable(format!(
-                "Upstream protocol error: {} in reply to DATA",
-                reply.code()
-            )))
-        }
         Ok(reply) => {
-            keep_unless_closing(pool, tx, up, &reply);
-            Err(mirror(reply))
+            if reply.code() / 100 == 2 {
+                up.delivered();
+            }
+            t.up = Some(up);
+            RelayConn::release(pool, &mut t, reply.code() != 421);
+            Some(mirror(reply))
         }
         Err(e) => {
-            pool.borrow_mut().discard(up);
-            Err(failure(&e))
+            t.up = Some(up);
+            RelayConn::release(pool, &mut t, false);
+            Some(failure(&e))
         }
     }
 }

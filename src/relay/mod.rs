@@ -12,6 +12,7 @@
 pub mod acl;
 mod conn;
 pub mod headers;
+mod pipeline;
 pub mod pool;
 mod upstream_talk;
 
@@ -65,6 +66,11 @@ impl Relay {
 
 impl Service for Relay {
     type Conn = RelayConn;
+
+    /// The client's pipelined RCPTs and DATA go upstream in the same write as its MAIL.
+    fn pipelines_decisions(&self) -> bool {
+        true
+    }
 
     fn upstream_stats(&self) -> Option<crate::handler::UpstreamStats> {
         Some(self.pool_stats())

@@ -6,8 +6,10 @@
 //! is shut down, which completes the read, and the session then says 421. This is what keeps
 //! io_uring from leaving an orphaned read in the kernel that would swallow later bytes.
 
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -52,12 +54,13 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut conn = H::open(&shard.handler, &session);
-    let mut pending: Option<(Pending, bool)> = None;
+    let mut pending: Answers = VecDeque::new();
     let mut drain = shard.drain.clone();
     let mut read_size = MIN_READ;
     let metrics = shard.metrics.as_ref();
     let mut observer = metrics.map(|_| Observer::default());
     session.set_observing(metrics.is_some());
+    session.set_pipelined_decisions(shard.handler.borrow().pipelines_decisions());
     loop {
         feed(
             &mut session,
@@ -67,19 +70,27 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             &mut conn,
             &mut pending,
         );
-        if let Some((future, needs_reply)) = pending.take() {
-            // The handler is working on an answer (a relay waiting for its upstream): send
-            // what is ready, wait for it, then go on with the input already buffered.
-            take_output(&mut session, &mut out, metrics);
-            if !out.is_empty() {
-                let (res, o) = stream.write_all(out).await;
-                out = o;
-                out.clear();
-                if res.is_err() {
-                    break;
+        if let Some((mut future, needs_reply)) = pending.pop_front() {
+            // The handler is working on an answer (a relay waiting for its upstream). If it
+            // is not ready, send what is, and wait; then go on with the input already buffered.
+            let reply = match poll_once(&mut future).await {
+                Poll::Ready(reply) => reply,
+                Poll::Pending => {
+                    take_output(&mut session, &mut out, metrics);
+                    if !out.is_empty() {
+                        let (res, o) = stream.write_all(out).await;
+                        out = o;
+                        out.clear();
+                        if res.is_err() {
+                            // The client is gone: its answers are moot. They run on tokio's
+                            // reactor, never io_uring, so dropping them cancels cleanly.
+                            pending.clear();
+                            break;
+                        }
+                    }
+                    future.await
                 }
-            }
-            let reply = future.await;
+            };
             if needs_reply {
                 session.handler_reply(reply);
             }
@@ -187,6 +198,9 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     }
 }
 
+/// Answers being worked out, oldest first, each with whether the session waits for it.
+type Answers = VecDeque<(Pending, bool)>;
+
 /// Feeds the buffered input to the session and answers its events, until it can use no
 /// more, then records what the session observed when metrics are on.
 fn feed<H: Service>(
@@ -195,7 +209,7 @@ fn feed<H: Service>(
     observer: Option<&mut Observer>,
     shard: &Shard<H>,
     conn: &mut H::Conn,
-    pending: &mut Option<(Pending, bool)>,
+    pending: &mut Answers,
 ) {
     loop {
         session.handle_input_buf(Instant::now(), buf);
@@ -234,6 +248,11 @@ fn is_idle(session: &Session) -> bool {
     matches!(session.state(), State::ExpectHelo | State::ExpectMail) && !session.is_awaiting_reply()
 }
 
+/// Polls a pending answer once (with the task's waker, so awaiting it later is fine).
+async fn poll_once(future: &mut Pending) -> Poll<Option<Reply>> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -241,47 +260,54 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Hands queued events to the connection's handler, in order, until one answer is pending;
-/// returns true if a decision was answered (the session may then use more buffered input).
-fn dispatch<C: Connection>(
-    session: &mut Session,
-    conn: &mut C,
-    pending: &mut Option<(Pending, bool)>,
-) -> bool {
-    let mut answered = false;
-    while pending.is_none() {
+/// Hands queued events to the connection's handler, in order. Events wait behind a pending
+/// answer, except decisions behind decisions when the session pipelines them (the handler has
+/// then been told of each before the first is answered). Returns true if an event was handed
+/// over (the session may then use more buffered input).
+fn dispatch<C: Connection>(session: &mut Session, conn: &mut C, pending: &mut Answers) -> bool {
+    let mut progressed = false;
+    loop {
+        if !pending.is_empty() {
+            let all_decisions = pending.iter().all(|(_, needs_reply)| *needs_reply);
+            if !(session.pipelines_decisions() && all_decisions && session.is_awaiting_reply()) {
+                break;
+            }
+        }
         let Some(ev) = session.poll_event() else {
             break;
         };
+        progressed = true;
         let needs_reply = ev.needs_reply();
         match conn.event(session, ev) {
             Answer::Now(reply) => {
-                if needs_reply {
+                if !needs_reply {
+                    continue;
+                }
+                if pending.is_empty() {
                     session.handler_reply(reply);
-                    answered = true;
+                } else {
+                    // Answers go to the session in the order the decisions were raised.
+                    let ready: Pending = Box::pin(std::future::ready(reply));
+                    pending.push_back((ready, true));
                 }
             }
-            Answer::Later(future) => *pending = Some((future, needs_reply)),
+            Answer::Later(future) => pending.push_back((future, needs_reply)),
         }
     }
-    answered
+    progressed
 }
 
 /// Ends a closing session's events: awaits what is pending, then hands over the rest.
-async fn finish_pending<C: Connection>(
-    session: &mut Session,
-    conn: &mut C,
-    pending: &mut Option<(Pending, bool)>,
-) {
+async fn finish_pending<C: Connection>(session: &mut Session, conn: &mut C, pending: &mut Answers) {
     loop {
-        if let Some((future, needs_reply)) = pending.take() {
+        while let Some((future, needs_reply)) = pending.pop_front() {
             let reply = future.await;
             if needs_reply {
                 session.handler_reply(reply);
             }
         }
         dispatch(session, conn, pending);
-        if pending.is_none() {
+        if pending.is_empty() {
             break;
         }
     }

@@ -27,11 +27,17 @@ MODE says how it misbehaves:
   xclient       a normal server that also offers XCLIENT (Postfix's): 220 to it, as a new greeting
   mail-354      a broken server: 354 to MAIL (no 3xx answers MAIL)
   rcpt-354      a broken server: 354 to RCPT
+  slow-mail     a normal server that waits 0.3 s before answering MAIL, then reports how
+                many complete lines were already waiting behind it (pipelined)
+  no-pipelining a normal server without PIPELINING in its EHLO reply; before answering each
+                MAIL, RCPT and DATA it waits 0.05 s and reports the lines waiting behind it
 
 Output lines (flushed as they happen):
   ready
   CONNECT k                     connection k (from 1) accepted
   CMD k <line>                  a command line (not message content)
+  BUFFERED k <verb> <n>         (slow-mail, no-pipelining) n complete lines had arrived
+                                behind that command before it was answered
   DELIVERED k <sha256> <size> <token>
                                 the final dot was answered 250 (the message counts as
                                 delivered); <token> is the value of the first X-Test-Id:
@@ -93,6 +99,22 @@ class Conn:
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line
 
+    def waiting_lines(self, pause):
+        """Waits, then counts the complete lines that arrived behind the current one."""
+        time.sleep(pause)
+        self.s.setblocking(False)
+        try:
+            while True:
+                d = self.s.recv(65536)
+                if not d:
+                    break
+                self.buf += d
+        except (BlockingIOError, InterruptedError):
+            pass
+        finally:
+            self.s.settimeout(60)
+        return self.buf.count(b"\r\n")
+
     def data(self):
         """Reads the message up to the final dot; returns the unstuffed content."""
         lines = []
@@ -124,6 +146,10 @@ class Conn:
             line = self.line()
             say("CMD %d %s" % (k, line.decode("utf-8", "replace")))
             verb = line[:4].upper()
+            pause = {"slow-mail": {b"MAIL": 0.3}, "no-pipelining": dict.fromkeys((b"MAIL", b"RCPT", b"DATA"), 0.05)}
+            if verb in pause.get(mode, {}):
+                n = self.waiting_lines(pause[mode][verb])
+                say("BUFFERED %d %s %d" % (k, verb.decode(), n))
             params = b">" in line and line.split(b">", 1)[1].strip()
             if verb in (b"MAIL", b"RCPT") and params and mode in ("no-ext", "helo-only"):
                 code = "555" if mode == "no-ext" else "501"
@@ -137,8 +163,9 @@ class Conn:
                 xforward = "250-XFORWARD NAME ADDR PROTO HELO\r\n" if mode == "xforward" else ""
                 if mode == "xclient":
                     xforward = "250-XCLIENT NAME ADDR PROTO HELO\r\n"
+                pipelining = "" if mode == "no-pipelining" else "250-PIPELINING\r\n"
                 self.send(
-                    "250-scripted.upstream\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                    "250-scripted.upstream\r\n" + pipelining + "250-8BITMIME\r\n"
                     + xforward
                     + "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 67108864"
                 )

@@ -109,8 +109,7 @@ impl Session {
                 self.write(&reply);
             }
             None => {
-                self.awaiting = Some(Awaiting::DataEnd);
-                self.events.push_back(Event::DataEnd);
+                self.decide(Awaiting::DataEnd, Event::DataEnd);
             }
         }
     }

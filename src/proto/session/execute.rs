@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::super::address::{AddressError, ReversePath};
+use super::super::address::{AddressError, Mailbox, ReversePath};
 use super::super::command::Verb;
 use super::super::command::{parse_command, parse_size, Command, CommandError};
 use super::super::config::{BareLineEndings, ExpnPolicy};
@@ -11,7 +11,7 @@ use super::super::data::{DataScanner, Framing};
 use super::super::envelope::BodyType;
 use super::super::event::{Event, Observation};
 use super::super::reply::{push_sanitized, EnhancedCode, Reply};
-use super::{Awaiting, BdatChunk, Body, Mode, Session, State};
+use super::{Awaiting, BdatChunk, Body, Decision, Mode, Session, State};
 
 const fn esc(class: u8, subject: u16, detail: u16) -> EnhancedCode {
     EnhancedCode::new(class, subject, detail)
@@ -24,6 +24,9 @@ fn bad_sequence(text: &'static str) -> Reply {
 impl Session {
     /// Frames one command line from the front of `rest` and executes it; 0 = need more input.
     pub(super) fn command_step(&mut self, rest: &[u8]) -> usize {
+        if !self.decisions.is_empty() {
+            return self.speculative_step(rest);
+        }
         let limit = self.config.command_line_limit();
         let normalize = self.config.bare_line_endings == BareLineEndings::Normalize;
         let Some(p) = memchr::memchr2(b'\r', b'\n', rest) else {
@@ -89,7 +92,7 @@ impl Session {
         }
     }
 
-    fn execute(&mut self, line: &[u8]) {
+    pub(super) fn execute(&mut self, line: &[u8]) {
         self.note_line(Verb::of_line(line));
         let cmd = match parse_command(line) {
             Ok(cmd) => cmd,
@@ -179,9 +182,20 @@ impl Session {
         self.protocol_error(reply);
     }
 
-    /// Raises a decision event and stops reading until the handler answers.
-    fn decide(&mut self, awaiting: Awaiting, event: Event) {
-        self.awaiting = Some(awaiting);
+    /// Raises a decision event; reading stops until the handler answers (or, with pipelined
+    /// decisions, may go on: see `speculative_step`).
+    pub(super) fn decide(&mut self, kind: Awaiting, event: Event) {
+        self.decide_rcpt(kind, event, None);
+    }
+
+    fn decide_rcpt(&mut self, kind: Awaiting, event: Event, rcpt: Option<(Mailbox, Vec<String>)>) {
+        self.decisions.push_back(Decision {
+            kind,
+            rcpt,
+            verb: self.pending_verb.take(),
+            line: self.speculative_line.take(),
+            void: false,
+        });
         self.events.push_back(event);
     }
 
@@ -282,8 +296,8 @@ impl Session {
         self.protocol_error(Reply::new(555, esc(5, 5, 4), text));
     }
 
-    fn rcpt(&mut self, to: super::super::address::Mailbox, params: Vec<String>) {
-        match self.state {
+    fn rcpt(&mut self, to: Mailbox, params: Vec<String>) {
+        match self.effective_state() {
             State::ExpectRcpt | State::ExpectRcptOrData => {}
             State::ExpectHelo | State::ExpectMail => {
                 return self.protocol_error(bad_sequence("Error: need MAIL command"))
@@ -301,15 +315,14 @@ impl Session {
                 "Error: non-ASCII address requires SMTPUTF8",
             ));
         }
-        if self.envelope.rcpt_tos.len() >= self.config.max_recipients {
+        if self.recipient_count() >= self.config.max_recipients {
             return self.write(&Reply::new(452, esc(4, 5, 3), "Error: too many recipients"));
         }
-        self.pending_rcpt = Some((to, params));
-        self.decide(Awaiting::Rcpt, Event::Rcpt);
+        self.decide_rcpt(Awaiting::Rcpt, Event::Rcpt, Some((to, params)));
     }
 
     fn data(&mut self) {
-        match self.state {
+        match self.effective_state() {
             State::ExpectRcptOrData => self.decide(Awaiting::DataStart, Event::DataStart),
             State::ExpectRcpt => {
                 self.protocol_error(Reply::new(554, esc(5, 5, 1), "Error: no valid recipients"))
@@ -360,7 +373,12 @@ impl Session {
         )
     }
 
-    pub(super) fn apply_decision(&mut self, awaiting: Awaiting, reply: Option<Reply>) {
+    pub(super) fn apply_decision(
+        &mut self,
+        awaiting: Awaiting,
+        rcpt: Option<(Mailbox, Vec<String>)>,
+        reply: Option<Reply>,
+    ) {
         let refused = reply.as_ref().is_some_and(|r| !r.is_positive());
         match awaiting {
             Awaiting::Connect => {
@@ -403,8 +421,7 @@ impl Session {
                 self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 1, 0), "Ok")));
             }
             Awaiting::Rcpt => {
-                let pending = self.pending_rcpt.take();
-                if let (false, Some((to, params))) = (refused, pending) {
+                if let (false, Some((to, params))) = (refused, rcpt) {
                     self.envelope.rcpt_tos.push(to);
                     self.envelope.rcpt_options.push(params);
                     self.state = State::ExpectRcptOrData;
