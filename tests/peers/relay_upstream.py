@@ -3,6 +3,9 @@ connection, everything bounded in time.
 
 usage: relay_upstream.py PORT MODE [--lifetime SECS]
 
+In every mode MAIL from an address containing "refused" gets 550 5.7.1, and RCPT without an
+accepted MAIL gets 503 5.5.1 (DATA without a recipient gets 554 5.5.1), as a real server does.
+
 MODE says how it misbehaves:
   ok            a well-behaved server
   refuse-rcpt   RCPT: 550 5.1.1 if the address contains "bad", 450 4.2.1 if it contains
@@ -142,6 +145,7 @@ class Conn:
             return
         self.send("220 scripted.upstream ESMTP")
         rcpts = 0
+        mail_ok = False
         while True:
             line = self.line()
             say("CMD %d %s" % (k, line.decode("utf-8", "replace")))
@@ -179,9 +183,16 @@ class Conn:
                 self.send("354 go ahead")
             elif verb == b"RCPT" and mode == "rcpt-354":
                 self.send("354 go ahead")
+            elif verb == b"MAIL" and b"refused" in line:
+                mail_ok = False
+                rcpts = 0
+                self.send("550 5.7.1 sender refused")
             elif verb == b"MAIL":
+                mail_ok = True
                 rcpts = 0
                 self.send("250 2.1.0 sender ok")
+            elif verb == b"RCPT" and not mail_ok:
+                self.send("503 5.5.1 need MAIL first")
             elif verb == b"RCPT":
                 if mode == "rcpt-421" and b"bye" in line:
                     self.send("421 4.3.2 shutting down")
@@ -244,8 +255,10 @@ class Conn:
                             self.send("421 4.4.2 idle, closing")
                         return
                 rcpts = 0
+                mail_ok = False
             elif verb == b"RSET":
                 rcpts = 0
+                mail_ok = False
                 self.send("250 2.0.0 reset")
             elif verb == b"NOOP":
                 self.send("250 2.0.0 ok")

@@ -1,0 +1,260 @@
+//! Pipelining through `ringrelay proxy`, end to end (RFC 2920): a client's pipelined MAIL,
+//! RCPTs and DATA reach the upstream in one go, before the upstream has answered MAIL, when the
+//! upstream offers PIPELINING, and one per round trip when it does not. Whatever the upstream
+//! answers, the client gets the replies a non-pipelined relay would give, the upstream
+//! connection stays in step (it is reused afterwards) and only acknowledged messages are
+//! delivered. The upstream is the scripted one (tests/peers/relay_upstream.py), which reports
+//! how many lines were already waiting behind a command when it answered it.
+
+mod common;
+mod relay_common;
+
+use common::*;
+use relay_common::*;
+use std::time::Duration;
+
+/// The client's whole envelope and DATA in one write.
+fn pipelined(from: &str, to: &[&str]) -> Vec<u8> {
+    let mut s = format!("MAIL FROM:<{from}>\r\n");
+    for t in to {
+        s.push_str(&format!("RCPT TO:<{t}>\r\n"));
+    }
+    s.push_str("DATA\r\n");
+    s.into_bytes()
+}
+
+/// Sends the message after a 354 and returns the reply to the final dot.
+fn body(c: &mut Client, token: &str) -> Answer {
+    let mut wire = stuff(&tagged(token));
+    wire.extend_from_slice(b".\r\n");
+    c.send(&wire);
+    c.reply()
+}
+
+#[test]
+fn pipelined_envelope_reaches_the_upstream_before_mail_is_answered() {
+    for io in IO_MODES {
+        let up = Scripted::start("slow-mail");
+        let server = proxy(io, &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.send(&pipelined(
+            "a@example.com",
+            &["b@example.com", "c@example.com", "d@example.com"],
+        ));
+        for what in ["MAIL", "RCPT b", "RCPT c", "RCPT d"] {
+            assert_eq!(c.reply().0, 250, "{io}: {what}");
+        }
+        c.expect(354);
+        assert_eq!(body(&mut c, "pipe-1").0, 250, "{io}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["pipe-1"], "{io}");
+        // Three RCPTs and DATA were waiting behind MAIL when the upstream answered it.
+        assert_eq!(
+            seen.buffered,
+            [("MAIL".to_string(), 4)],
+            "{io}: {}",
+            seen.stdout
+        );
+    }
+}
+
+#[test]
+fn upstream_without_pipelining_gets_one_command_per_round_trip() {
+    for io in IO_MODES {
+        let up = Scripted::start("no-pipelining");
+        let server = proxy(io, &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.send(&pipelined(
+            "a@example.com",
+            &["b@example.com", "c@example.com"],
+        ));
+        for what in ["MAIL", "RCPT b", "RCPT c"] {
+            assert_eq!(c.reply().0, 250, "{io}: {what}");
+        }
+        c.expect(354);
+        assert_eq!(body(&mut c, "lockstep-1").0, 250, "{io}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["lockstep-1"], "{io}");
+        let verbs: Vec<&str> = seen.buffered.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(verbs, ["MAIL", "RCPT", "RCPT", "DATA"], "{io}");
+        assert!(
+            seen.buffered.iter().all(|(_, n)| *n == 0),
+            "{io}: a command was sent before the previous reply: {}",
+            seen.stdout
+        );
+    }
+}
+
+/// The upstream refuses MAIL: the pipelined RCPTs and DATA get the replies a waiting relay
+/// would give (503), the upstream's replies to them are read and dropped, and the same
+/// upstream connection then carries the next transaction.
+#[test]
+fn refused_mail_with_pipelined_recipients() {
+    for io in IO_MODES {
+        let up = Scripted::start("ok");
+        let server = proxy(io, &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.send(&pipelined(
+            "refused@example.com",
+            &["b@example.com", "c@example.com"],
+        ));
+        assert_eq!(c.reply(), (550, "550 5.7.1 sender refused".into()), "{io}");
+        let need_mail = (503, "503 5.5.1 Error: need MAIL command".to_string());
+        assert_eq!(c.reply(), need_mail, "{io}");
+        assert_eq!(c.reply(), need_mail, "{io}");
+        assert_eq!(
+            c.reply(),
+            (503, "503 5.5.1 Error: need RCPT command".into()),
+            "{io}"
+        );
+        c.send(&pipelined("a@example.com", &["b@example.com"]));
+        assert_eq!(c.reply().0, 250, "{io}: MAIL");
+        assert_eq!(c.reply().0, 250, "{io}: RCPT");
+        c.expect(354);
+        assert_eq!(body(&mut c, "after-refusal").0, 250, "{io}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["after-refusal"], "{io}");
+        assert_eq!(seen.connects, 1, "{io}: {}", seen.stdout);
+        // The first envelope was pipelined whole to the upstream, which refused all of it.
+        let first: Vec<&str> = seen
+            .commands
+            .iter()
+            .map(String::as_str)
+            .skip(1)
+            .take(4)
+            .collect();
+        assert_eq!(
+            first,
+            [
+                "MAIL FROM:<refused@example.com>",
+                "RCPT TO:<b@example.com>",
+                "RCPT TO:<c@example.com>",
+                "DATA"
+            ],
+            "{io}"
+        );
+    }
+}
+
+/// Every recipient refused upstream: the pipelined DATA gets our 554 (no valid recipients),
+/// nothing is delivered, and the connection is reused for the next transaction.
+#[test]
+fn every_pipelined_recipient_refused() {
+    for io in IO_MODES {
+        let up = Scripted::start("refuse-rcpt");
+        let server = proxy(io, &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.send(&pipelined(
+            "a@example.com",
+            &["bad@example.com", "busy@example.com"],
+        ));
+        assert_eq!(c.reply().0, 250, "{io}: MAIL");
+        assert_eq!(
+            c.reply(),
+            (550, "550 5.1.1 no such user here".into()),
+            "{io}"
+        );
+        assert_eq!(
+            c.reply(),
+            (450, "450 4.2.1 mailbox busy, try later".into()),
+            "{io}"
+        );
+        assert_eq!(
+            c.reply(),
+            (554, "554 5.5.1 Error: no valid recipients".into()),
+            "{io}"
+        );
+        c.ok("RSET");
+        c.send(&pipelined("a@example.com", &["good@example.com"]));
+        assert_eq!(c.reply().0, 250, "{io}: MAIL");
+        assert_eq!(c.reply().0, 250, "{io}: RCPT");
+        c.expect(354);
+        assert_eq!(body(&mut c, "second").0, 250, "{io}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["second"], "{io}");
+        assert_eq!(seen.connects, 1, "{io}: {}", seen.stdout);
+    }
+}
+
+/// A recipient we refuse ourselves (outside --relay-domains) sits between recipients the
+/// upstream decides: the replies still come back in order.
+#[test]
+fn our_own_refusal_keeps_its_place_among_pipelined_replies() {
+    for io in IO_MODES {
+        let up = Scripted::start("slow-mail");
+        let server = proxy(io, &[up.port], &["--relay-domains", "example.com"]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.send(&pipelined(
+            "a@example.com",
+            &["b@example.com", "x@elsewhere.org", "c@example.com"],
+        ));
+        assert_eq!(c.reply().0, 250, "{io}: MAIL");
+        assert_eq!(c.reply().0, 250, "{io}: RCPT b");
+        assert_eq!(
+            c.reply(),
+            (554, "554 5.7.1 Relay access denied".into()),
+            "{io}"
+        );
+        assert_eq!(c.reply().0, 250, "{io}: RCPT c");
+        c.expect(354);
+        assert_eq!(body(&mut c, "mixed").0, 250, "{io}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["mixed"], "{io}");
+        assert!(
+            !seen.commands.iter().any(|c| c.contains("elsewhere")),
+            "{io}: a refused recipient went upstream: {:?}",
+            seen.commands
+        );
+        // RCPT b, RCPT c and DATA were waiting behind MAIL.
+        assert_eq!(seen.buffered, [("MAIL".to_string(), 3)], "{io}");
+    }
+}
+
+/// A pooled connection that the upstream closed while idle (421) is found stale when the
+/// pipelined envelope meets it: everything goes again on a new connection, and the client
+/// never notices.
+#[test]
+fn stale_pooled_connection_under_a_pipelined_envelope() {
+    for io in IO_MODES {
+        let mut up = Scripted::start("idle-421");
+        let server = proxy(io, &[up.port], &[]);
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.send(&pipelined("a@example.com", &["b@example.com"]));
+        assert_eq!(c.reply().0, 250, "{io}: MAIL");
+        assert_eq!(c.reply().0, 250, "{io}: RCPT");
+        c.expect(354);
+        assert_eq!(body(&mut c, "first").0, 250, "{io}");
+        up.wait_for("CLOSED 1");
+        std::thread::sleep(Duration::from_millis(100));
+        c.send(&pipelined(
+            "a@example.com",
+            &["b@example.com", "c@example.com"],
+        ));
+        for what in ["MAIL", "RCPT b", "RCPT c"] {
+            assert_eq!(c.reply().0, 250, "{io}: {what}");
+        }
+        c.expect(354);
+        assert_eq!(body(&mut c, "second").0, 250, "{io}");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["first", "second"], "{io}");
+        assert_eq!(seen.connects, 2, "{io}: {}", seen.stdout);
+    }
+}
