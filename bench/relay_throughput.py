@@ -6,6 +6,10 @@ directly, (2) `ringrelay proxy` in front of the same kind of sink, and (3) Pytho
 Usage: bench/relay_throughput.py [--rounds N] [--messages M] [--sessions S] [--length L]
                                  [--pureproxy-messages M] [--io auto|uring|epoll]
                                  [--binary PATH] [--no-build]
+                                 [--client smtp-source|ringload] [--skip-pureproxy]
+
+smtp-source does not pipeline; `--client ringload` sends MAIL, RCPT and DATA in one write, which
+the relay carries through to its upstream in one write too.
 
 Every run starts a fresh sink (and relay), runs `smtp-source -s S -m M -l L -d` against the
 front and stops everything; the sink's summary line must count all M messages, and its
@@ -115,10 +119,16 @@ def run_once(kind, a):
             front, port = start_pureproxy(sink_port)
         m = a.pureproxy_messages if kind == "pureproxy" else a.messages
         c0 = cpu_seconds(front.pid) if front else 0.0
+        if a.client == "ringload":
+            # PIPELINING (MAIL, RCPT, DATA in one write) when the front offers it.
+            cmd = [a.ringload, "-t", f"127.0.0.1:{port}", "-s", str(a.sessions), "-m", str(m),
+                   "--size", str(a.length), "--threads", "1", "--no-progress", "-q",
+                   "--timeout", "60", "--rcpts", str(a.rcpts)]
+        else:
+            cmd = [SMTP_SOURCE, "-s", str(a.sessions), "-m", str(m), "-l", str(a.length),
+                   "-d", f"127.0.0.1:{port}"]
         t0 = time.perf_counter()
-        subprocess.run([SMTP_SOURCE, "-s", str(a.sessions), "-m", str(m), "-l", str(a.length),
-                        "-d", f"127.0.0.1:{port}"],
-                       check=True, timeout=900, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, timeout=900, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         cpu = (cpu_seconds(front.pid) - c0) if front else None
         if kind == "pureproxy":
@@ -154,22 +164,31 @@ def main():
     ap.add_argument("--binary", default=None,
                     help="ringrelay binary (default: $CARGO_TARGET_DIR or target/, release)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--client", choices=["smtp-source", "ringload"], default="smtp-source",
+                    help="load generator: Postfix's smtp-source (no PIPELINING) or ringload "
+                         "(pipelines MAIL/RCPT/DATA when offered)")
+    ap.add_argument("--ringload", default=None,
+                    help="ringload binary (default: next to the ringrelay binary)")
+    ap.add_argument("--rcpts", type=int, default=1, help="recipients per message (ringload)")
+    ap.add_argument("--skip-pureproxy", action="store_true",
+                    help="only direct and ringrelay (PureProxy does not offer PIPELINING)")
     a = ap.parse_args()
     a.pureproxy_messages = a.pureproxy_messages or a.messages
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     a.binary = a.binary or os.path.join(target, "release", "ringrelay")
+    a.ringload = a.ringload or os.path.join(os.path.dirname(a.binary), "ringload")
     if not os.access(SMTP_SOURCE, os.X_OK):
         sys.exit(f"{SMTP_SOURCE} is missing: apt-get install postfix "
                  "(see scripts/install-test-deps.sh)")
     if sys.version_info >= (3, 12):
         sys.exit("Python's smtpd module is gone in 3.12: run this with python3.11")
     if not a.no_build:
-        subprocess.run(["cargo", "build", "--release", "--bin", "ringrelay"], cwd=ROOT,
-                       check=True)
+        subprocess.run(["cargo", "build", "--release", "--bin", "ringrelay", "--bin", "ringload"],
+                       cwd=ROOT, check=True)
 
-    kinds = ["direct", "ringrelay", "pureproxy"]
+    kinds = ["direct", "ringrelay"] + ([] if a.skip_pureproxy else ["pureproxy"])
     results = {k: [] for k in kinds}
-    print(f"smtp-source -s {a.sessions} -m {a.messages} -l {a.length} -d "
+    print(f"client {a.client}: -s {a.sessions} -m {a.messages} -l {a.length} "
           f"(PureProxy: -m {a.pureproxy_messages}); {a.rounds} round(s); {os.cpu_count()} CPUs")
     print(f"{'round':>5} {'front':>10} {'io':>5} {'msgs/s':>9} {'relay cpu us/msg':>16} "
           f"{'upstream conns':>14} {'per 100 msgs':>12}")
@@ -187,10 +206,15 @@ def main():
     def med(kind, key):
         return statistics.median(x[key] for x in results[kind])
 
-    direct, relay, pure = med("direct", "rate"), med("ringrelay", "rate"), med("pureproxy", "rate")
-    print(f"median msgs/s: direct {direct:.0f}, through ringrelay proxy {relay:.0f}, "
-          f"through PureProxy {pure:.0f}")
+    direct, relay = med("direct", "rate"), med("ringrelay", "rate")
+    print(f"median msgs/s: direct {direct:.0f}, through ringrelay proxy {relay:.0f}")
     print(f"ringrelay proxy / direct: {relay / direct:.3f}")
+    print(f"relay CPU per message: ringrelay {med('ringrelay', 'cpu_us'):.1f} us; upstream "
+          f"connections per 100 messages: {med('ringrelay', 'conns_per_100'):.2f}")
+    if a.skip_pureproxy:
+        return
+    pure = med("pureproxy", "rate")
+    print(f"median msgs/s through PureProxy {pure:.0f}")
     print(f"ringrelay proxy / PureProxy: {relay / pure:.1f}x")
     print(f"relay CPU per message: ringrelay {med('ringrelay', 'cpu_us'):.1f} us, "
           f"PureProxy {med('pureproxy', 'cpu_us'):.1f} us")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the `session` fuzz target and runs it for a bounded time (CI smoke fuzzing).
+# Builds the fuzz targets (`session`: the protocol core's invariants; `pipelined`: pipelined
+# decisions against a session that waits) and runs each for a bounded time (CI smoke fuzzing).
 #
-#   fuzz/run-ci.sh [SECONDS]            default 60
+#   fuzz/run-ci.sh [SECONDS]            per target, default 60
 #
 # Exits non-zero if the target crashes (panic, failed invariant, sanitizer report, timeout,
-# OOM); the reproducer is left in fuzz/artifacts/session/. Re-run one with
-#   cargo +nightly fuzz run session fuzz/artifacts/session/<file>
+# OOM); the reproducer is left in fuzz/artifacts/TARGET/. Re-run one with
+#   cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/<file>
 # and RINGRELAY_FUZZ_TRACE=1 to print the SMTP transcript.
 #
 # Environment:
@@ -35,27 +36,26 @@ fi
 # Debug assertions (and with them integer-overflow checks) on, as in the recorded runs.
 build_flags=(--sanitizer "$sanitizer" --debug-assertions)
 
-cargo "+$toolchain" fuzz build "${build_flags[@]}" session
-
 extra=()
 if [ "$jobs" -gt 1 ]; then
     extra+=("-fork=$jobs")
 fi
 
-mkdir -p fuzz/corpus/session fuzz/artifacts/session
-# New corpus entries go to fuzz/corpus/session (cached between CI runs if the CI keeps it);
-# fuzz/seeds/session is read-only input.
-# Every recorded finding must stay fixed: replay them first (each one alone).
-for f in fuzz/regressions/session/*; do
-    cargo "+$toolchain" fuzz run "${build_flags[@]}" session "$f" -- -runs=1 >/dev/null 2>&1 \
-        || { echo "fuzz regression $f fails again" >&2; exit 1; }
+for target in session pipelined; do
+    cargo "+$toolchain" fuzz build "${build_flags[@]}" "$target"
+    mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target" "fuzz/regressions/$target"
+    # Every recorded finding must stay fixed: replay them first (each one alone).
+    for f in "fuzz/regressions/$target"/*; do
+        [ -f "$f" ] || continue
+        cargo "+$toolchain" fuzz run "${build_flags[@]}" "$target" "$f" -- -runs=1 >/dev/null 2>&1 \
+            || { echo "fuzz regression $f fails again" >&2; exit 1; }
+    done
+    # New corpus entries go to fuzz/corpus/TARGET (cached between CI runs if the CI keeps it);
+    # fuzz/seeds/TARGET is read-only input.
+    inputs=("fuzz/corpus/$target")
+    [ -d "fuzz/seeds/$target" ] && inputs+=("fuzz/seeds/$target")
+    opts=(-max_len=4096 -timeout=10 -rss_limit_mb=2048 -max_total_time="$secs" -print_final_stats=1)
+    [ -f "fuzz/$target.dict" ] && opts+=("-dict=fuzz/$target.dict")
+    cargo "+$toolchain" fuzz run "${build_flags[@]}" "$target" "${inputs[@]}" -- \
+        "${opts[@]}" "${extra[@]}"
 done
-cargo "+$toolchain" fuzz run "${build_flags[@]}" session \
-    fuzz/corpus/session fuzz/seeds/session -- \
-    -dict=fuzz/session.dict \
-    -max_len=4096 \
-    -timeout=10 \
-    -rss_limit_mb=2048 \
-    -max_total_time="$secs" \
-    -print_final_stats=1 \
-    "${extra[@]}"
