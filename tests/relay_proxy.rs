@@ -14,8 +14,8 @@ mod relay_common;
 use common::*;
 use relay_common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -853,6 +853,58 @@ fn mail_parameters_follow_the_upstream_extensions() {
         "{:?}",
         seen.commands
     );
+}
+
+/// 8BITMIME and SMTPUTF8 are offered to clients only when the upstream offers them: before
+/// any upstream connection as configured (a mismatch is then refused per transaction, above),
+/// and once the relay has met its upstream, as that upstream does. BODY= is then a 555 from us.
+#[test]
+fn client_extensions_follow_the_upstream() {
+    for (mode, offered) in [("no-ext", false), ("ok", true)] {
+        let up = Scripted::start(mode);
+        let server = proxy("epoll", &[up.port], &["--smtputf8"]);
+        let mut c = Client::connect(server.port());
+        let before = c.ehlo_keywords("client.example");
+        for kw in ["8BITMIME", "SMTPUTF8", "PIPELINING"] {
+            assert!(before.contains(&kw.to_string()), "{mode}: {before:?}");
+        }
+        let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("first"));
+        assert_eq!(code, 250, "{mode}: {line}");
+        c.quit();
+        let mut c = Client::connect(server.port());
+        let after = c.ehlo_keywords("client.example");
+        for kw in ["8BITMIME", "SMTPUTF8"] {
+            assert_eq!(
+                after.contains(&kw.to_string()),
+                offered,
+                "{mode}: {after:?}"
+            );
+        }
+        assert!(
+            after.contains(&"PIPELINING".to_string()),
+            "{mode}: {after:?}"
+        );
+        let (code, line) = c.cmd("MAIL FROM:<a@example.com> BODY=8BITMIME");
+        if offered {
+            assert_eq!(code, 250, "{mode}: {line}");
+            c.ok("RCPT TO:<b@example.com>");
+            assert_eq!(c.data(&tagged("second")).0, 250, "{mode}");
+        } else {
+            assert_eq!(code, 555, "{mode}: {line}");
+            let (code, line) =
+                c.transaction("a@example.com", &["b@example.com"], &tagged("second"));
+            assert_eq!(code, 250, "{mode}: {line}");
+        }
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(
+            seen.delivered,
+            ["first", "second"],
+            "{mode}: {}",
+            seen.stdout
+        );
+    }
 }
 
 /// TLS and AUTH toward the upstream (tests/peers/aiosmtpd_server.py: STARTTLS, AUTH only

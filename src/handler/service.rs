@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use super::Handler;
-use crate::proto::{Event, Reply, Session};
+use crate::proto::{Event, Extensions, Reply, Session};
 
 /// An answer still being worked out; it runs on the shard's event loop.
 pub type Pending = Pin<Box<dyn Future<Output = Option<Reply>>>>;
@@ -66,6 +66,11 @@ pub trait Service: 'static {
     /// uses this to pipeline the transaction to its upstream.
     fn pipelines_decisions(&self) -> bool {
         false
+    }
+    /// The extensions a new session offers, given the configured ones (a relay withholds
+    /// those its upstream does not offer).
+    fn session_extensions(&self, configured: Extensions) -> Extensions {
+        configured
     }
     /// Upstream pool counters, for a service that relays (None otherwise).
     fn upstream_stats(&self) -> Option<UpstreamStats> {

@@ -36,7 +36,7 @@ use core::net::SocketAddr;
 
 use super::address::Mailbox;
 use super::command::Verb;
-use super::config::SessionConfig;
+use super::config::{Extensions, SessionConfig};
 use super::data::{DataChunk, DataScanner, Piece, PieceSource};
 use super::envelope::Envelope;
 use super::event::{Event, Observation};
@@ -134,6 +134,8 @@ pub struct Session {
     pipelined_decisions: bool,
     /// The line being executed ahead of a pending decision.
     speculative_line: Option<Box<[u8]>>,
+    /// What this session offers and accepts (the config's unless `set_extensions`).
+    extensions: Extensions,
     events: VecDeque<Event>,
     /// Data-chunk events whose bytes are still ranges of the current input.
     fixups: Vec<(usize, std::ops::Range<usize>)>,
@@ -152,6 +154,7 @@ impl Session {
     pub fn new(config: Arc<SessionConfig>, peer: SocketAddr, now: Instant) -> Self {
         let mut events = VecDeque::with_capacity(4);
         events.push_back(Event::Connect);
+        let extensions = config.extensions;
         Self {
             config,
             peer,
@@ -171,6 +174,7 @@ impl Session {
             }]),
             pipelined_decisions: false,
             speculative_line: None,
+            extensions,
             events,
             fixups: Vec::new(),
             pieces: Vec::new(),
@@ -251,6 +255,17 @@ impl Session {
     /// to it is then ignored, and a DATA the handler had accepted is followed by `Event::Reset`.
     pub fn set_pipelined_decisions(&mut self, on: bool) {
         self.pipelined_decisions = on;
+    }
+
+    /// Sets the extensions this session offers in its EHLO reply and accepts parameters of
+    /// (the configuration's by default). A relay narrows them to what its upstream offers.
+    pub fn set_extensions(&mut self, extensions: Extensions) {
+        self.extensions = extensions;
+    }
+
+    /// The extensions this session offers.
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
     }
 
     /// True when the session reads past pending MAIL and RCPT decisions.
@@ -440,7 +455,7 @@ impl Session {
 
     /// Writes a reply, with its enhanced code when ENHANCEDSTATUSCODES was advertised.
     fn write(&mut self, reply: &Reply) {
-        let esc = self.esmtp && self.config.extensions.enhanced_status_codes;
+        let esc = self.esmtp && self.extensions.enhanced_status_codes;
         reply.write_to(&mut self.out, esc);
         if let Some(verb) = self.pending_verb.take() {
             self.observe(Observation::Command {

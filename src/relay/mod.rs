@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::handler::Service;
-use crate::proto::Session;
+use crate::proto::{Extensions, Session};
 use acl::RelayPolicy;
 use pool::{PoolStats, UpstreamConfig, UpstreamPool};
 
@@ -70,6 +70,18 @@ impl Service for Relay {
     /// The client's pipelined RCPTs and DATA go upstream in the same write as its MAIL.
     fn pipelines_decisions(&self) -> bool {
         true
+    }
+
+    /// 8BITMIME and SMTPUTF8 are offered to clients only when the upstream offers them (as
+    /// its newest connection did; before the first one, as configured, and a mismatch is
+    /// then refused per transaction).
+    fn session_extensions(&self, configured: Extensions) -> Extensions {
+        let mut ext = configured;
+        if let Some(o) = self.pool.borrow().offers() {
+            ext.eightbitmime &= o.eightbitmime;
+            ext.smtputf8 &= o.smtputf8;
+        }
+        ext
     }
 
     fn upstream_stats(&self) -> Option<crate::handler::UpstreamStats> {

@@ -117,8 +117,19 @@ pub struct UpstreamPool {
     config: Rc<UpstreamConfig>,
     idle: Vec<Idle>,
     open: usize,
+    /// What the newest upstream connection offered (None before the first).
+    offers: Option<Offers>,
     /// Counters.
     pub stats: PoolStats,
+}
+
+/// The extensions of an upstream that a client's message depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offers {
+    /// 8BITMIME (RFC 6152).
+    pub eightbitmime: bool,
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
 }
 
 /// Why no upstream connection could be had: always a 4xx for the client.
@@ -133,8 +144,14 @@ impl UpstreamPool {
             config,
             idle: Vec::new(),
             open: 0,
+            offers: None,
             stats: PoolStats::default(),
         }))
+    }
+
+    /// What the newest upstream connection offered (None before the first connection).
+    pub fn offers(&self) -> Option<Offers> {
+        self.offers
     }
 
     /// The configuration.
@@ -184,7 +201,13 @@ impl UpstreamPool {
         for (index, server) in config.servers.iter().enumerate() {
             match connect(&config, server).await {
                 Ok(client) => {
-                    pool.borrow_mut().stats.connects += 1;
+                    let mut p = pool.borrow_mut();
+                    p.stats.connects += 1;
+                    p.offers = Some(Offers {
+                        eightbitmime: client.has_extn("8bitmime"),
+                        smtputf8: client.has_extn("smtputf8"),
+                    });
+                    drop(p);
                     return Ok(Upstream {
                         client,
                         server: index,

@@ -60,7 +60,11 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     let metrics = shard.metrics.as_ref();
     let mut observer = metrics.map(|_| Observer::default());
     session.set_observing(metrics.is_some());
-    session.set_pipelined_decisions(shard.handler.borrow().pipelines_decisions());
+    {
+        let service = shard.handler.borrow();
+        session.set_pipelined_decisions(service.pipelines_decisions());
+        session.set_extensions(service.session_extensions(session.extensions()));
+    }
     loop {
         feed(
             &mut session,

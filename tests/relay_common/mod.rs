@@ -235,6 +235,26 @@ impl Client {
         l
     }
 
+    /// EHLO; the keywords of the extensions the reply lists (upper case).
+    pub fn ehlo_keywords(&mut self, name: &str) -> Vec<String> {
+        self.send(format!("EHLO {name}\r\n").as_bytes());
+        let mut keywords = Vec::new();
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).expect("reading the EHLO reply");
+            assert!(line.starts_with("250"), "EHLO: {line:?}");
+            if !first {
+                let kw = line[4..].split_whitespace().next().unwrap_or("");
+                keywords.push(kw.to_ascii_uppercase());
+            }
+            first = false;
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return keywords;
+            }
+        }
+    }
+
     pub fn ehlo(&mut self, name: &str) {
         self.ok(&format!("EHLO {name}"));
     }

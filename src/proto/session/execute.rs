@@ -207,7 +207,7 @@ impl Session {
             State::ExpectMail => {}
             _ => return self.protocol_error(bad_sequence("Error: nested MAIL command")),
         }
-        let ext = self.config.extensions;
+        let ext = self.extensions;
         let limit = self.config.data_size_limit;
         let mut declared_size = None;
         let mut body = BodyType::Unspecified;
@@ -335,7 +335,7 @@ impl Session {
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
-        let refusal = if !self.config.extensions.chunking || !self.esmtp {
+        let refusal = if !self.extensions.chunking || !self.esmtp {
             Some(Reply::new(502, esc(5, 5, 1), "Error: BDAT not offered"))
         } else {
             match self.state {
@@ -455,7 +455,7 @@ impl Session {
     }
 
     fn ehlo_text(&self, name: &str) -> Cow<'static, str> {
-        let ext = self.config.extensions;
+        let ext = self.extensions;
         let mut t = format!("{} Hello {}", self.config.hostname, name);
         if ext.pipelining {
             t.push_str("\nPIPELINING");
