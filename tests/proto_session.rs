@@ -395,3 +395,22 @@ fn normalizing_mode_accepts_bare_line_endings() {
     assert_eq!(h.messages, vec![b"a\r\n.\r\nb\r\n".to_vec()]);
     assert_eq!(h.wire, b"a\r\n..\r\nb\r\n");
 }
+
+#[test]
+fn over_long_line_gets_one_verdict_however_it_is_split() {
+    // Found by the `pipelined` fuzz target: 600 octets, then a bare CR. Whole, the bare CR was
+    // reported; split, the length was. The length comes first.
+    let mut input = b"EHLO c\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 600));
+    input.extend_from_slice(b"\r\rNOOP\r\n");
+    let whole = transcript(SessionConfig::default(), &input);
+    assert!(
+        whole.contains("500 5.5.2 Error: line too long\r\n"),
+        "{whole}"
+    );
+    for step in [1, 7, 100, 512] {
+        let mut h = Harness::new(SessionConfig::default());
+        h.feed(&input, step);
+        assert_eq!(h.take_output(), whole, "step {step}");
+    }
+}

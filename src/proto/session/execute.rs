@@ -36,12 +36,14 @@ impl Session {
             }
             return 0;
         };
+        if p >= limit {
+            // Too long whatever ends it: the same verdict however the input was split (a
+            // bare CR or LF beyond the limit is part of the line that is skipped).
+            self.line_too_long();
+            return p;
+        }
         let (line_end, used) = if rest[p] == b'\r' {
             match rest.get(p + 1) {
-                None if p >= limit => {
-                    self.line_too_long();
-                    return p;
-                }
                 None => return 0,
                 Some(b'\n') => (p, p + 2),
                 Some(_) if normalize => (p, p + 1),
