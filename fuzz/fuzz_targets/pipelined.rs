@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use ringrelay::proto::{EnhancedCode, Event, Extensions, Observation, Reply, Session, SessionConfig};
+use ringrelay::proto::{
+    EnhancedCode, Event, Extensions, Observation, Reply, Session, SessionConfig,
+};
 
 const TOKENS: &[&[u8]] = &[
     b"EHLO x\r\n",
@@ -116,7 +118,10 @@ fn run(cfg: &Arc<SessionConfig>, pieces: &[Vec<u8>], pipelined: bool, table: &[u
             }
             if ev.needs_reply() {
                 answers.push_back(policy(table, &ev, &s));
-                assert!(pipelined || answers.len() == 1, "two decisions without pipelining");
+                assert!(
+                    pipelined || answers.len() == 1,
+                    "two decisions without pipelining"
+                );
             }
         }
         s.poll_output(&mut r.out);
