@@ -17,7 +17,7 @@ use super::upstream_talk::{
 };
 use crate::client::core::Phase;
 use crate::client::message::BodyEncoder;
-use crate::handler::{Answer, Connection};
+use crate::handler::{Answer, Connection, Pending};
 use crate::proto::{EnhancedCode, Event, Reply, Session, State};
 
 /// The relay's per-connection handler.
@@ -175,10 +175,10 @@ impl RelayConn {
     }
 
     /// A RCPT or DATA future: reads the upstream's reply to command `seq`.
-    fn answer_of(&self, seq: u64, what: Step) -> Answer {
+    fn answer_of(&self, seq: u64, what: Step) -> Pending {
         let pool = self.pool.clone();
         let tx = self.tx.clone();
-        Answer::Later(Box::pin(async move {
+        Box::pin(async move {
             let (up, r) = match exchange(&tx, seq).await {
                 Exchange::Done(up, r) => (up, r),
                 Exchange::NotSent => {
@@ -233,7 +233,42 @@ impl RelayConn {
             }
             settle_refused(&pool, &tx);
             Some(mirror(reply))
-        }))
+        })
+    }
+
+    /// With BDAT from the client, the upstream's DATA is opened by the first body event: the
+    /// future that opens it, when `session`'s event is that one. `stuff`: the content that
+    /// follows is dot-stuffed for the upstream's DATA.
+    fn bdat_opening(&self, session: &Session, stuff: bool) -> Option<Pending> {
+        let first = {
+            let t = self.tx.borrow();
+            session.state() == State::InBdat
+                && !t.data_open
+                && t.failed.is_none()
+                && t.stuffer.is_none()
+        };
+        if !first {
+            return None;
+        }
+        let trace = self.trace(session);
+        let seq = {
+            let mut t = self.tx.borrow_mut();
+            if stuff {
+                t.stuffer = Some(BodyEncoder::new(true));
+            }
+            t.enqueue("DATA".into(), Phase::DataStart)
+        };
+        Some(self.answer_of(seq, Step::Data(trace)))
+    }
+}
+
+/// Awaits the upstream DATA being opened for a BDAT client, if it is; a refusal is kept for
+/// the end of data.
+async fn opened(opening: Option<Pending>, tx: &Rc<RefCell<Tx>>) {
+    if let Some(opening) = opening {
+        if let Some(reply) = opening.await.filter(|r| !r.is_positive()) {
+            tx.borrow_mut().failed = Some(reply);
+        }
     }
 }
 
@@ -266,7 +301,7 @@ impl Connection for RelayConn {
                     line.push_str(p);
                 }
                 let seq = self.tx.borrow_mut().enqueue(line, Phase::Rcpt);
-                self.answer_of(seq, Step::Rcpt(to.as_str().to_string()))
+                Answer::Later(self.answer_of(seq, Step::Rcpt(to.as_str().to_string())))
             }
             Event::DataStart => {
                 let trace = self.trace(session);
@@ -274,57 +309,25 @@ impl Connection for RelayConn {
                     .tx
                     .borrow_mut()
                     .enqueue("DATA".into(), Phase::DataStart);
-                self.answer_of(seq, Step::Data(trace))
+                Answer::Later(self.answer_of(seq, Step::Data(trace)))
             }
             Event::DataChunk(chunk) => {
-                let bdat = session.state() == State::InBdat;
-                let first = {
-                    let t = self.tx.borrow();
-                    bdat && !t.data_open && t.failed.is_none() && t.stuffer.is_none()
-                };
-                let open = first.then(|| {
-                    // BDAT toward a DATA upstream: DATA goes out with the first chunk.
-                    let trace = self.trace(session);
-                    let mut t = self.tx.borrow_mut();
-                    t.stuffer = Some(BodyEncoder::new(true));
-                    (t.enqueue("DATA".into(), Phase::DataStart), trace)
-                });
-                let opening = open.map(|(seq, trace)| self.answer_of(seq, Step::Data(trace)));
+                let opening = self.bdat_opening(session, true);
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
-                    if let Some(Answer::Later(opening)) = opening {
-                        if let Some(reply) = opening.await.filter(|r| !r.is_positive()) {
-                            tx.borrow_mut().failed = Some(reply);
-                        }
-                    }
+                    opened(opening, &tx).await;
                     forward_chunk(&pool, &tx, &chunk).await;
                     None
                 }))
             }
             Event::DataEnd => {
-                let bdat = session.state() == State::InBdat;
-                let first = {
-                    let t = self.tx.borrow();
-                    bdat && !t.data_open && t.failed.is_none() && t.stuffer.is_none()
-                };
-                // An empty BDAT message: DATA goes out now.
-                let opening = first.then(|| {
-                    let trace = self.trace(session);
-                    let seq = self
-                        .tx
-                        .borrow_mut()
-                        .enqueue("DATA".into(), Phase::DataStart);
-                    self.answer_of(seq, Step::Data(trace))
-                });
+                // An empty BDAT message opens the upstream's DATA only now.
+                let opening = self.bdat_opening(session, false);
                 let pool = self.pool.clone();
                 let tx = self.tx.clone();
                 Answer::Later(Box::pin(async move {
-                    if let Some(Answer::Later(opening)) = opening {
-                        if let Some(reply) = opening.await.filter(|r| !r.is_positive()) {
-                            tx.borrow_mut().failed = Some(reply);
-                        }
-                    }
+                    opened(opening, &tx).await;
                     end_data(&pool, &tx).await
                 }))
             }
