@@ -1589,12 +1589,20 @@ fn upstream_pool_metrics() {
         .and_then(|l| l.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("no metrics line in {err}"))
         .to_string();
-    let mut http = TcpStream::connect(&addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    let get = |path: &str| -> String {
+        let mut http = TcpStream::connect(&addr).unwrap();
+        http.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut response = String::new();
+        http.read_to_string(&mut response).unwrap();
+        response.split_once("\r\n\r\n").unwrap().1.to_string()
+    };
+    let body = get("/metrics");
+    let stats = get("/stats.json");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    for (key, count) in [("upstream_connect", 1), ("upstream_end_of_data", 3)] {
+        assert_eq!(stats["latency_us"][key]["count"], count, "{key}: {stats}");
+    }
     let value = |name: &str| -> f64 {
         body.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
@@ -1605,6 +1613,23 @@ fn upstream_pool_metrics() {
     assert_eq!(value("ringrelay_upstream_reuses_total "), 2.0, "{body}");
     assert_eq!(value("ringrelay_upstream_connect_failures_total "), 0.0);
     assert_eq!(value("ringrelay_upstream_connections_open "), 1.0, "{body}");
+    // Upstream latencies: one connection opened, three verdicts on an end of data, each part
+    // of its transaction as the client saw it.
+    assert_eq!(
+        value("ringrelay_upstream_connect_duration_seconds_count "),
+        1.0
+    );
+    assert_eq!(
+        value("ringrelay_upstream_end_of_data_duration_seconds_count "),
+        3.0
+    );
+    let end_of_data = value("ringrelay_upstream_end_of_data_duration_seconds_sum ");
+    assert!(end_of_data > 0.0, "{body}");
+    assert!(
+        end_of_data <= value("ringrelay_transaction_duration_seconds_sum "),
+        "{body}"
+    );
+    assert!(value("ringrelay_upstream_connect_duration_seconds_sum ") > 0.0);
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

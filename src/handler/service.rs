@@ -72,6 +72,9 @@ pub trait Service: 'static {
     fn session_extensions(&self, configured: Extensions) -> Extensions {
         configured
     }
+    /// Adds the upstream latencies measured since the last call to `into` (the shard's
+    /// metrics delta) and forgets them; relaying services only.
+    fn drain_upstream_timings(&mut self, _into: &mut crate::metrics::snapshot::Snapshot) {}
     /// Upstream pool counters, for a service that relays (None otherwise).
     fn upstream_stats(&self) -> Option<UpstreamStats> {
         None

@@ -333,6 +333,18 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             GAUGE,
             vec![gauge(&[], u.open as f64)],
         ));
+        out.push(family(
+            "ringrelay_upstream_connect_duration_seconds",
+            "Opening an upstream connection: TCP, greeting, EHLO, TLS and AUTH.",
+            HISTOGRAM,
+            vec![histogram(&t.upstream_connect, &LATENCY_BOUNDS_US, 1e6)],
+        ));
+        out.push(family(
+            "ringrelay_upstream_end_of_data_duration_seconds",
+            "From the end of data written upstream to the upstream's verdict.",
+            HISTOGRAM,
+            vec![histogram(&t.upstream_end_of_data, &LATENCY_BOUNDS_US, 1e6)],
+        ));
     }
     out
 }
@@ -377,6 +389,15 @@ fn named<const N: usize>(names: impl IntoIterator<Item = String>, values: &[u64;
 pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
     let c = &m.total.counters;
     let t = &m.total;
+    let mut latency = json!({
+        "session": percentiles(&t.session),
+        "transaction": percentiles(&t.transaction),
+        "data_phase": percentiles(&t.data_phase),
+    });
+    if m.upstream.is_some() {
+        latency["upstream_connect"] = percentiles(&t.upstream_connect);
+        latency["upstream_end_of_data"] = percentiles(&t.upstream_end_of_data);
+    }
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "io_driver": hub.driver,
@@ -397,11 +418,7 @@ pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
         "message_bytes": c.message_bytes,
         "recipients": { "accepted": c.recipients_accepted, "rejected": c.recipients_rejected },
         "received_bytes": c.received_bytes,
-        "latency_us": {
-            "session": percentiles(&t.session),
-            "transaction": percentiles(&t.transaction),
-            "data_phase": percentiles(&t.data_phase),
-        },
+        "latency_us": latency,
         "message_size_bytes": percentiles(&t.message_size),
     })
 }

@@ -167,6 +167,10 @@ pub struct Snapshot {
     pub data_phase: Distribution,
     /// Content octets of each message received in full.
     pub message_size: Distribution,
+    /// Relaying services: opening an upstream connection (TCP, greeting, EHLO, TLS, AUTH), µs.
+    pub upstream_connect: Distribution,
+    /// Relaying services: the end of data written upstream to the upstream's verdict, µs.
+    pub upstream_end_of_data: Distribution,
 }
 
 impl Default for Snapshot {
@@ -177,6 +181,8 @@ impl Default for Snapshot {
             transaction: Distribution::latency(),
             data_phase: Distribution::latency(),
             message_size: Distribution::size(),
+            upstream_connect: Distribution::latency(),
+            upstream_end_of_data: Distribution::latency(),
         }
     }
 }
@@ -189,6 +195,8 @@ impl Snapshot {
         self.transaction.merge(&other.transaction);
         self.data_phase.merge(&other.data_phase);
         self.message_size.merge(&other.message_size);
+        self.upstream_connect.merge(&other.upstream_connect);
+        self.upstream_end_of_data.merge(&other.upstream_end_of_data);
     }
 
     /// Forgets everything (a shard does this after publishing).
@@ -198,6 +206,8 @@ impl Snapshot {
         self.transaction.reset();
         self.data_phase.reset();
         self.message_size.reset();
+        self.upstream_connect.reset();
+        self.upstream_end_of_data.reset();
     }
 }
 

@@ -426,7 +426,11 @@ async fn end_data(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>) -> Opt
         return Some(unavailable("Upstream connection lost"));
     };
     // The client bounds the terminator's write and the reply's wait itself.
+    let started = std::time::Instant::now();
     let r = up.client.end_data().await;
+    if r.is_ok() {
+        pool.borrow_mut().record_end_of_data(started.elapsed());
+    }
     let mut t = tx.borrow_mut();
     t.data_open = false;
     match r {

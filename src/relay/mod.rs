@@ -84,6 +84,10 @@ impl Service for Relay {
         ext
     }
 
+    fn drain_upstream_timings(&mut self, into: &mut crate::metrics::snapshot::Snapshot) {
+        self.pool.borrow_mut().drain_timings(into);
+    }
+
     fn upstream_stats(&self) -> Option<crate::handler::UpstreamStats> {
         Some(self.pool_stats())
     }

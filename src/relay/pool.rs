@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::core::Timeouts;
 use crate::client::{ClientError, ConnectOptions, SmtpClient, TlsOptions};
+use crate::metrics::snapshot::{Distribution, Snapshot};
 use crate::proto::{EnhancedCode, Reply};
 
 /// STARTTLS toward the upstream.
@@ -119,6 +120,9 @@ pub struct UpstreamPool {
     open: usize,
     /// What the newest upstream connection offered (None before the first).
     offers: Option<Offers>,
+    /// Latencies since the metrics last took them (fixed-size histograms, µs).
+    connect_us: Distribution,
+    end_of_data_us: Distribution,
     /// Counters.
     pub stats: PoolStats,
 }
@@ -145,8 +149,23 @@ impl UpstreamPool {
             idle: Vec::new(),
             open: 0,
             offers: None,
+            connect_us: Distribution::latency(),
+            end_of_data_us: Distribution::latency(),
             stats: PoolStats::default(),
         }))
+    }
+
+    /// Records how long the upstream took to answer an end of data.
+    pub fn record_end_of_data(&mut self, took: Duration) {
+        self.end_of_data_us.record(micros(took));
+    }
+
+    /// Adds the latencies recorded since the last call to `into` and forgets them.
+    pub fn drain_timings(&mut self, into: &mut Snapshot) {
+        into.upstream_connect.merge(&self.connect_us);
+        into.upstream_end_of_data.merge(&self.end_of_data_us);
+        self.connect_us.reset();
+        self.end_of_data_us.reset();
     }
 
     /// What the newest upstream connection offered (None before the first connection).
@@ -199,10 +218,12 @@ impl UpstreamPool {
         };
         let mut last = String::from("no upstream configured");
         for (index, server) in config.servers.iter().enumerate() {
+            let started = Instant::now();
             match connect(&config, server).await {
                 Ok(client) => {
                     let mut p = pool.borrow_mut();
                     p.stats.connects += 1;
+                    p.connect_us.record(micros(started.elapsed()));
                     p.offers = Some(Offers {
                         eightbitmime: client.has_extn("8bitmime"),
                         smtputf8: client.has_extn("smtputf8"),
@@ -277,6 +298,10 @@ fn retire(up: Upstream) {
     tokio::task::spawn_local(async move {
         let _ = tokio::time::timeout(Duration::from_secs(10), up.client.quit()).await;
     });
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn one_line(s: &str) -> String {

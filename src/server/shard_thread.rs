@@ -109,6 +109,10 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
     shard.handler.borrow_mut().shutdown();
     if let Some(m) = &shard.metrics {
         m.set_upstream(shard.handler.borrow().upstream_stats());
+        shard
+            .handler
+            .borrow_mut()
+            .drain_upstream_timings(&mut m.record());
         m.publish(u64::MAX, 0, true);
     }
 }
@@ -126,6 +130,10 @@ async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
         }
         let generation = *asked.borrow_and_update();
         m.set_upstream(shard.handler.borrow().upstream_stats());
+        shard
+            .handler
+            .borrow_mut()
+            .drain_upstream_timings(&mut m.record());
         m.publish(generation, shard.conns.borrow().len(), false);
     }
 }
