@@ -31,7 +31,7 @@ pub struct RelayArgs {
     #[arg(long = "relay-domains", value_name = "DOMAIN", value_delimiter = ',')]
     #[serde(default)]
     pub relay_domains: Vec<String>,
-    /// Add the seed's `X-Peer:` header.
+    /// Add the seed's `X-Peer:` field at the end of the header section (as PureProxy did).
     #[arg(long)]
     #[serde(default)]
     pub x_peer: bool,

@@ -1367,7 +1367,7 @@ fn pipelining_after_the_final_dot() {
 }
 
 /// `--bare-line-endings normalize`: what goes upstream is the normalised form (CRLF), and
-/// `--x-peer` adds the seed's X-Peer: right after our Received:.
+/// `--x-peer` adds the seed's X-Peer: where PureProxy put it, at the end of the header section.
 #[test]
 fn normalized_content_and_x_peer() {
     let rec = Recorder::start(&[]);
@@ -1390,7 +1390,7 @@ fn normalized_content_and_x_peer() {
     let stored = rec.finish();
     assert_eq!(stored.len(), 1);
     let content = &stored[0].content;
-    let with_peer = b"X-Peer: 127.0.0.1\r\nSubject: lf\r\nX-Test-Id: lf\r\n\r\nbare\r\nlines\r\n";
+    let with_peer = b"Subject: lf\r\nX-Test-Id: lf\r\nX-Peer: 127.0.0.1\r\n\r\nbare\r\nlines\r\n";
     check_received(
         content,
         with_peer,

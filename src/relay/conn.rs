@@ -220,6 +220,7 @@ impl RelayConn {
                     }
                     Step::Data(trace) if positive => {
                         t.data_open = true;
+                        t.x_peer = trace.x_peer();
                         Some(trace.render(&t.accepted))
                     }
                     _ => None,
@@ -399,6 +400,13 @@ async fn forward_chunk(
             }
             None => pieces.push(chunk.wire().clone()),
         }
+        if let Some(x) = t.x_peer.as_mut() {
+            let mut placed = Vec::with_capacity(pieces.len() + 2);
+            for p in pieces.drain(..) {
+                x.pass(p, &mut placed);
+            }
+            pieces = placed;
+        }
     }
     write_pieces(pool, tx, pieces).await;
 }
@@ -411,8 +419,19 @@ async fn end_data(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>) -> Opt
         return Some(reply);
     }
     let mut tail = Vec::new();
-    if let Some(enc) = tx.borrow_mut().stuffer.as_mut() {
-        enc.finish(&mut tail);
+    {
+        let mut t = tx.borrow_mut();
+        if let Some(enc) = t.stuffer.as_mut() {
+            enc.finish(&mut tail);
+        }
+        if let Some(x) = t.x_peer.as_mut() {
+            let mut placed = Vec::new();
+            for p in tail.drain(..) {
+                x.pass(p, &mut placed);
+            }
+            x.finish(&mut placed);
+            tail = placed;
+        }
     }
     write_pieces(pool, tx, tail).await;
     let failed = tx.borrow_mut().failed.take();

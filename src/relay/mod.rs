@@ -15,6 +15,7 @@ pub mod headers;
 mod pipeline;
 pub mod pool;
 mod upstream_talk;
+mod x_peer;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,7 +34,7 @@ pub struct RelayConfig {
     pub upstream: UpstreamConfig,
     /// Who may relay where.
     pub policy: RelayPolicy,
-    /// Add the seed's `X-Peer:` header after our `Received:`.
+    /// Add the seed's `X-Peer:` field at the end of each message's header section.
     pub x_peer: bool,
 }
 

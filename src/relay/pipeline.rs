@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::headers::{received, LoopGuard, TraceInfo};
 use super::pool::{Upstream, UpstreamPool};
+use super::x_peer::XPeer;
 use crate::client::core::Phase;
 use crate::client::message::BodyEncoder;
 use crate::client::ClientError;
@@ -49,6 +50,8 @@ pub(super) struct Tx {
     /// Client used BDAT: content must be dot-stuffed for the upstream's DATA.
     pub stuffer: Option<BodyEncoder>,
     pub guard: LoopGuard,
+    /// Places `X-Peer:` (`--x-peer`) in the outgoing content.
+    pub x_peer: Option<XPeer>,
     /// MAIL was refused: nothing more is written.
     mail_refused: bool,
 }
@@ -122,6 +125,7 @@ impl Tx {
         self.failed = None;
         self.stuffer = None;
         self.guard = LoopGuard::default();
+        self.x_peer = None;
         self.mail_refused = false;
         self.up.take().map(|up| (up, clean))
     }
@@ -216,7 +220,7 @@ impl Trace {
     /// The header lines, with `for` when the upstream accepted exactly one recipient.
     pub fn render(&self, accepted: &[String]) -> Bytes {
         let recipient = (accepted.len() == 1).then(|| accepted[0].as_str());
-        let mut h = received(
+        let h = received(
             &TraceInfo {
                 helo: &self.helo,
                 peer: self.peer,
@@ -227,9 +231,11 @@ impl Trace {
             },
             SystemTime::now(),
         );
-        if self.x_peer {
-            h.push_str(&format!("X-Peer: {}\r\n", self.peer.ip()));
-        }
         Bytes::from(h)
+    }
+
+    /// The `X-Peer:` placer for this message, when `--x-peer` is on.
+    pub fn x_peer(&self) -> Option<XPeer> {
+        self.x_peer.then(|| XPeer::new(self.peer.ip()))
     }
 }
