@@ -1128,10 +1128,10 @@ fn pool_retires_connections() {
     assert_eq!(seen.delivered.len(), 8);
     assert_eq!(seen.connects, 4, "{}", seen.stdout);
     // Retired connections are closed politely (RFC 5321 §4.1.1.10): three retirements, and
-    // the fourth connection is dropped with the process.
+    // the fourth connection gets its QUIT when the shard closes (or from the idle sweep).
     assert_eq!(
         seen.commands.iter().filter(|c| *c == "QUIT").count(),
-        3,
+        4,
         "{}",
         seen.stdout
     );
@@ -1653,6 +1653,42 @@ fn upstream_pool_metrics() {
     c.quit();
     server.stop().assert_success();
     up.finish();
+}
+
+/// Idle pooled connections do not wait for the next client: past `--pool-idle-ttl` the shard's
+/// sweep closes them with QUIT (RFC 5321 §4.1.1.10), and at shutdown every idle one gets QUIT.
+#[test]
+fn idle_connections_get_quit_by_the_sweep_and_at_shutdown() {
+    // The sweep: nothing happens on the client side after the message.
+    let mut up = Scripted::start("ok");
+    let server = proxy("uring", &[up.port], &["--pool-idle-ttl", "1"]);
+    let mut c = Client::connect(server.port());
+    c.ehlo("client.example");
+    let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("swept"));
+    assert_eq!(code, 250, "{line}");
+    up.wait_for("CMD 1 QUIT");
+    up.wait_for("CLOSED 1");
+    c.quit();
+    server.stop().assert_success();
+    let seen = up.finish();
+    assert_eq!(seen.delivered, ["swept"]);
+    // Shutdown: a long TTL, so only the shard's close sends QUIT.
+    let up = Scripted::start("ok");
+    let server = proxy("epoll", &[up.port], &[]);
+    let mut c = Client::connect(server.port());
+    c.ehlo("client.example");
+    let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("kept"));
+    assert_eq!(code, 250, "{line}");
+    c.quit();
+    server.stop().assert_success();
+    let seen = up.finish();
+    assert_eq!(seen.delivered, ["kept"]);
+    assert_eq!(
+        seen.commands.last().map(String::as_str),
+        Some("QUIT"),
+        "{}",
+        seen.stdout
+    );
 }
 
 /// An upstream that answers MAIL or RCPT with a 3xx (which no RFC allows) is a protocol error:

@@ -59,6 +59,15 @@ pub trait Service: 'static {
     type Conn: Connection;
     /// A client connected (its `Event::Connect` follows).
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn;
+    /// The shard begins serving: a service may spawn its background work here (with
+    /// `tokio::task::spawn_local`, on the shard's event loop); that work must end by itself
+    /// once `close` has run.
+    fn start(_this: &Rc<RefCell<Self>>) {}
+    /// The shard is stopping and has no connection left: a chance to end upstream
+    /// conversations politely. Awaited before `shutdown`, so it must be bounded in time.
+    fn close(_this: &Rc<RefCell<Self>>) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(std::future::ready(()))
+    }
     /// The shard is stopping.
     fn shutdown(&mut self) {}
     /// True when the service wants each pipelined RCPT and DATA as soon as it is read, before

@@ -18,7 +18,10 @@ mod upstream_talk;
 mod x_peer;
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::handler::Service;
 use crate::proto::{Extensions, Session};
@@ -67,6 +70,33 @@ impl Relay {
 
 impl Service for Relay {
     type Conn = RelayConn;
+
+    /// Sweeps the pool's idle connections (QUIT to those past their TTL, age or message
+    /// count) until the shard closes.
+    fn start(this: &Rc<RefCell<Self>>) {
+        let pool = Rc::downgrade(&this.borrow().pool);
+        tokio::task::spawn_local(async move {
+            loop {
+                let every = match pool.upgrade() {
+                    Some(p) if !p.borrow().is_closed() => p.borrow().sweep_interval(),
+                    _ => return,
+                };
+                tokio::time::sleep(every).await;
+                match pool.upgrade() {
+                    Some(p) if !p.borrow().is_closed() => p.borrow_mut().sweep(Instant::now()),
+                    _ => return,
+                }
+            }
+        });
+    }
+
+    /// QUIT to every idle upstream connection (each within 2 s).
+    fn close(this: &Rc<RefCell<Self>>) -> Pin<Box<dyn Future<Output = ()>>> {
+        let pool = this.borrow().pool.clone();
+        let mut p = pool.borrow_mut();
+        p.set_closed();
+        Box::pin(p.close_idle(Duration::from_secs(2)))
+    }
 
     /// The client's pipelined RCPTs and DATA go upstream in the same write as its MAIL.
     fn pipelines_decisions(&self) -> bool {

@@ -120,6 +120,8 @@ pub struct UpstreamPool {
     open: usize,
     /// What the newest upstream connection offered (None before the first).
     offers: Option<Offers>,
+    /// The shard is stopping: no sweeping, connections checked in from now on are closed.
+    closed: bool,
     /// Latencies since the metrics last took them (fixed-size histograms, µs).
     connect_us: Distribution,
     end_of_data_us: Distribution,
@@ -149,6 +151,7 @@ impl UpstreamPool {
             idle: Vec::new(),
             open: 0,
             offers: None,
+            closed: false,
             connect_us: Distribution::latency(),
             end_of_data_us: Distribution::latency(),
             stats: PoolStats::default(),
@@ -178,21 +181,74 @@ impl UpstreamPool {
         &self.config
     }
 
+    /// True while an idle connection may still be handed out.
+    fn fit(&self, idle: &Idle, now: Instant) -> bool {
+        let c = &self.config;
+        idle.up.client.is_connected()
+            && now.duration_since(idle.since) < c.idle_ttl
+            && now.duration_since(idle.up.created) < c.max_age
+            && idle.up.messages < c.max_messages
+    }
+
     /// Takes an idle connection that is still fit, dropping the unfit ones.
     fn take_idle(&mut self, now: Instant) -> Option<Upstream> {
         while let Some(idle) = self.idle.pop() {
-            let c = &self.config;
-            let fit = idle.up.client.is_connected()
-                && now.duration_since(idle.since) < c.idle_ttl
-                && now.duration_since(idle.up.created) < c.max_age
-                && idle.up.messages < c.max_messages;
-            if fit {
+            if self.fit(&idle, now) {
                 return Some(idle.up);
             }
             self.open -= 1;
             retire(idle.up);
         }
         None
+    }
+
+    /// Closes (QUIT) the idle connections past their idle TTL, age or message count, so an
+    /// unused pool does not hold them until the upstream times them out.
+    pub fn sweep(&mut self, now: Instant) {
+        let (keep, unfit): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut self.idle)
+            .into_iter()
+            .partition(|i| self.fit(i, now));
+        self.idle = keep;
+        for idle in unfit {
+            self.open -= 1;
+            retire(idle.up);
+        }
+    }
+
+    /// Marks the pool closed (the shard is stopping).
+    pub fn set_closed(&mut self) {
+        self.closed = true;
+    }
+
+    /// True once the shard is stopping.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// How often `sweep` should run: a quarter of the idle TTL, within 100 ms to 10 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.config.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+
+    /// The shard is stopping: every idle connection gets QUIT (each within `limit`); resolves
+    /// when all have answered or given up.
+    pub fn close_idle(&mut self, limit: Duration) -> impl std::future::Future<Output = ()> {
+        let idle: Vec<Idle> = self.idle.drain(..).collect();
+        self.open -= idle.len();
+        let quits: Vec<_> = idle
+            .into_iter()
+            .filter(|i| i.up.client.is_connected())
+            .map(|i| {
+                tokio::task::spawn_local(async move {
+                    let _ = tokio::time::timeout(limit, i.up.client.quit()).await;
+                })
+            })
+            .collect();
+        async move {
+            for q in quits {
+                let _ = q.await;
+            }
+        }
     }
 
     /// A connection for one transaction: an idle one, or a new one (upstreams in order).
@@ -256,6 +312,9 @@ impl UpstreamPool {
         let now = Instant::now();
         if !reusable {
             self.open -= 1;
+        } else if self.closed {
+            self.open -= 1;
+            retire(up);
         } else if up.client.is_connected()
             && up.messages < c.max_messages
             && now.duration_since(up.created) < c.max_age

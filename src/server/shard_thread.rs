@@ -98,6 +98,7 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
         m.set_accepting(true);
         tokio::task::spawn_local(publish_metrics(shard.clone()));
     }
+    H::start(&shard.handler);
     let _ = ready.send(Ok(()));
     for l in loops {
         let _ = l.await;
@@ -106,6 +107,7 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
         m.set_accepting(false);
     }
     shard.wait_idle().await;
+    H::close(&shard.handler).await;
     shard.handler.borrow_mut().shutdown();
     if let Some(m) = &shard.metrics {
         m.set_upstream(shard.handler.borrow().upstream_stats());
