@@ -76,8 +76,6 @@ enum Awaiting {
 #[derive(Debug)]
 struct Decision {
     kind: Awaiting,
-    /// The address and parameters of a RCPT decision.
-    rcpt: Option<(Mailbox, Vec<String>)>,
     /// The verb whose reply the answer writes (observations).
     verb: Option<Verb>,
     /// For a decision raised while an earlier one was pending (pipelined decisions): its
@@ -130,6 +128,8 @@ pub struct Session {
     body: Option<Body>,
     /// Decisions asked of the handler, oldest first (at most one unless pipelining them).
     decisions: VecDeque<Decision>,
+    /// The address and parameters of each RCPT decision in `decisions`, oldest first.
+    pending_rcpts: VecDeque<(Mailbox, Vec<String>)>,
     /// Read on past a pending MAIL or RCPT decision (`set_pipelined_decisions`).
     pipelined_decisions: bool,
     /// The line being executed ahead of a pending decision.
@@ -167,11 +167,11 @@ impl Session {
             body: None,
             decisions: VecDeque::from([Decision {
                 kind: Awaiting::Connect,
-                rcpt: None,
                 verb: None,
                 line: None,
                 void: false,
             }]),
+            pending_rcpts: VecDeque::new(),
             pipelined_decisions: false,
             speculative_line: None,
             extensions,
@@ -279,6 +279,10 @@ impl Session {
         let Some(d) = self.decisions.pop_front() else {
             return;
         };
+        let rcpt = match d.kind {
+            Awaiting::Rcpt => self.pending_rcpts.pop_front(),
+            _ => None,
+        };
         if d.void {
             let accepted = reply.as_ref().is_none_or(|r| r.class() == 3);
             if d.kind == Awaiting::DataStart && accepted {
@@ -287,8 +291,10 @@ impl Session {
             return;
         }
         self.pending_verb = d.verb;
-        self.apply_decision(d.kind, d.rcpt, reply);
-        self.settle();
+        self.apply_decision(d.kind, rcpt, reply);
+        if !self.decisions.is_empty() {
+            self.settle();
+        }
     }
 
     /// When the session wants `handle_timeout` called; `None` while it waits for its handler
@@ -319,6 +325,7 @@ impl Session {
             return;
         }
         self.decisions.clear();
+        self.pending_rcpts.clear();
         self.abort_transaction();
         self.write(&reply);
         self.state = State::Closed;
@@ -367,8 +374,11 @@ impl Session {
     /// The RCPT awaiting a decision (the newest one, when decisions are pipelined): (address,
     /// parameters).
     pub fn pending_recipient(&self) -> Option<(&Mailbox, &[String])> {
-        let d = self.decisions.back()?;
-        d.rcpt.as_ref().map(|(m, p)| (m, p.as_slice()))
+        if self.decisions.back()?.kind != Awaiting::Rcpt {
+            return None;
+        }
+        let (m, p) = self.pending_rcpts.back()?;
+        Some((m, p.as_slice()))
     }
 
     /// The configuration this session runs with.

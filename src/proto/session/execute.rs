@@ -66,7 +66,7 @@ impl Session {
             self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: line too long"));
             return used;
         }
-        self.execute(&rest[..line_end]);
+        self.execute_line(&rest[..line_end]);
         used
     }
 
@@ -94,7 +94,15 @@ impl Session {
         }
     }
 
+    /// Executes one command line (also for lines read ahead of a pending decision, and
+    /// their re-execution).
     pub(super) fn execute(&mut self, line: &[u8]) {
+        self.execute_line(line);
+    }
+
+    // Inlined into `command_step`, the hot path; `execute` serves the rare callers.
+    #[inline(always)]
+    fn execute_line(&mut self, line: &[u8]) {
         self.note_line(Verb::of_line(line));
         let cmd = match parse_command(line) {
             Ok(cmd) => cmd,
@@ -187,13 +195,8 @@ impl Session {
     /// Raises a decision event; reading stops until the handler answers (or, with pipelined
     /// decisions, may go on: see `speculative_step`).
     pub(super) fn decide(&mut self, kind: Awaiting, event: Event) {
-        self.decide_rcpt(kind, event, None);
-    }
-
-    fn decide_rcpt(&mut self, kind: Awaiting, event: Event, rcpt: Option<(Mailbox, Vec<String>)>) {
         self.decisions.push_back(Decision {
             kind,
-            rcpt,
             verb: self.pending_verb.take(),
             line: self.speculative_line.take(),
             void: false,
@@ -320,7 +323,8 @@ impl Session {
         if self.recipient_count() >= self.config.max_recipients {
             return self.write(&Reply::new(452, esc(4, 5, 3), "Error: too many recipients"));
         }
-        self.decide_rcpt(Awaiting::Rcpt, Event::Rcpt, Some((to, params)));
+        self.pending_rcpts.push_back((to, params));
+        self.decide(Awaiting::Rcpt, Event::Rcpt);
     }
 
     fn data(&mut self) {

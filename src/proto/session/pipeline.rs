@@ -14,6 +14,7 @@ use super::{Awaiting, Decision, Mode, Session, State};
 
 impl Session {
     /// True when the session may take more input now.
+    #[inline]
     pub(super) fn may_read(&self) -> bool {
         if self.decisions.is_empty() {
             return true;
@@ -28,6 +29,7 @@ impl Session {
     }
 
     /// The state the session will be in if every pending decision is accepted.
+    #[inline]
     pub(super) fn effective_state(&self) -> State {
         match self.decisions.back() {
             Some(d) if !d.void && d.kind == Awaiting::Mail => State::ExpectRcpt,
@@ -37,9 +39,9 @@ impl Session {
     }
 
     /// Recipients accepted plus those awaiting a decision.
+    #[inline]
     pub(super) fn recipient_count(&self) -> usize {
-        let pending = self.decisions.iter().filter(|d| d.rcpt.is_some()).count();
-        self.envelope.rcpt_tos.len() + pending
+        self.envelope.rcpt_tos.len() + self.pending_rcpts.len()
     }
 
     /// Frames one command line while decisions are pending and executes it if it may be taken
