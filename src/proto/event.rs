@@ -1,7 +1,9 @@
 //! What a session asks of, or tells, its handler.
 //!
 //! Events marked *decision* stop the session until `Session::handler_reply` answers them (the
-//! session holds any further pipelined input meanwhile); the others are notifications.
+//! session holds any further pipelined input meanwhile, except the RCPT and DATA decisions it
+//! raises ahead when `Session::set_pipelined_decisions` is on; answers are still given in
+//! order); the others are notifications.
 
 use super::data::DataChunk;
 

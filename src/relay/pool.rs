@@ -13,7 +13,7 @@
 //! Bounded per shard (`max_connections` open at once, idle or busy); lives on one shard's
 //! thread only, so it needs no locks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,26 @@ pub struct Upstream {
     messages: u32,
     /// True when this connection came from the idle list (it may have gone stale).
     pub reused: bool,
+    /// Counts this connection in the pool's `open` for as long as it exists, however it ends
+    /// (checked in, retired, discarded, or dropped with a future that was abandoned).
+    _slot: OpenSlot,
+}
+
+/// One unit of a pool's open-connection count, given back on drop.
+#[derive(Debug)]
+struct OpenSlot(Rc<Cell<usize>>);
+
+impl OpenSlot {
+    fn take(open: &Rc<Cell<usize>>) -> Self {
+        open.set(open.get() + 1);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl Upstream {
@@ -117,7 +137,8 @@ pub type PoolStats = crate::handler::UpstreamStats;
 pub struct UpstreamPool {
     config: Rc<UpstreamConfig>,
     idle: Vec<Idle>,
-    open: usize,
+    /// Connections open, idle or checked out (or being opened): one `OpenSlot` each.
+    open: Rc<Cell<usize>>,
     /// What the newest upstream connection offered (None before the first).
     offers: Option<Offers>,
     /// The shard is stopping: no sweeping, connections checked in from now on are closed.
@@ -149,7 +170,7 @@ impl UpstreamPool {
         Rc::new(RefCell::new(Self {
             config,
             idle: Vec::new(),
-            open: 0,
+            open: Rc::new(Cell::new(0)),
             offers: None,
             closed: false,
             connect_us: Distribution::latency(),
@@ -196,7 +217,6 @@ impl UpstreamPool {
             if self.fit(&idle, now) {
                 return Some(idle.up);
             }
-            self.open -= 1;
             retire(idle.up);
         }
         None
@@ -210,7 +230,6 @@ impl UpstreamPool {
             .partition(|i| self.fit(i, now));
         self.idle = keep;
         for idle in unfit {
-            self.open -= 1;
             retire(idle.up);
         }
     }
@@ -234,7 +253,6 @@ impl UpstreamPool {
     /// when all have answered or given up.
     pub fn close_idle(&mut self, limit: Duration) -> impl std::future::Future<Output = ()> {
         let idle: Vec<Idle> = self.idle.drain(..).collect();
-        self.open -= idle.len();
         let quits: Vec<_> = idle
             .into_iter()
             .filter(|i| i.up.client.is_connected())
@@ -253,7 +271,7 @@ impl UpstreamPool {
 
     /// A connection for one transaction: an idle one, or a new one (upstreams in order).
     pub async fn checkout(pool: &Rc<RefCell<Self>>, fresh: bool) -> Result<Upstream, Reply> {
-        let config = {
+        let (config, slot) = {
             let mut p = pool.borrow_mut();
             p.stats.checkouts += 1;
             if !fresh {
@@ -263,14 +281,13 @@ impl UpstreamPool {
                     return Ok(up);
                 }
             }
-            if p.open >= p.config.max_connections {
+            if p.open.get() >= p.config.max_connections {
                 p.stats.exhausted += 1;
                 return Err(unavailable(
                     "Upstream connection pool exhausted, try again later",
                 ));
             }
-            p.open += 1;
-            p.config.clone()
+            (p.config.clone(), OpenSlot::take(&p.open))
         };
         let mut last = String::from("no upstream configured");
         for (index, server) in config.servers.iter().enumerate() {
@@ -291,6 +308,7 @@ impl UpstreamPool {
                         created: Instant::now(),
                         messages: 0,
                         reused: false,
+                        _slot: slot,
                     });
                 }
                 Err(e) => {
@@ -299,7 +317,7 @@ impl UpstreamPool {
                 }
             }
         }
-        pool.borrow_mut().open -= 1;
+        drop(slot);
         Err(unavailable(format!(
             "Upstream unavailable ({})",
             one_line(&last)
@@ -311,9 +329,8 @@ impl UpstreamPool {
         let c = &self.config;
         let now = Instant::now();
         if !reusable {
-            self.open -= 1;
+            drop(up);
         } else if self.closed {
-            self.open -= 1;
             retire(up);
         } else if up.client.is_connected()
             && up.messages < c.max_messages
@@ -321,7 +338,6 @@ impl UpstreamPool {
         {
             self.idle.push(Idle { up, since: now });
         } else {
-            self.open -= 1;
             retire(up);
         }
     }
@@ -329,18 +345,17 @@ impl UpstreamPool {
     /// Forgets a connection that was dropped instead of checked in.
     pub fn discard(&mut self, up: Upstream) {
         drop(up);
-        self.open -= 1;
     }
 
     /// Connections open (idle or checked out).
     pub fn open(&self) -> usize {
-        self.open
+        self.open.get()
     }
 
     /// The counters, with the connections open now.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
-            open: self.open as u64,
+            open: self.open.get() as u64,
             ..self.stats
         }
     }
