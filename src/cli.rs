@@ -245,8 +245,10 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         Mode::Debug(a) => Ok((Kind::Debug, serve_config(a)?.0)),
         Mode::Proxy(a) => {
             let a = *a;
-            let (cfg, file_relay) = serve_config(a.serve)?;
+            let (mut cfg, file_relay) = serve_config(a.serve)?;
             let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
+            // AUTH is offered exactly when there are users to check it against.
+            cfg.session.extensions.auth = relay.policy.users.is_some();
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Smtpd(a) => smtpd_config(a),

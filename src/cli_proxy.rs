@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use ringrelay::client::core::Timeouts;
 use ringrelay::client::TlsOptions;
-use ringrelay::relay::acl::{Network, RelayPolicy};
+use ringrelay::relay::acl::{AuthUsers, Network, RelayPolicy};
 use ringrelay::relay::pool::{UpstreamConfig, UpstreamTls};
 use ringrelay::relay::RelayConfig;
 
@@ -31,6 +31,11 @@ pub struct RelayArgs {
     #[arg(long = "relay-domains", value_name = "DOMAIN", value_delimiter = ',')]
     #[serde(default)]
     pub relay_domains: Vec<String>,
+    /// Offer AUTH (PLAIN, LOGIN) and let clients that authenticate against this file of
+    /// `USER:PASSWORD` lines relay from any network. Cleartext: use it on loopback or behind a
+    /// TLS-terminating proxy.
+    #[arg(long, value_name = "FILE")]
+    pub auth_users: Option<PathBuf>,
     /// Add the seed's `X-Peer:` field at the end of the header section (as PureProxy did).
     #[arg(long)]
     #[serde(default)]
@@ -102,6 +107,13 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
             .collect::<Result<_, _>>()?;
     }
     policy.domains = pick(cli.relay_domains, file.relay_domains);
+    if let Some(path) = cli.auth_users.or(file.auth_users) {
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| CliError::Read { path, source })?;
+        let users =
+            AuthUsers::parse(&text).map_err(|e| CliError::Class(format!("--auth-users: {e}")))?;
+        policy.users = Some(std::sync::Arc::new(users));
+    }
     let mut up = UpstreamConfig {
         servers,
         ..UpstreamConfig::default()

@@ -141,6 +141,7 @@ fn config_from(c: [u8; 4]) -> SessionConfig {
             enhanced_status_codes: !bit(c[0], 5),
             eightbitmime: !bit(c[0], 6),
             help: !bit(c[3], 4),
+            auth: bit(c[3], 5),
         },
         bare_line_endings: if bit(c[0], 1) {
             BareLineEndings::Normalize

@@ -32,6 +32,12 @@ pub trait Handler: 'static {
         None
     }
 
+    /// AUTH credentials (`session.pending_auth()`), when `Extensions::auth` is on: a positive
+    /// reply authenticates the session, `None` (the default) refuses with `535 5.7.8`.
+    fn auth(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
     /// MAIL FROM (`session.envelope().mail_from`, `mail_options`).
     fn mail(&mut self, _session: &Session) -> Option<Reply> {
         None

@@ -128,6 +128,7 @@ impl<H: Handler> Connection for HandlerConn<H> {
         Answer::Now(match event {
             Event::Connect => h.connect(session),
             Event::Hello => h.hello(session),
+            Event::Auth => h.auth(session),
             Event::Mail => h.mail(session),
             Event::Rcpt => h.rcpt(session),
             Event::DataStart => h.data_start(session),

@@ -45,6 +45,9 @@ pub struct Extensions {
     pub chunking: bool,
     /// HELP in the EHLO list.
     pub help: bool,
+    /// RFC 4954 AUTH (PLAIN, LOGIN); the handler checks the credentials (`Event::Auth`).
+    /// Off by default.
+    pub auth: bool,
 }
 
 impl Default for Extensions {
@@ -57,6 +60,7 @@ impl Default for Extensions {
             enhanced_status_codes: true,
             chunking: true,
             help: true,
+            auth: false,
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum Event {
     Reset,
     /// Notification: QUIT was answered with 221; the session is closing.
     Quit,
+    /// *Decision*: AUTH credentials (`Session::pending_auth`). Only a positive answer
+    /// authenticates (`235 2.7.0`); no answer refuses (`535 5.7.8`).
+    Auth,
 }
 
 impl Event {

@@ -23,9 +23,12 @@
 //!   QUIT, timeout, error budget spent, refused greeting: --> Closed
 //! ```
 
+mod auth;
 mod body;
 mod execute;
 mod pipeline;
+
+pub use auth::Credentials;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -70,6 +73,7 @@ enum Awaiting {
     Rcpt,
     DataStart,
     DataEnd,
+    Auth,
 }
 
 /// A decision event handed out and not answered yet.
@@ -96,6 +100,8 @@ enum Mode {
     Data,
     /// The octets of a BDAT chunk.
     Bdat(BdatChunk),
+    /// An AUTH exchange waits for the client's response line.
+    AuthResponse(auth::AuthStep),
 }
 
 #[derive(Debug)]
@@ -136,6 +142,10 @@ pub struct Session {
     speculative_line: Option<Box<[u8]>>,
     /// What this session offers and accepts (the config's unless `set_extensions`).
     extensions: Extensions,
+    /// AUTH credentials awaiting the handler's decision.
+    pending_auth: Option<Credentials>,
+    /// The identity a successful AUTH established.
+    authenticated: Option<String>,
     events: VecDeque<Event>,
     /// Data-chunk events whose bytes are still ranges of the current input.
     fixups: Vec<(usize, std::ops::Range<usize>)>,
@@ -175,6 +185,8 @@ impl Session {
             pipelined_decisions: false,
             speculative_line: None,
             extensions,
+            pending_auth: None,
+            authenticated: None,
             events,
             fixups: Vec::new(),
             pieces: Vec::new(),
@@ -326,6 +338,7 @@ impl Session {
         }
         self.decisions.clear();
         self.pending_rcpts.clear();
+        self.pending_auth = None;
         self.abort_transaction();
         self.write(&reply);
         self.state = State::Closed;
@@ -381,6 +394,16 @@ impl Session {
         Some((m, p.as_slice()))
     }
 
+    /// The AUTH credentials awaiting a decision (`Event::Auth`).
+    pub fn pending_auth(&self) -> Option<&Credentials> {
+        self.pending_auth.as_ref()
+    }
+
+    /// The identity a successful AUTH established (RFC 4954), if any.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
     /// The configuration this session runs with.
     pub fn config(&self) -> &SessionConfig {
         &self.config
@@ -400,6 +423,7 @@ impl Session {
             let used = match self.mode {
                 Mode::Command => self.command_step(&input[pos..]),
                 Mode::SkipLine => self.skip_step(&input[pos..]),
+                Mode::AuthResponse(_) => self.auth_response_step(&input[pos..]),
                 Mode::Data => self.data_step(input, pos),
                 Mode::Bdat(_) => self.bdat_step(input, pos),
             };

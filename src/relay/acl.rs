@@ -1,5 +1,6 @@
-//! Who may relay: client networks (CIDR) and an optional recipient-domain allow-list.
-//! Loopback only by default, so a fresh relay is never an open relay.
+//! Who may relay: client networks (CIDR), clients that authenticated (AUTH against a user
+//! file), and an optional recipient-domain allow-list. Loopback only by default, so a fresh
+//! relay is never an open relay.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -60,6 +61,66 @@ impl Network {
     }
 }
 
+/// Users who may authenticate (AUTH PLAIN/LOGIN) and then relay from anywhere.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AuthUsers(std::collections::HashMap<String, String>);
+
+/// A user file that did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {0}: expected USER:PASSWORD")]
+pub struct AuthUsersError(pub usize);
+
+impl AuthUsers {
+    /// Parses `USER:PASSWORD` lines (the password is everything after the first colon);
+    /// blank lines and lines starting with `#` are skipped.
+    pub fn parse(text: &str) -> Result<Self, AuthUsersError> {
+        let mut users = std::collections::HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once(':') {
+                Some((user, pass)) if !user.is_empty() => {
+                    users.insert(user.to_string(), pass.to_string());
+                }
+                _ => return Err(AuthUsersError(n + 1)),
+            }
+        }
+        Ok(Self(users))
+    }
+
+    /// True when `user` exists and `password` is its password (compared without an early
+    /// exit, so the time taken does not tell how much of it matched).
+    pub fn check(&self, user: &str, password: &str) -> bool {
+        let Some(want) = self.0.get(user) else {
+            return false;
+        };
+        let (a, b) = (want.as_bytes(), password.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, &x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+        }
+        diff == 0
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for AuthUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthUsers({} users)", self.0.len())
+    }
+}
+
 /// The relay policy.
 #[derive(Clone, Debug)]
 pub struct RelayPolicy {
@@ -67,6 +128,8 @@ pub struct RelayPolicy {
     pub networks: Vec<Network>,
     /// Recipient domains allowed (empty = any).
     pub domains: Vec<String>,
+    /// Users who may AUTH and then relay from any network (None: AUTH is not offered).
+    pub users: Option<std::sync::Arc<AuthUsers>>,
 }
 
 impl Default for RelayPolicy {
@@ -77,6 +140,7 @@ impl Default for RelayPolicy {
                 "::1/128".parse().expect("valid"),
             ],
             domains: Vec::new(),
+            users: None,
         }
     }
 }
@@ -133,5 +197,19 @@ mod tests {
         assert!(d.domain_allowed(Some("EXAMPLE.com")));
         assert!(!d.domain_allowed(Some("sub.example.com")));
         assert!(!d.domain_allowed(None));
+    }
+
+    #[test]
+    fn user_file() {
+        let u = AuthUsers::parse("# users\nalice:s3cret\r\n\nbob:with:colon\n").unwrap();
+        assert_eq!(u.len(), 2);
+        assert!(u.check("alice", "s3cret"));
+        assert!(!u.check("alice", "s3cre"));
+        assert!(!u.check("alice", "s3crets"));
+        assert!(!u.check("alice", ""));
+        assert!(u.check("bob", "with:colon"));
+        assert!(!u.check("carol", "s3cret"));
+        assert_eq!(AuthUsers::parse("ok:1\nnocolon\n"), Err(AuthUsersError(2)));
+        assert!(!format!("{u:?}").contains("s3cret"));
     }
 }

@@ -60,6 +60,20 @@ impl RelayConn {
         Trace::of(session, id, self.x_peer)
     }
 
+    /// The client is in the relay networks or has authenticated.
+    fn may_relay(&self, session: &Session) -> bool {
+        self.allowed || session.authenticated().is_some()
+    }
+
+    /// Checks AUTH credentials against the user file: 235 or nothing (the session's 535).
+    fn check_auth(&self, session: &Session) -> Option<Reply> {
+        let (users, c) = (self.policy.users.as_ref()?, session.pending_auth()?);
+        // Acting as someone else (a PLAIN authzid) is not supported.
+        let own = c.authzid.is_empty() || c.authzid == c.username;
+        (own && users.check(&c.username, &c.password))
+            .then(|| Reply::new(235, EnhancedCode::new(2, 7, 0), "Authentication successful"))
+    }
+
     /// Ends the transaction's upstream side: the connection goes back to the pool when
     /// `reusable` and nothing is owed on it, or is closed.
     fn release(pool: &Rc<RefCell<UpstreamPool>>, tx: &mut Tx, reusable: bool) {
@@ -285,15 +299,16 @@ impl Connection for RelayConn {
     fn event(&mut self, session: &Session, event: Event) -> Answer {
         match event {
             Event::Connect | Event::Hello | Event::Quit => Answer::Now(None),
-            // Outside the relay networks: refused at RCPT (554 5.7.1), where the client
-            // expects relay decisions.
-            Event::Mail if !self.allowed => Answer::Now(None),
+            Event::Auth => Answer::Now(self.check_auth(session)),
+            // Outside the relay networks and not authenticated: refused at RCPT (554 5.7.1),
+            // where the client expects relay decisions.
+            Event::Mail if !self.may_relay(session) => Answer::Now(None),
             Event::Mail => self.mail(session),
             Event::Rcpt => {
                 let Some((to, params)) = session.pending_recipient() else {
                     return Answer::Now(None);
                 };
-                if !self.allowed || !self.policy.domain_allowed(to.domain()) {
+                if !self.may_relay(session) || !self.policy.domain_allowed(to.domain()) {
                     return Answer::Now(Some(relay_denied()));
                 }
                 let mut line = format!("RCPT TO:<{}>", to.as_str());

@@ -211,7 +211,12 @@ impl Trace {
             helo: session.helo_name().unwrap_or("unknown").to_string(),
             peer: session.peer(),
             by: session.hostname().to_string(),
-            protocol: if session.is_esmtp() { "ESMTP" } else { "SMTP" },
+            // RFC 3848: ESMTPA once the client authenticated.
+            protocol: match (session.is_esmtp(), session.authenticated().is_some()) {
+                (true, true) => "ESMTPA",
+                (true, false) => "ESMTP",
+                _ => "SMTP",
+            },
             id,
             x_peer,
         }

@@ -154,7 +154,8 @@ impl Session {
                     self.write(&Reply::new(252, esc(2, 1, 5), "Cannot expand list"))
                 }
             },
-            Command::StartTls | Command::Auth => self.write(&Reply::new(
+            Command::Auth => self.auth_command(line),
+            Command::StartTls => self.write(&Reply::new(
                 502,
                 esc(5, 5, 1),
                 "Error: command not implemented",
@@ -448,6 +449,7 @@ impl Session {
                 }
                 self.write(&reply);
             }
+            Awaiting::Auth => self.apply_auth(reply),
             Awaiting::DataEnd => {
                 let reply = reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued"));
                 self.observe(Observation::Message {
@@ -480,6 +482,9 @@ impl Session {
         }
         if ext.enhanced_status_codes {
             t.push_str("\nENHANCEDSTATUSCODES");
+        }
+        if ext.auth {
+            t.push_str("\nAUTH PLAIN LOGIN");
         }
         if ext.chunking {
             t.push_str("\nCHUNKING");
