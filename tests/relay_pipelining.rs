@@ -23,6 +23,17 @@ fn pipelined(from: &str, to: &[&str]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// A pipelined envelope the upstream accepts whole, then the message: checks every reply.
+fn relay_pipelined(c: &mut Client, io: &str, to: &[&str], token: &str) {
+    c.send(&pipelined("a@example.com", to));
+    assert_eq!(c.reply().0, 250, "{io}: MAIL");
+    for t in to {
+        assert_eq!(c.reply().0, 250, "{io}: RCPT {t}");
+    }
+    c.expect(354);
+    assert_eq!(body(c, token).0, 250, "{io}: {token}");
+}
+
 /// Sends the message after a 354 and returns the reply to the final dot.
 fn body(c: &mut Client, token: &str) -> Answer {
     let mut wire = stuff(&tagged(token));
@@ -38,15 +49,12 @@ fn pipelined_envelope_reaches_the_upstream_before_mail_is_answered() {
         let server = proxy(io, &[up.port], &[]);
         let mut c = Client::connect(server.port());
         c.ehlo("client.example");
-        c.send(&pipelined(
-            "a@example.com",
+        relay_pipelined(
+            &mut c,
+            io,
             &["b@example.com", "c@example.com", "d@example.com"],
-        ));
-        for what in ["MAIL", "RCPT b", "RCPT c", "RCPT d"] {
-            assert_eq!(c.reply().0, 250, "{io}: {what}");
-        }
-        c.expect(354);
-        assert_eq!(body(&mut c, "pipe-1").0, 250, "{io}");
+            "pipe-1",
+        );
         c.quit();
         server.stop().assert_success();
         let seen = up.finish();
@@ -68,15 +76,12 @@ fn upstream_without_pipelining_gets_one_command_per_round_trip() {
         let server = proxy(io, &[up.port], &[]);
         let mut c = Client::connect(server.port());
         c.ehlo("client.example");
-        c.send(&pipelined(
-            "a@example.com",
+        relay_pipelined(
+            &mut c,
+            io,
             &["b@example.com", "c@example.com"],
-        ));
-        for what in ["MAIL", "RCPT b", "RCPT c"] {
-            assert_eq!(c.reply().0, 250, "{io}: {what}");
-        }
-        c.expect(354);
-        assert_eq!(body(&mut c, "lockstep-1").0, 250, "{io}");
+            "lockstep-1",
+        );
         c.quit();
         server.stop().assert_success();
         let seen = up.finish();
@@ -114,11 +119,7 @@ fn refused_mail_with_pipelined_recipients() {
             (503, "503 5.5.1 Error: need RCPT command".into()),
             "{io}"
         );
-        c.send(&pipelined("a@example.com", &["b@example.com"]));
-        assert_eq!(c.reply().0, 250, "{io}: MAIL");
-        assert_eq!(c.reply().0, 250, "{io}: RCPT");
-        c.expect(354);
-        assert_eq!(body(&mut c, "after-refusal").0, 250, "{io}");
+        relay_pipelined(&mut c, io, &["b@example.com"], "after-refusal");
         c.quit();
         server.stop().assert_success();
         let seen = up.finish();
@@ -175,11 +176,7 @@ fn every_pipelined_recipient_refused() {
             "{io}"
         );
         c.ok("RSET");
-        c.send(&pipelined("a@example.com", &["good@example.com"]));
-        assert_eq!(c.reply().0, 250, "{io}: MAIL");
-        assert_eq!(c.reply().0, 250, "{io}: RCPT");
-        c.expect(354);
-        assert_eq!(body(&mut c, "second").0, 250, "{io}");
+        relay_pipelined(&mut c, io, &["good@example.com"], "second");
         c.quit();
         server.stop().assert_success();
         let seen = up.finish();
@@ -235,22 +232,10 @@ fn stale_pooled_connection_under_a_pipelined_envelope() {
         let server = proxy(io, &[up.port], &[]);
         let mut c = Client::connect(server.port());
         c.ehlo("client.example");
-        c.send(&pipelined("a@example.com", &["b@example.com"]));
-        assert_eq!(c.reply().0, 250, "{io}: MAIL");
-        assert_eq!(c.reply().0, 250, "{io}: RCPT");
-        c.expect(354);
-        assert_eq!(body(&mut c, "first").0, 250, "{io}");
+        relay_pipelined(&mut c, io, &["b@example.com"], "first");
         up.wait_for("CLOSED 1");
         std::thread::sleep(Duration::from_millis(100));
-        c.send(&pipelined(
-            "a@example.com",
-            &["b@example.com", "c@example.com"],
-        ));
-        for what in ["MAIL", "RCPT b", "RCPT c"] {
-            assert_eq!(c.reply().0, 250, "{io}: {what}");
-        }
-        c.expect(354);
-        assert_eq!(body(&mut c, "second").0, 250, "{io}");
+        relay_pipelined(&mut c, io, &["b@example.com", "c@example.com"], "second");
         c.quit();
         server.stop().assert_success();
         let seen = up.finish();

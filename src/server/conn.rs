@@ -80,17 +80,11 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             let reply = match poll_once(&mut future).await {
                 Poll::Ready(reply) => reply,
                 Poll::Pending => {
-                    take_output(&mut session, &mut out, metrics);
-                    if !out.is_empty() {
-                        let (res, o) = stream.write_all(out).await;
-                        out = o;
-                        out.clear();
-                        if res.is_err() {
-                            // The client is gone: its answers are moot. They run on tokio's
-                            // reactor, never io_uring, so dropping them cancels cleanly.
-                            pending.clear();
-                            break;
-                        }
+                    if !send_output(&stream, &mut session, &mut out, metrics).await {
+                        // The client is gone: its answers are moot. They run on tokio's
+                        // reactor, never io_uring, so dropping them cancels cleanly.
+                        pending.clear();
+                        break;
                     }
                     future.await
                 }
@@ -103,14 +97,8 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         if *drain.borrow() && is_idle(&session) {
             session.close_with(shutdown_reply(&session));
         }
-        take_output(&mut session, &mut out, metrics);
-        if !out.is_empty() {
-            let (res, o) = stream.write_all(out).await;
-            out = o;
-            out.clear();
-            if res.is_err() {
-                break;
-            }
+        if !send_output(&stream, &mut session, &mut out, metrics).await {
+            break;
         }
         if session.is_closed() {
             break;
@@ -224,6 +212,23 @@ fn feed<H: Service>(
     if let (Some(obs), Some(rec)) = (observer, &shard.metrics) {
         obs.record(session, rec);
     }
+}
+
+/// Writes the session's pending replies (if any) in one write; false if the write failed.
+async fn send_output<S: ConnStream>(
+    stream: &S,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    metrics: Option<&ShardRecorder>,
+) -> bool {
+    take_output(session, out, metrics);
+    if out.is_empty() {
+        return true;
+    }
+    let (res, mut o) = stream.write_all(std::mem::take(out)).await;
+    o.clear();
+    *out = o;
+    res.is_ok()
 }
 
 /// Appends the session's pending replies to `out`, counting them when metrics are on.
