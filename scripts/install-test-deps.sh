@@ -8,7 +8,7 @@
 #   postfix    /usr/sbin/smtp-source (load generator), /usr/sbin/smtp-sink (a server for the
 #              client tests), and a private instance that tests/relay_postfix.rs configures,
 #              starts and stops itself; the system's own daemon is never configured nor started
-#   swaks      SMTP transcripts (PIPELINING)
+#   swaks      SMTP transcripts (PIPELINING); libnet-ssleay-perl gives it STARTTLS
 #   prometheus promtool, for checking the /metrics exposition
 #   haproxy    PROXY-protocol front end for the deployment tests (planned)
 #   openssl    TLS test material (planned)
@@ -21,7 +21,7 @@ set -euo pipefail
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(postfix swaks prometheus haproxy openssl linux-perf python3-seccomp)
+APT_PACKAGES=(postfix swaks libnet-ssleay-perl prometheus haproxy openssl linux-perf python3-seccomp)
 
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo

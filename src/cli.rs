@@ -6,6 +6,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +85,12 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(default)]
     pub no_enhancedstatuscodes: bool,
+    /// Offer STARTTLS (RFC 3207) with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Most recipients per message (default 100; 452 beyond).
     #[arg(long, value_name = "N")]
     pub max_recipients: Option<usize>,
@@ -322,6 +329,21 @@ fn serve_config(
         cfg.drain_timeout = Duration::from_secs(v);
     }
     cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
+    let cert = cli.tls_cert.or(file.tls_cert);
+    let key = cli.tls_key.or(file.tls_key);
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let tls = ringrelay::server::tls_server_config(&cert, &key)
+                .map_err(|e| CliError::Class(format!("--tls-cert/--tls-key: {e}")))?;
+            cfg.tls = Some(Arc::new(tls));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(CliError::Class(
+                "--tls-cert and --tls-key go together".into(),
+            ))
+        }
+    }
     Ok((cfg, file.proxy))
 }
 

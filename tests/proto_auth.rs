@@ -196,3 +196,75 @@ fn failed_attempts_spend_the_error_budget() {
     );
     assert_eq!(who, None);
 }
+
+#[test]
+fn starttls_hands_over_to_the_driver_and_resets_the_session() {
+    let config = SessionConfig {
+        extensions: Extensions {
+            auth: true,
+            starttls: true,
+            ..Extensions::default()
+        },
+        ..SessionConfig::default()
+    };
+    let now = Instant::now();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut s = Session::new(Arc::new(config), peer, now);
+    assert_eq!(s.poll_event(), Some(Event::Connect));
+    s.handler_reply(None);
+    let mut out = Vec::new();
+    let take = |s: &mut Session, out: &mut Vec<u8>| {
+        s.poll_output(out);
+        String::from_utf8(std::mem::take(out)).unwrap()
+    };
+    let input = b"EHLO c\r\n";
+    assert_eq!(s.handle_input(now, input), input.len());
+    assert_eq!(s.poll_event(), Some(Event::Hello));
+    s.handler_reply(None);
+    let ehlo = take(&mut s, &mut out);
+    assert!(
+        ehlo.contains("250-STARTTLS\r\n") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    // AUTH only inside TLS; STARTTLS not inside a transaction.
+    let input = b"AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\nMAIL FROM:<a@b>\r\n";
+    assert_eq!(s.handle_input(now, input), input.len());
+    assert_eq!(s.poll_event(), Some(Event::Mail));
+    s.handler_reply(None);
+    let input = b"STARTTLS\r\nRSET\r\n";
+    assert_eq!(s.handle_input(now, input), input.len());
+    assert_eq!(s.poll_event(), Some(Event::Reset));
+    let got = take(&mut s, &mut out);
+    assert!(got.contains("538 5.7.11 "), "{got}");
+    assert!(
+        got.contains("503 5.5.1 Error: STARTTLS not permitted during a mail transaction\r\n"),
+        "{got}"
+    );
+    // Accepted: 220, then no more input until the driver has started TLS.
+    let input = b"STARTTLS\r\nEHLO c\r\n";
+    assert_eq!(
+        s.handle_input(now, input),
+        10,
+        "reads up to the STARTTLS line only"
+    );
+    assert_eq!(take(&mut s, &mut out), "220 2.0.0 Ready to start TLS\r\n");
+    assert!(s.starttls_requested());
+    assert_eq!(s.handle_input(now, &input[10..]), 0);
+    s.tls_started();
+    assert!(s.is_tls() && !s.starttls_requested());
+    assert_eq!(s.helo_name(), None, "the client must greet again");
+    assert_eq!(s.handle_input(now, &input[10..]), 8);
+    assert_eq!(s.poll_event(), Some(Event::Hello));
+    s.handler_reply(None);
+    let ehlo = take(&mut s, &mut out);
+    assert!(
+        ehlo.contains("250-AUTH PLAIN LOGIN\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    let input = b"STARTTLS\r\n";
+    assert_eq!(s.handle_input(now, input), input.len());
+    assert_eq!(
+        take(&mut s, &mut out),
+        "554 5.5.1 Error: TLS already active\r\n"
+    );
+}

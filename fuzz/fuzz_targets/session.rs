@@ -142,6 +142,7 @@ fn config_from(c: [u8; 4]) -> SessionConfig {
             eightbitmime: !bit(c[0], 6),
             help: !bit(c[3], 4),
             auth: bit(c[3], 5),
+            starttls: bit(c[3], 6),
         },
         bare_line_endings: if bit(c[0], 1) {
             BareLineEndings::Normalize
@@ -270,6 +271,11 @@ impl Driver {
             }
             self.drain_events();
             self.drain_output();
+            if self.s.starttls_requested() {
+                // What a driver does after the 220 (the handshake itself is not modelled).
+                self.s.tls_started();
+                continue;
+            }
             if self.unanswered.is_some() && !self.deferred {
                 self.answer_now();
                 continue;

@@ -48,6 +48,9 @@ pub struct Extensions {
     /// RFC 4954 AUTH (PLAIN, LOGIN); the handler checks the credentials (`Event::Auth`).
     /// Off by default.
     pub auth: bool,
+    /// RFC 3207 STARTTLS; the I/O driver must be able to start TLS (`Session::starttls_requested`).
+    /// Off by default. With it on, AUTH is offered only once TLS is active.
+    pub starttls: bool,
 }
 
 impl Default for Extensions {
@@ -61,6 +64,7 @@ impl Default for Extensions {
             chunking: true,
             help: true,
             auth: false,
+            starttls: false,
         }
     }
 }

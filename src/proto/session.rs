@@ -146,6 +146,10 @@ pub struct Session {
     pending_auth: Option<Credentials>,
     /// The identity a successful AUTH established.
     authenticated: Option<String>,
+    /// TLS is active (after STARTTLS).
+    tls: bool,
+    /// `220` to STARTTLS was written: the driver must start TLS before any more input.
+    starttls_pending: bool,
     events: VecDeque<Event>,
     /// Data-chunk events whose bytes are still ranges of the current input.
     fixups: Vec<(usize, std::ops::Range<usize>)>,
@@ -187,6 +191,8 @@ impl Session {
             extensions,
             pending_auth: None,
             authenticated: None,
+            tls: false,
+            starttls_pending: false,
             events,
             fixups: Vec::new(),
             pieces: Vec::new(),
@@ -402,6 +408,33 @@ impl Session {
     /// The identity a successful AUTH established (RFC 4954), if any.
     pub fn authenticated(&self) -> Option<&str> {
         self.authenticated.as_deref()
+    }
+
+    /// True after STARTTLS was accepted (`220` written) and before `tls_started`: the driver
+    /// must send the pending output, discard nothing but require that no input follows the
+    /// STARTTLS line in plaintext (RFC 3207 §5; otherwise it closes the connection), start TLS,
+    /// then call `tls_started`. The session reads no input meanwhile.
+    pub fn starttls_requested(&self) -> bool {
+        self.starttls_pending
+    }
+
+    /// TLS is now active: the session forgets everything the client said before (RFC 3207
+    /// §4.2) and expects a new EHLO.
+    pub fn tls_started(&mut self) {
+        self.starttls_pending = false;
+        self.tls = true;
+        self.abort_transaction();
+        self.helo = None;
+        self.esmtp = false;
+        self.authenticated = None;
+        if self.state != State::Closed {
+            self.state = State::ExpectHelo;
+        }
+    }
+
+    /// True once TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The configuration this session runs with.

@@ -211,11 +211,17 @@ impl Trace {
             helo: session.helo_name().unwrap_or("unknown").to_string(),
             peer: session.peer(),
             by: session.hostname().to_string(),
-            // RFC 3848: ESMTPA once the client authenticated.
-            protocol: match (session.is_esmtp(), session.authenticated().is_some()) {
-                (true, true) => "ESMTPA",
-                (true, false) => "ESMTP",
-                _ => "SMTP",
+            // RFC 3848: ESMTP, plus S inside TLS and A once authenticated.
+            protocol: match (
+                session.is_esmtp(),
+                session.is_tls(),
+                session.authenticated().is_some(),
+            ) {
+                (false, ..) => "SMTP",
+                (true, false, false) => "ESMTP",
+                (true, false, true) => "ESMTPA",
+                (true, true, false) => "ESMTPS",
+                (true, true, true) => "ESMTPSA",
             },
             id,
             x_peer,

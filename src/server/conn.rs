@@ -16,6 +16,7 @@ use bytes::BytesMut;
 
 use super::observe::Observer;
 use super::shard::Shard;
+use super::tls::Wire;
 use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
@@ -50,6 +51,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     shard: Rc<Shard<H>>,
 ) {
     let started = Instant::now();
+    let stream = Wire::new(stream);
     let mut session = Session::new(shard.session_config.clone(), peer, started);
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let mut out: Vec<u8> = Vec::with_capacity(512);
@@ -99,6 +101,18 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         }
         if !send_output(&stream, &mut session, &mut out, metrics).await {
             break;
+        }
+        if session.starttls_requested() {
+            // RFC 3207 §5: nothing may follow STARTTLS in cleartext; input that did (command
+            // injection) ends the connection, as does a TLS setup that cannot start.
+            let started = match &shard.tls {
+                Some(config) if buf.is_empty() => stream.start(config.clone()).is_ok(),
+                _ => false,
+            };
+            if !started {
+                break;
+            }
+            session.tls_started();
         }
         if session.is_closed() {
             break;

@@ -19,7 +19,10 @@ mod observe;
 mod process;
 mod shard;
 mod shard_thread;
+mod tls;
 mod uring;
+
+pub use tls::{server_config as tls_server_config, TlsConfigError};
 
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
@@ -126,6 +129,9 @@ pub struct ServerConfig {
     pub session: SessionConfig,
     /// Metrics recording and the admin listener; `None` (the library default) records nothing.
     pub metrics: Option<MetricsConfig>,
+    /// STARTTLS (RFC 3207) with this certificate (`tls_server_config` builds one from PEM
+    /// files); `None` does not offer it. It decides `session.extensions.starttls`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +146,7 @@ impl Default for ServerConfig {
             log_ready: true,
             session: SessionConfig::default(),
             metrics: None,
+            tls: None,
         }
     }
 }
@@ -370,7 +377,9 @@ impl<H: Service> Server<H> {
             None
         };
         let shards = self.listeners.len();
-        let session = Arc::new(self.config.session.clone());
+        let mut session = self.config.session.clone();
+        session.extensions.starttls = self.config.tls.is_some();
+        let session = Arc::new(session);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), std::io::Error>>();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let limit = shard::ConnLimit::new(self.config.max_connections);
@@ -395,6 +404,7 @@ impl<H: Service> Server<H> {
                 drain: self.drain.subscribe(),
                 limit: limit.clone(),
                 hub: self.hub.clone(),
+                tls: self.config.tls.clone(),
                 ready: ready_tx.clone(),
                 done: done_tx.clone(),
             };

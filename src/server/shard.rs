@@ -32,6 +32,8 @@ pub(crate) struct Shard<H> {
     pub refused: Cell<u64>,
     /// This shard's metrics recorder, when metrics are on.
     pub metrics: Option<ShardRecorder>,
+    /// The TLS configuration for STARTTLS, when it is offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<H: Service> Shard<H> {
@@ -41,6 +43,7 @@ impl<H: Service> Shard<H> {
         drain: watch::Receiver<bool>,
         limit: Arc<ConnLimit>,
         metrics: Option<ShardRecorder>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Rc<Self> {
         Rc::new(Self {
             session_config,
@@ -51,6 +54,7 @@ impl<H: Service> Shard<H> {
             idle: Notify::new(),
             refused: Cell::new(0),
             metrics,
+            tls,
         })
     }
 

@@ -24,6 +24,7 @@ pub(super) struct ShardStart<H> {
     pub drain: watch::Receiver<bool>,
     pub limit: Arc<ConnLimit>,
     pub hub: Option<Arc<Hub>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ready: mpsc::Sender<Result<(), std::io::Error>>,
     pub done: tokio::sync::mpsc::UnboundedSender<usize>,
 }
@@ -49,6 +50,7 @@ impl<H: Service> ShardStart<H> {
                     self.drain,
                     self.limit,
                     self.hub.map(|h| ShardRecorder::new(h, index)),
+                    self.tls,
                 );
                 serve_shard(acceptors, shard, self.ready).await;
             }),
@@ -66,6 +68,7 @@ impl<H: Service> ShardStart<H> {
                             self.drain,
                             self.limit,
                             self.hub.map(|h| ShardRecorder::new(h, index)),
+                            self.tls,
                         );
                         serve_shard(acceptors, shard, self.ready).await;
                     }

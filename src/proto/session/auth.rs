@@ -4,8 +4,9 @@
 //!
 //! The session never checks a password: `Event::Auth` is a decision whose default answer is a
 //! refusal (`535 5.7.8`); a positive answer authenticates the session (`235 2.7.0`). AUTH is
-//! offered only when `Extensions::auth` is on, only after EHLO, once per session and never
-//! inside a transaction. A failed attempt counts against the error budget.
+//! offered only when `Extensions::auth` is on (and, when STARTTLS is on offer, only inside
+//! TLS: `538 5.7.11` before), only after EHLO, once per session and never inside a
+//! transaction. A failed attempt counts against the error budget.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -61,6 +62,14 @@ impl Session {
                 502,
                 esc(5, 5, 1),
                 "Error: command not implemented",
+            ));
+        }
+        if self.extensions.starttls && !self.tls {
+            // RFC 4954 §4: cleartext passwords only inside TLS when TLS is on offer.
+            return self.protocol_error(Reply::new(
+                538,
+                esc(5, 7, 11),
+                "Error: encryption required for requested authentication mechanism",
             ));
         }
         let refusal = if !self.esmtp {

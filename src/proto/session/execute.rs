@@ -155,12 +155,35 @@ impl Session {
                 }
             },
             Command::Auth => self.auth_command(line),
-            Command::StartTls => self.write(&Reply::new(
+            Command::StartTls => self.starttls(),
+        }
+    }
+
+    fn starttls(&mut self) {
+        if !self.extensions.starttls {
+            return self.write(&Reply::new(
                 502,
                 esc(5, 5, 1),
                 "Error: command not implemented",
-            )),
+            ));
         }
+        let refusal = if self.tls {
+            Some((554, "Error: TLS already active"))
+        } else if !self.esmtp {
+            Some((503, "Error: send EHLO first"))
+        } else if self.state != State::ExpectMail {
+            Some((
+                503,
+                "Error: STARTTLS not permitted during a mail transaction",
+            ))
+        } else {
+            None
+        };
+        if let Some((code, text)) = refusal {
+            return self.protocol_error(Reply::new(code, esc(5, 5, 1), text));
+        }
+        self.write(&Reply::new(220, esc(2, 0, 0), "Ready to start TLS"));
+        self.starttls_pending = true;
     }
 
     fn command_error(&mut self, e: CommandError, line: &[u8]) {
@@ -483,7 +506,10 @@ impl Session {
         if ext.enhanced_status_codes {
             t.push_str("\nENHANCEDSTATUSCODES");
         }
-        if ext.auth {
+        if ext.starttls && !self.tls {
+            t.push_str("\nSTARTTLS");
+        }
+        if ext.auth && (self.tls || !ext.starttls) {
             t.push_str("\nAUTH PLAIN LOGIN");
         }
         if ext.chunking {

@@ -17,7 +17,7 @@ impl Session {
     #[inline]
     pub(super) fn may_read(&self) -> bool {
         if self.decisions.is_empty() {
-            return true;
+            return !self.starttls_pending;
         }
         self.pipelined_decisions
             && matches!(self.mode, Mode::Command)
