@@ -37,43 +37,37 @@ impl<H: Service> ShardStart<H> {
         let index = self.index;
         let done = self.done.clone();
         let ready = self.ready.clone();
+        let (listeners, shard_ready) = (self.listeners, self.ready);
+        // One shard state for either event loop, built on the shard's own thread.
+        let (session, factory, drain, limit, hub, tls) = (
+            self.session,
+            self.factory,
+            self.drain,
+            self.limit,
+            self.hub,
+            self.tls,
+        );
+        let make_shard = move || {
+            let metrics = hub.map(|h| ShardRecorder::new(h, index));
+            Shard::new(session, factory(index), drain, limit, metrics, tls)
+        };
         let result = match self.driver {
             Driver::Uring => uring::block_on(async move {
-                let acceptors = self
-                    .listeners
+                let acceptors = listeners
                     .into_iter()
                     .map(uring::UringListener::from_std)
                     .collect::<Vec<_>>();
-                let shard = Shard::new(
-                    self.session,
-                    (self.factory)(index),
-                    self.drain,
-                    self.limit,
-                    self.hub.map(|h| ShardRecorder::new(h, index)),
-                    self.tls,
-                );
-                serve_shard(acceptors, shard, self.ready).await;
+                serve_shard(acceptors, make_shard(), shard_ready).await;
             }),
             Driver::Epoll => epoll::block_on(async move {
-                let acceptors: Result<Vec<_>, _> = self
-                    .listeners
+                let acceptors: Result<Vec<_>, _> = listeners
                     .into_iter()
                     .map(epoll::EpollListener::from_std)
                     .collect();
                 match acceptors {
-                    Ok(acceptors) => {
-                        let shard = Shard::new(
-                            self.session,
-                            (self.factory)(index),
-                            self.drain,
-                            self.limit,
-                            self.hub.map(|h| ShardRecorder::new(h, index)),
-                            self.tls,
-                        );
-                        serve_shard(acceptors, shard, self.ready).await;
-                    }
+                    Ok(acceptors) => serve_shard(acceptors, make_shard(), shard_ready).await,
                     Err(e) => {
-                        let _ = self.ready.send(Err(e));
+                        let _ = shard_ready.send(Err(e));
                     }
                 }
             }),
