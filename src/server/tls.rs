@@ -66,6 +66,8 @@ struct Tls {
     conn: rustls::ServerConnection,
     /// Ciphertext read from the socket and not yet handed to rustls.
     cipher: BytesMut,
+    /// Ciphertext for the socket, reused from write to write (None while being written).
+    out: Option<Vec<u8>>,
 }
 
 /// A connection's stream, plain until `start`, TLS after.
@@ -93,6 +95,7 @@ impl<S: ConnStream> Wire<S> {
         *self.tls.borrow_mut() = Some(Tls {
             conn,
             cipher: BytesMut::with_capacity(CIPHER_READ),
+            out: Some(Vec::with_capacity(CIPHER_READ)),
         });
         Ok(())
     }
@@ -112,11 +115,15 @@ impl<S: ConnStream> Wire<S> {
                 if !t.conn.wants_write() {
                     return Ok(());
                 }
-                let mut out = Vec::with_capacity(CIPHER_READ);
+                let mut out = t.out.take().unwrap_or_default();
+                out.clear();
                 t.conn.write_tls(&mut out)?;
                 out
             };
-            let (res, _) = self.inner.write_all(out).await;
+            let (res, out) = self.inner.write_all(out).await;
+            if let Some(t) = self.tls.borrow_mut().as_mut() {
+                t.out = Some(out);
+            }
             res?;
         }
     }
