@@ -13,6 +13,16 @@ use common::*;
 use relay_common::*;
 use std::time::Duration;
 
+/// The scripted upstream in `mode`, the relay in front of it (`io`, `extra` flags) and a
+/// client that has said EHLO.
+fn start(mode: &str, io: &str, extra: &[&str]) -> (Scripted, Server, Client) {
+    let up = Scripted::start(mode);
+    let server = proxy(io, &[up.port], extra);
+    let mut c = Client::connect(server.port());
+    c.ehlo("client.example");
+    (up, server, c)
+}
+
 /// The client's whole envelope and DATA in one write.
 fn pipelined(from: &str, to: &[&str]) -> Vec<u8> {
     let mut s = format!("MAIL FROM:<{from}>\r\n");
@@ -45,10 +55,7 @@ fn body(c: &mut Client, token: &str) -> Answer {
 #[test]
 fn pipelined_envelope_reaches_the_upstream_before_mail_is_answered() {
     for io in IO_MODES {
-        let up = Scripted::start("slow-mail");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = start("slow-mail", io, &[]);
         relay_pipelined(
             &mut c,
             io,
@@ -72,10 +79,7 @@ fn pipelined_envelope_reaches_the_upstream_before_mail_is_answered() {
 #[test]
 fn upstream_without_pipelining_gets_one_command_per_round_trip() {
     for io in IO_MODES {
-        let up = Scripted::start("no-pipelining");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = start("no-pipelining", io, &[]);
         relay_pipelined(
             &mut c,
             io,
@@ -102,10 +106,7 @@ fn upstream_without_pipelining_gets_one_command_per_round_trip() {
 #[test]
 fn refused_mail_with_pipelined_recipients() {
     for io in IO_MODES {
-        let up = Scripted::start("ok");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = start("ok", io, &[]);
         c.send(&pipelined(
             "refused@example.com",
             &["b@example.com", "c@example.com"],
@@ -151,10 +152,7 @@ fn refused_mail_with_pipelined_recipients() {
 #[test]
 fn every_pipelined_recipient_refused() {
     for io in IO_MODES {
-        let up = Scripted::start("refuse-rcpt");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = start("refuse-rcpt", io, &[]);
         c.send(&pipelined(
             "a@example.com",
             &["bad@example.com", "busy@example.com"],
@@ -190,10 +188,7 @@ fn every_pipelined_recipient_refused() {
 #[test]
 fn our_own_refusal_keeps_its_place_among_pipelined_replies() {
     for io in IO_MODES {
-        let up = Scripted::start("slow-mail");
-        let server = proxy(io, &[up.port], &["--relay-domains", "example.com"]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = start("slow-mail", io, &["--relay-domains", "example.com"]);
         c.send(&pipelined(
             "a@example.com",
             &["b@example.com", "x@elsewhere.org", "c@example.com"],
@@ -228,10 +223,7 @@ fn our_own_refusal_keeps_its_place_among_pipelined_replies() {
 #[test]
 fn stale_pooled_connection_under_a_pipelined_envelope() {
     for io in IO_MODES {
-        let mut up = Scripted::start("idle-421");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (mut up, server, mut c) = start("idle-421", io, &[]);
         relay_pipelined(&mut c, io, &["b@example.com"], "first");
         up.wait_for("CLOSED 1");
         std::thread::sleep(Duration::from_millis(100));
