@@ -6,94 +6,24 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 const SIZE_LIMIT: u64 = 10_000;
-
-/// `ringrelay: metrics on http://ADDR/metrics`
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let err = server.stderr();
-        if let Some(addr) = err.lines().find_map(|l| {
-            l.strip_prefix("ringrelay: metrics on http://")?
-                .strip_suffix("/metrics")?
-                .parse()
-                .ok()
-        }) {
-            return addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics line on stderr:\n{err}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A bare HTTP/1.0 GET; returns (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read response");
-    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, body.to_string())
-}
-
-/// The value of the sample `series` (name with its labels, exactly as exposed).
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
-}
 
 /// Scrapes until `done(text)` holds (sessions are recorded as their connections close, just
 /// after the client has seen the reply to QUIT) or 10 s pass; returns the last scrape.
 fn scrape_until(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, text) = get(addr, "/metrics");
+        let (status, text) = http_get(addr, "/metrics");
         assert_eq!(status, 200);
         if done(&text) || Instant::now() > deadline {
             return text;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn promtool_check(text: &str) {
-    require("promtool", "--version");
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn exact_counts_after_workload(io: &str) {
@@ -111,8 +41,8 @@ fn exact_counts_after_workload(io: &str) {
         ],
     );
     let admin = metrics_addr(&server);
-    assert_eq!(get(admin, "/healthz").0, 200);
-    assert_eq!(get(admin, "/readyz").0, 200);
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    assert_eq!(http_get(admin, "/readyz").0, 200);
 
     let (messages, oversize, declared) = (500u64, 20u64, 5u64);
     let out = run_python(
@@ -209,7 +139,7 @@ fn exact_counts_after_workload(io: &str) {
     assert!(n("ringrelay_jemalloc_resident_bytes") > 0);
     promtool_check(&text);
 
-    let (status, json) = get(admin, "/stats.json");
+    let (status, json) = http_get(admin, "/stats.json");
     assert_eq!(status, 200);
     let stats: serde_json::Value = serde_json::from_str(&json).expect("stats.json");
     assert_eq!(stats["messages"]["accepted"], messages);
@@ -251,7 +181,7 @@ fn readyz_is_503_while_draining() {
         ],
     );
     let admin = metrics_addr(&server);
-    assert_eq!(get(admin, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(http_get(admin, "/readyz"), (200, "ready\n".to_string()));
 
     let mut hold = Peer::python("metrics_hold.py", &[server.port().to_string()]);
     hold.wait_for_line("holding", Duration::from_secs(20));
@@ -259,7 +189,7 @@ fn readyz_is_503_while_draining() {
     server.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body) = get(admin, "/readyz");
+        let (status, body) = http_get(admin, "/readyz");
         if status == 503 {
             assert_eq!(body, "draining\n");
             break;
@@ -267,7 +197,7 @@ fn readyz_is_503_while_draining() {
         assert!(Instant::now() < deadline, "/readyz still {status} {body:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(get(admin, "/healthz").0, 200, "alive while draining");
+    assert_eq!(http_get(admin, "/healthz").0, 200, "alive while draining");
     let text = scrape_until(admin, |_| true);
     assert_eq!(sample(&text, "ringrelay_draining"), 1.0);
     assert_eq!(

@@ -14,8 +14,7 @@ mod relay_common;
 use common::*;
 use relay_common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -1582,32 +1581,14 @@ fn upstream_pool_metrics() {
         let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged(token));
         assert_eq!(code, 250, "{line}");
     }
-    let err = server.stderr();
-    let addr = err
-        .lines()
-        .find_map(|l| l.strip_prefix("ringrelay: metrics on http://"))
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics line in {err}"))
-        .to_string();
-    let get = |path: &str| -> String {
-        let mut http = TcpStream::connect(&addr).unwrap();
-        http.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut response = String::new();
-        http.read_to_string(&mut response).unwrap();
-        response.split_once("\r\n\r\n").unwrap().1.to_string()
-    };
-    let body = get("/metrics");
-    let stats = get("/stats.json");
+    let admin = metrics_addr(&server);
+    let (_, body) = http_get(admin, "/metrics");
+    let (_, stats) = http_get(admin, "/stats.json");
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     for (key, count) in [("upstream_connect", 1), ("upstream_end_of_data", 3)] {
         assert_eq!(stats["latency_us"][key]["count"], count, "{key}: {stats}");
     }
-    let value = |name: &str| -> f64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
-    };
+    let value = |series: &str| sample(&body, series.trim_end());
     assert_eq!(value("ringrelay_upstream_checkouts_total "), 3.0, "{body}");
     assert_eq!(value("ringrelay_upstream_connects_total "), 1.0, "{body}");
     assert_eq!(value("ringrelay_upstream_reuses_total "), 2.0, "{body}");
@@ -1630,26 +1611,7 @@ fn upstream_pool_metrics() {
         "{body}"
     );
     assert!(value("ringrelay_upstream_connect_duration_seconds_sum ") > 0.0);
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    promtool_check(&body);
     c.quit();
     server.stop().assert_success();
     up.finish();

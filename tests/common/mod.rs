@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -750,4 +750,76 @@ pub fn test_certificate(dir: &TempDir) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin HTTP listener (metrics)
+
+/// `ringrelay: metrics on http://ADDR/metrics`
+pub fn metrics_addr(server: &Server) -> SocketAddr {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let err = server.stderr();
+        if let Some(addr) = err.lines().find_map(|l| {
+            l.strip_prefix("ringrelay: metrics on http://")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        }) {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics line on stderr:\n{err}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A bare HTTP/1.0 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (name with its labels, exactly as exposed).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// Fails unless `promtool check metrics` accepts `text`.
+pub fn promtool_check(text: &str) {
+    require("promtool", "--version");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
