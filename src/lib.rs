@@ -19,10 +19,12 @@
 //! its replies and events, answer the events.
 
 pub mod client;
+pub mod engine;
 pub mod handler;
 pub mod metrics;
 pub mod proto;
 pub mod relay;
+pub mod rt;
 pub mod server;
 
 pub use handler::Handler;
