@@ -112,6 +112,16 @@ pub struct ServeArgs {
     /// Event loop: auto (io_uring, else epoll), uring or epoll.
     #[arg(long, value_enum)]
     pub io: Option<IoMode>,
+    /// io_uring: buffers in each shard's DATA pool (default 256).
+    #[arg(long, value_name = "N")]
+    pub uring_buffers: Option<u16>,
+    /// io_uring: size of each DATA pool buffer in octets (default 16384).
+    #[arg(long, value_name = "BYTES")]
+    pub uring_buffer_size: Option<u32>,
+    /// io_uring: do not ask for DEFER_TASKRUN (as on a kernel without it).
+    #[arg(long)]
+    #[serde(default)]
+    pub uring_no_defer_taskrun: bool,
     /// Open connections allowed in the whole process (0 = unlimited); beyond it 421 4.3.2.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -322,6 +332,13 @@ fn serve_config(
     if let Some(v) = cli.io.or(file.io) {
         cfg.io = v;
     }
+    if let Some(v) = cli.uring_buffers.or(file.uring_buffers) {
+        cfg.engine.buffers = v.max(1);
+    }
+    if let Some(v) = cli.uring_buffer_size.or(file.uring_buffer_size) {
+        cfg.engine.buffer_size = v;
+    }
+    cfg.engine.defer_taskrun = !(cli.uring_no_defer_taskrun || file.uring_no_defer_taskrun);
     if let Some(v) = cli.max_connections.or(file.max_connections) {
         cfg.max_connections = v;
     }

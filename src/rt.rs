@@ -103,6 +103,19 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
     timeout_at(far(duration), future).await
 }
 
+/// Runs every future to completion, concurrently, on the calling task.
+pub async fn join_all<F: Future<Output = ()>>(mut futures: Vec<Pin<Box<F>>>) {
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// `now + duration`, saturating far in the future instead of overflowing.
 fn far(duration: Duration) -> Instant {
     let now = Instant::now();

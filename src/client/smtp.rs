@@ -14,6 +14,8 @@ use std::time::{Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
+use crate::engine;
+
 use super::auth::Mechanism;
 use super::core::{ClientCore, CoreError, Phase, Timeouts};
 use super::error::ClientError;
@@ -101,35 +103,22 @@ pub struct SmtpClient {
 }
 
 impl SmtpClient {
-    /// Connects over TCP and reads the greeting (220 or `ConnectRefused`).
+    /// Connects over TCP and reads the greeting (220 or `ConnectRefused`). On a shard's
+    /// io_uring engine the socket lives on the engine's ring; elsewhere on tokio.
     pub async fn connect(host: &str, port: u16, opts: ConnectOptions) -> Result<Self, ClientError> {
         let addr_text = format!("{host}:{port}");
         let connect = async {
-            let addrs = tokio::net::lookup_host(&addr_text).await?;
+            let addrs = resolve(host, port).await?;
             let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
             for addr in addrs {
-                let attempt = async {
-                    match opts.source_address {
-                        Some(src) => {
-                            let sock = if addr.is_ipv4() {
-                                TcpSocket::new_v4()?
-                            } else {
-                                TcpSocket::new_v6()?
-                            };
-                            sock.bind(src)?;
-                            sock.connect(addr).await
-                        }
-                        None => TcpStream::connect(addr).await,
-                    }
-                };
-                match attempt.await {
+                match connect_one(addr, opts.source_address).await {
                     Ok(s) => return Ok(s),
                     Err(e) => last = e,
                 }
             }
             Err(last)
         };
-        let tcp = tokio::time::timeout(opts.timeouts.greeting, connect)
+        let plain = crate::rt::timeout(opts.timeouts.greeting, connect)
             .await
             .unwrap_or_else(|_| {
                 Err(std::io::Error::new(
@@ -141,23 +130,25 @@ impl SmtpClient {
                 addr: addr_text.clone(),
                 source,
             })?;
-        let _ = tcp.set_nodelay(true);
         let name = opts
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host.to_string());
-        Self::start(Plain::Tcp(tcp), name, opts).await
+        Self::start(plain, name, opts).await
     }
 
     /// Connects to a Unix-domain socket (LMTP servers usually listen on one).
     pub async fn connect_unix(path: &Path, opts: ConnectOptions) -> Result<Self, ClientError> {
-        let s = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: path.display().to_string(),
-                source,
-            })?;
-        Self::start(Plain::Unix(s), "localhost".into(), opts).await
+        let s = if engine::is_current() {
+            engine::Socket::connect_unix(path).await.map(Plain::Ring)
+        } else {
+            UnixStream::connect(path).await.map(Plain::Unix)
+        };
+        let s = s.map_err(|source| ClientError::Connect {
+            addr: path.display().to_string(),
+            source,
+        })?;
+        Self::start(s, "localhost".into(), opts).await
     }
 
     async fn start(
@@ -475,10 +466,11 @@ impl SmtpClient {
             .as_mut()
             .ok_or(ClientError::ServerDisconnected)?;
         while let Some(b) = self.core.poll_transmit() {
-            let written = tokio::time::timeout(limit, stream.write_all(&b)).await;
+            let written = crate::rt::timeout(limit, stream.write_all(&b)).await;
             let Ok(result) = written else {
-                // Dropping the write is safe: tokio sockets are readiness based, and the
-                // connection is unusable now anyway.
+                // Dropping the write is safe (tokio's are readiness based; the engine cancels
+                // and keeps the memory until the kernel is done), and the connection is
+                // unusable now anyway.
                 if let Some(s) = self.stream.take() {
                     s.shutdown();
                 }
@@ -514,23 +506,21 @@ impl SmtpClient {
             self.rbuf.clear();
             let read = stream.read_buf(&mut self.rbuf);
             let n = match deadline {
-                Some(d) => {
-                    match tokio::time::timeout_at(tokio::time::Instant::from_std(d), read).await {
-                        Ok(r) => r?,
-                        Err(_) => {
-                            self.core.handle_timeout(Instant::now());
-                            let e = self
-                                .core
-                                .error()
-                                .cloned()
-                                .unwrap_or(CoreError::Timeout(Phase::Other));
-                            if let Some(s) = self.stream.take() {
-                                s.shutdown();
-                            }
-                            return Err(ClientError::Protocol(e));
+                Some(d) => match crate::rt::timeout_at(d, read).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        self.core.handle_timeout(Instant::now());
+                        let e = self
+                            .core
+                            .error()
+                            .cloned()
+                            .unwrap_or(CoreError::Timeout(Phase::Other));
+                        if let Some(s) = self.stream.take() {
+                            s.shutdown();
                         }
+                        return Err(ClientError::Protocol(e));
                     }
-                }
+                },
                 None => read.await?,
             };
             if n == 0 {
@@ -564,6 +554,53 @@ impl SmtpClient {
         }
         let _ = writeln!(err, "{what}: {text}");
     }
+}
+
+/// The addresses of `host:port`: an IP literal at once; a name through tokio's resolver, or
+/// on the engine through a short-lived thread (getaddrinfo blocks; the shard must not).
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let text = format!("{host}:{port}");
+    if !engine::is_current() {
+        return Ok(tokio::net::lookup_host(&text).await?.collect());
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ringrelay-resolve".into())
+        .spawn(move || {
+            use std::net::ToSocketAddrs;
+            let _ = tx.send(text.to_socket_addrs().map(Iterator::collect));
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("resolver thread failed")))
+}
+
+/// One TCP connection attempt, on the engine when this thread runs one.
+async fn connect_one(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<Plain> {
+    if engine::is_current() {
+        let s = match source {
+            Some(src) => engine::Socket::connect_from(addr, src).await?,
+            None => engine::Socket::connect(addr).await?,
+        };
+        return Ok(Plain::Ring(s));
+    }
+    let tcp = match source {
+        Some(src) => {
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            sock.bind(src)?;
+            sock.connect(addr).await?
+        }
+        None => TcpStream::connect(addr).await?,
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(Plain::Tcp(tcp))
 }
 
 /// The local host name for HELO/EHLO.

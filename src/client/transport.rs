@@ -1,23 +1,29 @@
-//! Byte transports for the client driver: TCP, Unix sockets (LMTP) and TLS on top of either
-//! (rustls driven through its sans-IO API, so the same code serves any runtime).
+//! Byte transports for the client driver: TCP and Unix sockets (LMTP) on tokio, sockets on the
+//! io_uring engine (the relay's upstream connections in a uring shard), and TLS on top of any
+//! of them (rustls driven through its sans-IO API, so the same code serves every runtime).
 //!
-//! Reads are never dropped in flight: a timeout shuts the socket down and awaits the read
-//! (the same discipline as the server's drivers).
+//! A read dropped by a timeout is safe on both: tokio's reads are readiness based, and the
+//! engine cancels the operation and keeps its buffer until the kernel is done with it. The
+//! connection is unusable afterwards either way (the client core then reports the timeout).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+
+use crate::engine;
 
 /// A plain connection.
 #[derive(Debug)]
 pub enum Plain {
-    /// TCP.
+    /// TCP on tokio.
     Tcp(TcpStream),
-    /// A Unix-domain socket (LMTP).
+    /// A Unix-domain socket (LMTP) on tokio.
     Unix(UnixStream),
+    /// TCP or a Unix-domain socket on the io_uring engine.
+    Ring(engine::Socket),
 }
 
 impl Plain {
@@ -25,6 +31,11 @@ impl Plain {
         match self {
             Plain::Tcp(s) => s.read_buf(buf).await,
             Plain::Unix(s) => s.read_buf(buf).await,
+            Plain::Ring(s) => {
+                let (r, b) = s.read(std::mem::take(buf)).await;
+                *buf = b;
+                r
+            }
         }
     }
 
@@ -32,6 +43,7 @@ impl Plain {
         match self {
             Plain::Tcp(s) => s.write_all(data).await,
             Plain::Unix(s) => s.write_all(data).await,
+            Plain::Ring(s) => s.write_all(vec![Bytes::copy_from_slice(data)]).await,
         }
     }
 
@@ -40,6 +52,10 @@ impl Plain {
         let _ = match self {
             Plain::Tcp(s) => socket2::SockRef::from(s).shutdown(how),
             Plain::Unix(s) => socket2::SockRef::from(s).shutdown(how),
+            Plain::Ring(s) => {
+                s.shutdown();
+                Ok(())
+            }
         };
     }
 }

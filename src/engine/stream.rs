@@ -12,9 +12,9 @@
 //! Sending: `send` appends to the connection's output; at the end of the loop turn the engine
 //! submits one send per connection with output, all in the same `io_uring_enter`.
 //!
-//! Closing: `close` flushes, shuts the socket down (which ends the receive), and the engine
-//! closes the descriptor only after the receive's final completion and the last send's
-//! completion have arrived. Dropping a `Stream` does the same without the flush.
+//! Closing: `close` flushes; then (as on any drop of a `Stream`) the engine cancels the
+//! receive and any send still in flight, and closes the descriptor only after their final
+//! completions have arrived, so no operation can outlive the descriptor number.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -207,16 +207,34 @@ impl Drop for Stream {
             let mut w = s.send.borrow_mut();
             w.queued.clear();
         }
-        let armed = matches!(s.recv.borrow().arm, Arm::Armed | Arm::Cancelling);
+        // End the receive (and a send stuck on a peer that does not read) by cancelling them:
+        // cancellation by user data runs inline at submission, whereas an IORING_OP_SHUTDOWN
+        // names the descriptor and runs later on a worker, possibly after the descriptor was
+        // closed and its number reused by the next accepted connection.
+        let key = s.key.get();
+        let recv_armed = {
+            let mut r = s.recv.borrow_mut();
+            let armed = r.arm == Arm::Armed;
+            if armed {
+                r.arm = Arm::Cancelling;
+            }
+            armed
+        };
         let busy = s.send.borrow().busy;
-        if armed || busy {
-            // Ends the receive (and a send stuck on a peer that does not read).
-            let e = opcode::Shutdown::new(types::Fd(s.fd), libc::SHUT_RDWR)
-                .build()
-                .user_data(Tag::Ignore.user_data(0));
-            // SAFETY: points to nothing.
-            with_core(|c| unsafe { c.ring.borrow_mut().push(&e) });
-        }
+        with_core(|c| {
+            let mut ring = c.ring.borrow_mut();
+            for (armed, tag) in [(recv_armed, Tag::Recv), (busy, Tag::Send)] {
+                if armed {
+                    let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
+                        tag.user_data(key),
+                    ))
+                    .build()
+                    .user_data(Tag::Ignore.user_data(0));
+                    // SAFETY: points to nothing.
+                    unsafe { ring.push(&e) };
+                }
+            }
+        });
         with_core(|c| finish_if_done(c, s));
     }
 }

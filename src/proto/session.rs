@@ -226,6 +226,15 @@ impl Session {
         }
     }
 
+    /// Like `handle_input`, with data chunks handed out as zero-copy views of `input` (for
+    /// example a pool buffer the I/O engine received into); returns how many octets were
+    /// consumed. The caller keeps the rest and presents it again with newer input.
+    pub fn handle_input_bytes(&mut self, now: Instant, input: &Bytes) -> usize {
+        let used = self.process(now, input);
+        self.resolve_fixups(|r| input.slice(r));
+        used
+    }
+
     /// Turns accounting on or off: while on, the session records an `Observation` for every
     /// answered command, transaction start, data phase and message verdict.
     pub fn set_observing(&mut self, on: bool) {

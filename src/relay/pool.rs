@@ -257,16 +257,12 @@ impl UpstreamPool {
             .into_iter()
             .filter(|i| i.up.client.is_connected())
             .map(|i| {
-                tokio::task::spawn_local(async move {
-                    let _ = tokio::time::timeout(limit, i.up.client.quit()).await;
+                Box::pin(async move {
+                    let _ = crate::rt::timeout(limit, i.up.client.quit()).await;
                 })
             })
             .collect();
-        async move {
-            for q in quits {
-                let _ = q.await;
-            }
-        }
+        crate::rt::join_all(quits)
     }
 
     /// A connection for one transaction: an idle one, or a new one (upstreams in order).
@@ -369,8 +365,8 @@ fn retire(up: Upstream) {
     if !up.client.is_connected() {
         return;
     }
-    tokio::task::spawn_local(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(10), up.client.quit()).await;
+    crate::rt::spawn_local(async move {
+        let _ = crate::rt::timeout(Duration::from_secs(10), up.client.quit()).await;
     });
 }
 

@@ -1,24 +1,27 @@
 //! The accept loop of one listener on one shard, shared by both drivers: admit or refuse each
-//! connection against the shard's limit, spawn its task, and stop cleanly when draining
-//! (the listener is shut down so the in-flight accept completes; it is never dropped).
+//! connection against the shard's limit, spawn its task, and stop cleanly when draining (the
+//! listener is closed through its driver, which hands back connections it accepted but nobody
+//! took; those are told 421, never dropped silently).
 
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::conn::{serve, ConnStream};
-use super::listener::shutdown_fd;
 use super::shard::{Shard, TOO_MANY};
 use crate::handler::Service;
 use crate::metrics::labels::RejectReason;
+use crate::rt;
 
 /// A listening socket as the accept loop needs it; implemented by each driver.
 pub(crate) trait Acceptor {
     /// The connected stream type.
     type Stream: ConnStream + 'static;
-    /// Accepts one connection.
-    async fn accept(&self) -> io::Result<(Self::Stream, core::net::SocketAddr)>;
-    /// The listening descriptor (to shut it down when draining).
-    fn raw_fd(&self) -> std::os::fd::RawFd;
+    /// Accepts one connection. Cancel-safe.
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)>;
+    /// Stops accepting and closes the listener; returns connections accepted but not taken.
+    async fn close(self) -> Vec<Self::Stream>;
 }
 
 const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down, try again later\r\n";
@@ -26,29 +29,19 @@ const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down, try again later\
 /// Accepts until the shard drains.
 pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<Shard<H>>) {
     let mut drain = shard.drain.clone();
-    loop {
-        if shard.draining() {
-            break;
-        }
-        let accept = acceptor.accept();
-        tokio::pin!(accept);
-        let mut stop = false;
+    while !shard.draining() {
         let res = tokio::select! {
-            r = &mut accept => r,
-            _ = drain.changed() => {
-                stop = true;
-                shutdown_fd(acceptor.raw_fd());
-                accept.await
-            }
+            r = acceptor.accept() => r,
+            _ = drain.changed() => break,
         };
         match res {
             Ok((stream, peer)) => {
-                if stop || shard.draining() {
+                if shard.draining() {
                     shard.count_rejected(RejectReason::Draining);
                     refuse(stream, SHUTTING_DOWN);
                 } else if let Some(key) = shard.admit(peer) {
                     let shard = shard.clone();
-                    tokio::task::spawn_local(async move {
+                    rt::spawn_local(async move {
                         serve(stream, peer, shard.clone()).await;
                         shard.release(key);
                     });
@@ -56,23 +49,24 @@ pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<
                     refuse(stream, TOO_MANY);
                 }
             }
-            Err(e) if !stop && !shard.draining() => {
-                // EMFILE/ENFILE/ECONNABORTED: back off briefly instead of spinning.
+            Err(e) => {
+                // EMFILE/ENFILE: back off briefly instead of spinning.
                 if !matches!(e.kind(), io::ErrorKind::ConnectionAborted) {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    rt::sleep(Duration::from_millis(10)).await;
                 }
             }
-            Err(_) => {}
         }
-        if stop {
-            break;
-        }
+    }
+    for stream in acceptor.close().await {
+        shard.count_rejected(RejectReason::Draining);
+        refuse(stream, SHUTTING_DOWN);
     }
 }
 
-/// Writes a 421 to a connection we will not serve, then lets it close.
+/// Writes a 421 to a connection we will not serve, then closes it.
 fn refuse<S: ConnStream + 'static>(stream: S, reply: &'static [u8]) {
-    tokio::task::spawn_local(async move {
-        let _ = stream.write_all(reply.to_vec()).await;
+    rt::spawn_local(async move {
+        stream.send(reply);
+        stream.close().await;
     });
 }

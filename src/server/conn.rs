@@ -1,10 +1,12 @@
-//! One connection's life, shared by both I/O drivers: read, feed the session, dispatch its
-//! events to the shard's handler, write the batch of replies, repeat.
+//! One connection's life, shared by both I/O drivers: take input chunks, feed the session,
+//! dispatch its events to the shard's handler, queue the batch of replies, repeat.
 //!
-//! Contract with the drivers (`ConnStream`): an operation, once started, is always awaited to
-//! completion; a timeout or drain never drops an in-flight read. Instead the socket's read side
-//! is shut down, which completes the read, and the session then says 421. This is what keeps
-//! io_uring from leaving an orphaned read in the kernel that would swallow later bytes.
+//! Contract with the drivers (`ConnStream`): `recv` is cancel-safe (a timeout or a drain that
+//! wins the race loses no input: it stays with the driver), `send` only queues (io_uring sends
+//! everything a loop turn produced in one submission; epoll writes at once), and `close`
+//! flushes, then lets the driver end the socket once the kernel has finished with it. Input
+//! is fed as the driver's chunks (views of the DATA pool under io_uring), so message bodies
+//! reach the handler without a copy.
 
 use std::collections::VecDeque;
 use std::io;
@@ -12,8 +14,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 
+use super::input::Input;
 use super::observe::Observer;
 use super::shard::Shard;
 use super::tls::Wire;
@@ -21,26 +24,29 @@ use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
 use crate::proto::{EnhancedCode, Reply, Session, State};
+use crate::rt;
 
-/// Smallest read a connection posts; grows while reads fill it.
-const MIN_READ: usize = 4096;
-/// Largest read a connection posts.
-const MAX_READ: usize = 64 * 1024;
+/// Output queued beyond this waits for the peer to read before more input is taken.
+const OUTPUT_HIGH: usize = 64 * 1024;
 
 /// A connected socket as the connection logic needs it; implemented by each driver.
 pub(crate) trait ConnStream {
-    /// Reads into `buf`'s spare capacity, appending; returns the buffer back.
-    async fn read(&self, buf: BytesMut) -> (io::Result<usize>, BytesMut);
-    /// Writes all of `buf`; returns the buffer back.
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
-    /// Shuts down the read side so a pending read completes.
-    fn shutdown_read(&self);
+    /// The next chunk of input; `None` at its end. Cancel-safe.
+    async fn recv(&self) -> io::Result<Option<Bytes>>;
+    /// Queues output.
+    fn send(&self, data: &[u8]);
+    /// Octets queued and not yet written.
+    fn unsent(&self) -> usize;
+    /// Waits until everything queued is written.
+    async fn flush(&self) -> io::Result<()>;
+    /// Flushes, then closes.
+    async fn close(self);
 }
 
-/// Why the read wait ended early.
-enum Wake {
-    Data,
-    Timeout,
+/// What ended a wait for input.
+enum Woke {
+    Input(io::Result<Option<Bytes>>),
+    Timer,
     Drain,
 }
 
@@ -53,24 +59,26 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     let started = Instant::now();
     let stream = Wire::new(stream);
     let mut session = Session::new(shard.session_config.clone(), peer, started);
-    let mut buf = BytesMut::with_capacity(MIN_READ);
-    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut input = Input::default();
     let mut conn = H::open(&shard.handler, &session);
     let mut pending: Answers = VecDeque::new();
     let mut drain = shard.drain.clone();
-    let mut read_size = MIN_READ;
     let metrics = shard.metrics.as_ref();
     let mut observer = metrics.map(|_| Observer::default());
+    // Armed lazily, moved only to an earlier deadline: a later one is noticed when it fires.
+    let mut timer: Option<rt::Sleep> = None;
     session.set_observing(metrics.is_some());
     {
         let service = shard.handler.borrow();
         session.set_pipelined_decisions(service.pipelines_decisions());
         session.set_extensions(service.session_extensions(session.extensions()));
     }
+    // Nothing more may be written: the peer is gone, or TLS could not start after its 220.
+    let mut silent = false;
     loop {
         feed(
             &mut session,
-            &mut buf,
+            &mut input,
             observer.as_mut(),
             &shard,
             &mut conn,
@@ -78,16 +86,11 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         );
         if let Some((mut future, needs_reply)) = pending.pop_front() {
             // The handler is working on an answer (a relay waiting for its upstream). If it
-            // is not ready, send what is, and wait; then go on with the input already buffered.
+            // is not ready, send what is, and wait; then go on with the input already here.
             let reply = match poll_once(&mut future).await {
                 Poll::Ready(reply) => reply,
                 Poll::Pending => {
-                    if !send_output(&stream, &mut session, &mut out, metrics).await {
-                        // The client is gone: its answers are moot. They run on tokio's
-                        // reactor, never io_uring, so dropping them cancels cleanly.
-                        pending.clear();
-                        break;
-                    }
+                    send_output(&stream, &mut session, &shard, metrics);
                     future.await
                 }
             };
@@ -99,17 +102,22 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         if *drain.borrow() && is_idle(&session) {
             session.close_with(shutdown_reply(&session));
         }
-        if !send_output(&stream, &mut session, &mut out, metrics).await {
+        send_output(&stream, &mut session, &shard, metrics);
+        if stream.unsent() > OUTPUT_HIGH && stream.flush().await.is_err() {
+            silent = true;
             break;
         }
         if session.starttls_requested() {
             // RFC 3207 §5: nothing may follow STARTTLS in cleartext; input that did (command
             // injection) ends the connection, as does a TLS setup that cannot start.
             let started = match &shard.tls {
-                Some(config) if buf.is_empty() => stream.start(config.clone()).is_ok(),
+                Some(config) if input.is_empty() => {
+                    stream.flush().await.is_ok() && stream.start(config.clone()).is_ok()
+                }
                 _ => false,
             };
             if !started {
+                silent = true;
                 break;
             }
             session.tls_started();
@@ -117,72 +125,51 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         if session.is_closed() {
             break;
         }
-        if buf.capacity() - buf.len() < read_size / 2 {
-            buf.reserve(read_size);
-        }
+        input.settle(&session);
         let deadline = session.poll_timeout();
         // Watched whenever idle: a drain that began after the check above still wakes us.
         let watch_drain = is_idle(&session);
-        let read = stream.read(buf);
-        tokio::pin!(read);
-        let mut wake = Wake::Data;
-        let (res, b) = tokio::select! {
-            r = &mut read => r,
-            _ = sleep_until(deadline) => {
-                wake = Wake::Timeout;
-                stream.shutdown_read();
-                read.await
+        if let Some(d) = deadline {
+            match &mut timer {
+                Some(t) if t.deadline() <= d => {}
+                Some(t) => t.reset(d),
+                None => timer = Some(rt::sleep_until(d)),
             }
-            _ = drain.changed(), if watch_drain => {
-                wake = Wake::Drain;
-                stream.shutdown_read();
-                read.await
-            }
+        }
+        let woke = tokio::select! {
+            biased;
+            r = stream.recv() => Woke::Input(r),
+            _ = async { timer.as_mut().expect("armed").await }, if deadline.is_some() => Woke::Timer,
+            _ = drain.changed(), if watch_drain => Woke::Drain,
         };
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {
+        match woke {
+            Woke::Input(Ok(Some(chunk))) => {
                 if let Some(m) = metrics {
-                    m.record().counters.received_bytes += n as u64;
+                    m.record().counters.received_bytes += chunk.len() as u64;
                 }
-                if n >= read_size && read_size < MAX_READ {
-                    read_size *= 2;
+                input.push(chunk);
+            }
+            Woke::Input(_) => {
+                silent = true;
+                break;
+            }
+            Woke::Timer => {
+                let now = Instant::now();
+                session.handle_timeout(now);
+                if session.is_closed() {
+                    finish_pending(&mut session, &mut conn, &mut pending).await;
+                    break;
                 }
-                if !matches!(wake, Wake::Data) {
-                    // Bytes raced the shutdown: take them, then end the session below.
-                    feed(
-                        &mut session,
-                        &mut buf,
-                        observer.as_mut(),
-                        &shard,
-                        &mut conn,
-                        &mut pending,
-                    );
+                // Fired early (the deadline moved on): wait for the real one.
+                if let (Some(t), Some(d)) = (&mut timer, session.poll_timeout()) {
+                    t.reset(d);
                 }
             }
-            _ if matches!(wake, Wake::Data) => break,
-            _ => {}
-        }
-        match wake {
-            Wake::Data => {}
-            Wake::Timeout => {
-                session.handle_timeout(Instant::now());
-                if !session.is_closed() {
-                    // Input arrived just in time, but the read side is gone: end politely.
-                    session.close_with(Reply::new(
-                        421,
-                        EnhancedCode::new(4, 4, 2),
-                        "Error: timeout exceeded",
-                    ));
-                }
+            Woke::Drain => {
+                session.close_with(shutdown_reply(&session));
+                finish_pending(&mut session, &mut conn, &mut pending).await;
+                break;
             }
-            Wake::Drain => session.close_with(shutdown_reply(&session)),
-        }
-        if !matches!(wake, Wake::Data) {
-            finish_pending(&mut session, &mut conn, &mut pending).await;
-            take_output(&mut session, &mut out, metrics);
-            let _ = stream.write_all(out).await;
-            break;
         }
     }
     if !session.is_closed() {
@@ -194,6 +181,15 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         ));
         finish_pending(&mut session, &mut conn, &mut pending).await;
     }
+    if silent {
+        // What the session says last is counted, not sent.
+        let mut out = shard.scratch.borrow_mut();
+        take_output(&mut session, &mut out, metrics);
+        out.clear();
+    } else {
+        send_output(&stream, &mut session, &shard, metrics);
+    }
+    stream.close().await;
     if let (Some(obs), Some(rec)) = (observer.as_mut(), &shard.metrics) {
         obs.record(&mut session, rec);
     }
@@ -207,42 +203,42 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
 /// Answers being worked out, oldest first, each with whether the session waits for it.
 type Answers = VecDeque<(Pending, bool)>;
 
-/// Feeds the buffered input to the session and answers its events, until it can use no
-/// more, then records what the session observed when metrics are on.
+/// Feeds the queued input to the session and answers its events, until it can use no more,
+/// then records what the session observed when metrics are on.
 fn feed<H: Service>(
     session: &mut Session,
-    buf: &mut BytesMut,
+    input: &mut Input,
     observer: Option<&mut Observer>,
     shard: &Shard<H>,
     conn: &mut H::Conn,
     pending: &mut Answers,
 ) {
-    loop {
-        session.handle_input_buf(Instant::now(), buf);
-        if !dispatch(session, conn, pending) {
-            break;
-        }
+    let now = Instant::now();
+    // The first round hands out events raised without input (the greeting's Connect).
+    let mut progressed = true;
+    while progressed {
+        progressed = dispatch(session, conn, pending);
+        progressed |= input.step(session, now);
     }
     if let (Some(obs), Some(rec)) = (observer, &shard.metrics) {
         obs.record(session, rec);
     }
 }
 
-/// Writes the session's pending replies (if any) in one write; false if the write failed.
-async fn send_output<S: ConnStream>(
-    stream: &S,
+/// Queues the session's pending replies (if any) on the stream.
+fn send_output<S: ConnStream, H: Service>(
+    stream: &Wire<S>,
     session: &mut Session,
-    out: &mut Vec<u8>,
+    shard: &Shard<H>,
     metrics: Option<&ShardRecorder>,
-) -> bool {
-    take_output(session, out, metrics);
-    if out.is_empty() {
-        return true;
+) {
+    if !session.has_output() {
+        return;
     }
-    let (res, mut o) = stream.write_all(std::mem::take(out)).await;
-    o.clear();
-    *out = o;
-    res.is_ok()
+    let mut out = shard.scratch.borrow_mut();
+    take_output(session, &mut out, metrics);
+    stream.send(&out);
+    out.clear();
 }
 
 /// Appends the session's pending replies to `out`, counting them when metrics are on.
@@ -274,13 +270,6 @@ fn is_idle(session: &Session) -> bool {
 /// Polls a pending answer once (with the task's waker, so awaiting it later is fine).
 async fn poll_once(future: &mut Pending) -> Poll<Option<Reply>> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Hands queued events to the connection's handler, in order. Events wait behind a pending

@@ -1,17 +1,23 @@
 //! The epoll driver (plain tokio, current-thread): the fallback when io_uring is unavailable
-//! (kernel.io_uring_disabled, seccomp). Same connection logic and the same discipline: reads
-//! and writes are awaited to completion, and timeouts shut the socket's read side down.
+//! (kernel.io_uring_disabled, seccomp). The same connection logic runs on it: input comes as
+//! chunks of a per-connection read buffer, output is written at once and the rest queued.
+//! Everything here is readiness based, so every future is cancel-safe.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::accept::Acceptor;
 use super::conn::ConnStream;
+
+/// Smallest read a connection posts; grows while reads fill it.
+const MIN_READ: usize = 4096;
+/// Largest read a connection posts.
+const MAX_READ: usize = 64 * 1024;
 
 /// Runs `f` to completion on a new epoll event loop on this thread.
 pub(crate) fn block_on<F: Future>(f: F) -> io::Result<F::Output> {
@@ -34,49 +40,107 @@ impl EpollListener {
 impl Acceptor for EpollListener {
     type Stream = EpollStream;
 
-    async fn accept(&self) -> io::Result<(EpollStream, core::net::SocketAddr)> {
+    async fn accept(&self) -> io::Result<(EpollStream, SocketAddr)> {
         let (s, peer) = self.0.accept().await?;
         let _ = s.set_nodelay(true);
-        Ok((EpollStream(s), peer))
+        Ok((EpollStream::new(s), peer))
     }
 
-    fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
+    async fn close(self) -> Vec<EpollStream> {
+        // Connections still in the backlog are reset by the kernel when the socket closes.
+        Vec::new()
     }
 }
 
 /// A connection on the epoll loop.
-pub(crate) struct EpollStream(TcpStream);
+pub(crate) struct EpollStream {
+    s: TcpStream,
+    rbuf: RefCell<BytesMut>,
+    read_size: Cell<usize>,
+    out: RefCell<Vec<u8>>,
+    error: Cell<Option<io::ErrorKind>>,
+}
+
+impl EpollStream {
+    fn new(s: TcpStream) -> Self {
+        Self {
+            s,
+            rbuf: RefCell::new(BytesMut::new()),
+            read_size: Cell::new(MIN_READ),
+            out: RefCell::new(Vec::new()),
+            error: Cell::new(None),
+        }
+    }
+
+    /// Writes as much queued output as the socket takes now.
+    fn write_queued(&self) -> io::Result<()> {
+        let mut out = self.out.borrow_mut();
+        while !out.is_empty() {
+            match self.s.try_write(&out) {
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    out.clear();
+                    self.error.set(Some(e.kind()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl ConnStream for EpollStream {
-    async fn read(&self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    async fn recv(&self) -> io::Result<Option<Bytes>> {
         loop {
-            if let Err(e) = self.0.readable().await {
-                return (Err(e), buf);
+            self.s.readable().await?;
+            let mut buf = self.rbuf.borrow_mut();
+            let size = self.read_size.get();
+            if buf.capacity() < size / 2 {
+                buf.reserve(size);
             }
-            match self.0.try_read_buf(&mut buf) {
+            match self.s.try_read_buf(&mut *buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    if n >= size && size < MAX_READ {
+                        self.read_size.set(size * 2);
+                    }
+                    return Ok(Some(buf.split().freeze()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                res => return (res, buf),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let mut done = 0;
-        while done < buf.len() {
-            if let Err(e) = self.0.writable().await {
-                return (Err(e), buf);
-            }
-            match self.0.try_write(&buf[done..]) {
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return (Err(e), buf),
-            }
+    fn send(&self, data: &[u8]) {
+        if self.error.get().is_some() || data.is_empty() {
+            return;
         }
-        (Ok(()), buf)
+        self.out.borrow_mut().extend_from_slice(data);
+        let _ = self.write_queued();
     }
 
-    fn shutdown_read(&self) {
-        let _ = socket2::SockRef::from(&self.0).shutdown(Shutdown::Read);
+    fn unsent(&self) -> usize {
+        self.out.borrow().len()
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        loop {
+            if let Some(kind) = self.error.get() {
+                return Err(kind.into());
+            }
+            if self.out.borrow().is_empty() {
+                return Ok(());
+            }
+            self.s.writable().await?;
+            self.write_queued()?;
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.flush().await;
     }
 }

@@ -28,15 +28,9 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    // Accepted connections inherit it: no setsockopt per connection.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-/// Shuts a listening socket down so a pending accept completes (used when draining).
-pub(crate) fn shutdown_fd(fd: std::os::fd::RawFd) {
-    // SAFETY: shutdown on a descriptor we own; errors (already closed) are harmless here.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
 }

@@ -14,6 +14,7 @@
 mod accept;
 mod conn;
 mod epoll;
+mod input;
 mod listener;
 mod observe;
 mod process;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::engine::{self, EngineOptions, Setup};
 use crate::handler::Service;
 use crate::metrics::{AdminListener, Hub, Metrics, MetricsConfig};
 use crate::proto::SessionConfig;
@@ -46,14 +48,14 @@ pub enum IoMode {
     Auto,
     /// io_uring or fail at start.
     Uring,
-    /// epoll (plain tokio).
+    /// epoll (tokio).
     Epoll,
 }
 
 /// The event loop actually chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
-    /// tokio-uring.
+    /// The native io_uring engine (`crate::engine`).
     Uring,
     /// tokio on epoll.
     Epoll,
@@ -116,6 +118,8 @@ pub struct ServerConfig {
     pub shards: Option<usize>,
     /// Event loop choice.
     pub io: IoMode,
+    /// The io_uring engine's set-up (DATA pool size, DEFER_TASKRUN).
+    pub engine: EngineOptions,
     /// Open connections allowed in the whole process (one budget shared by all shards, counted
     /// at connect and close only); 0 = unlimited.
     pub max_connections: usize,
@@ -140,6 +144,7 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
             shards: None,
             io: IoMode::Auto,
+            engine: EngineOptions::default(),
             max_connections: 0,
             drain_timeout: Duration::from_secs(30),
             handle_signals: true,
@@ -228,17 +233,17 @@ impl<H: Service> HandledBuilder<H> {
         if cfg.listen.is_empty() {
             return Err(ServerError::NoListen);
         }
-        let driver = match cfg.io {
-            IoMode::Epoll => Driver::Epoll,
+        let (driver, setup) = match cfg.io {
+            IoMode::Epoll => (Driver::Epoll, None),
             IoMode::Uring => {
-                uring::probe().map_err(ServerError::UringUnavailable)?;
-                Driver::Uring
+                let setup = engine::probe(&cfg.engine).map_err(ServerError::UringUnavailable)?;
+                (Driver::Uring, Some(setup))
             }
-            IoMode::Auto => match uring::probe() {
-                Ok(()) => Driver::Uring,
+            IoMode::Auto => match engine::probe(&cfg.engine) {
+                Ok(setup) => (Driver::Uring, Some(setup)),
                 Err(e) => {
                     eprintln!("ringrelay: io_uring unavailable ({e}); using the epoll driver");
-                    Driver::Epoll
+                    (Driver::Epoll, None)
                 }
             },
         };
@@ -285,6 +290,7 @@ impl<H: Service> HandledBuilder<H> {
             config: cfg,
             factory: self.factory,
             driver,
+            setup,
             cpus,
             listeners: per_shard,
             local_addrs,
@@ -305,6 +311,7 @@ pub struct Server<H> {
     config: ServerConfig,
     factory: Factory<H>,
     driver: Driver,
+    setup: Option<Setup>,
     cpus: Vec<usize>,
     listeners: Vec<Vec<std::net::TcpListener>>,
     local_addrs: Vec<SocketAddr>,
@@ -347,6 +354,11 @@ impl<H: Service> Server<H> {
     /// The event loop in use.
     pub fn driver(&self) -> Driver {
         self.driver
+    }
+
+    /// The io_uring set-up flags the shards' rings get (None under epoll).
+    pub fn uring_setup(&self) -> Option<Setup> {
+        self.setup
     }
 
     /// The metrics, when `ServerConfig::metrics` is set.
@@ -399,6 +411,7 @@ impl<H: Service> Server<H> {
                 cpu,
                 listeners,
                 driver: self.driver,
+                engine: self.config.engine,
                 factory: self.factory.clone(),
                 session: session.clone(),
                 drain: self.drain.subscribe(),
@@ -435,6 +448,13 @@ impl<H: Service> Server<H> {
             }
         }
         if self.config.log_ready {
+            if let Some(setup) = self.setup {
+                let e = &self.config.engine;
+                eprintln!(
+                    "ringrelay: io_uring engine: {setup}; DATA pool {} x {} octets per shard",
+                    e.buffers, e.buffer_size
+                );
+            }
             if let Some(addr) = metrics_addr {
                 eprintln!("ringrelay: metrics on http://{addr}/metrics");
             }

@@ -34,6 +34,8 @@ pub(crate) struct Shard<H> {
     pub metrics: Option<ShardRecorder>,
     /// The TLS configuration for STARTTLS, when it is offered.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where a connection's replies are gathered before they are queued on its stream.
+    pub scratch: RefCell<Vec<u8>>,
 }
 
 impl<H: Service> Shard<H> {
@@ -55,6 +57,7 @@ impl<H: Service> Shard<H> {
             refused: Cell::new(0),
             metrics,
             tls,
+            scratch: RefCell::new(Vec::with_capacity(4096)),
         })
     }
 

@@ -1,5 +1,6 @@
-//! A shard's thread: pin it, start its event loop (io_uring or epoll), accept on its listeners
-//! until the drain, wait for its connections, and publish its metrics along the way.
+//! A shard's thread: pin it, start its event loop (the io_uring engine or epoll), accept on
+//! its listeners until the drain, wait for its connections, and publish its metrics along the
+//! way.
 
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -9,9 +10,11 @@ use tokio::sync::watch;
 use super::accept::{accept_loop, Acceptor};
 use super::shard::{self, ConnLimit, Shard};
 use super::{epoll, uring, Driver, Factory};
+use crate::engine::{Engine, EngineOptions};
 use crate::handler::Service;
 use crate::metrics::{Hub, ShardRecorder};
 use crate::proto::SessionConfig;
+use crate::rt;
 
 /// Everything a shard thread needs to start.
 pub(super) struct ShardStart<H> {
@@ -19,6 +22,7 @@ pub(super) struct ShardStart<H> {
     pub cpu: Option<usize>,
     pub listeners: Vec<std::net::TcpListener>,
     pub driver: Driver,
+    pub engine: EngineOptions,
     pub factory: Factory<H>,
     pub session: Arc<SessionConfig>,
     pub drain: watch::Receiver<bool>,
@@ -52,12 +56,14 @@ impl<H: Service> ShardStart<H> {
             Shard::new(session, factory(index), drain, limit, metrics, tls)
         };
         let result = match self.driver {
-            Driver::Uring => uring::block_on(async move {
-                let acceptors = listeners
-                    .into_iter()
-                    .map(uring::UringListener::from_std)
-                    .collect::<Vec<_>>();
-                serve_shard(acceptors, make_shard(), shard_ready).await;
+            Driver::Uring => Engine::new(&self.engine).map(|engine| {
+                engine.block_on(async move {
+                    let acceptors = listeners
+                        .into_iter()
+                        .map(uring::UringListener::from_std)
+                        .collect::<Vec<_>>();
+                    serve_shard(acceptors, make_shard(), shard_ready).await;
+                })
             }),
             Driver::Epoll => epoll::block_on(async move {
                 let acceptors: Result<Vec<_>, _> = listeners
@@ -88,18 +94,16 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
 ) {
     let loops: Vec<_> = acceptors
         .into_iter()
-        .map(|a| tokio::task::spawn_local(accept_loop(a, shard.clone())))
+        .map(|a| Box::pin(accept_loop(a, shard.clone())))
         .collect();
     if let Some(m) = &shard.metrics {
         // Before `ready`: once the listening line is out, /readyz must say 200.
         m.set_accepting(true);
-        tokio::task::spawn_local(publish_metrics(shard.clone()));
+        rt::spawn_local(publish_metrics(shard.clone()));
     }
     H::start(&shard.handler);
     let _ = ready.send(Ok(()));
-    for l in loops {
-        let _ = l.await;
-    }
+    rt::join_all(loops).await;
     if let Some(m) = &shard.metrics {
         m.set_accepting(false);
     }
@@ -124,7 +128,7 @@ async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
     let mut asked = m.requests();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(m.interval()) => {}
+            _ = rt::sleep(m.interval()) => {}
             r = asked.changed() => if r.is_err() { return },
         }
         let generation = *asked.borrow_and_update();

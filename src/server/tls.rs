@@ -1,17 +1,18 @@
 //! Server-side TLS after STARTTLS (RFC 3207), over either driver's stream: rustls through its
-//! buffer API, so io_uring and epoll share this code and no tokio-uring call leaves the driver
-//! modules. Until `start` is called, `Wire` passes bytes straight through.
+//! buffer API, so io_uring and epoll share this code and no I/O call leaves the driver
+//! modules. Until `start` is called, `Wire` passes chunks straight through.
 //!
-//! Contract (the same as the drivers'): an operation on the inner stream, once started, is
-//! awaited to completion. The handshake needs no loop of its own: the connection's next reads
-//! and writes drive it, so the read timeout and the drain apply to it as to any read.
+//! Contract (the same as the drivers'): `recv` is cancel-safe (ciphertext not yet processed
+//! stays here between calls), and `send` only queues (ciphertext goes to the driver's queue).
+//! The handshake needs no loop of its own: the connection's next receives and sends drive it,
+//! so the read timeout and the drain apply to it as to any receive.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -64,10 +65,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
 /// TLS state once started.
 struct Tls {
     conn: rustls::ServerConnection,
-    /// Ciphertext read from the socket and not yet handed to rustls.
-    cipher: BytesMut,
-    /// Ciphertext for the socket, reused from write to write (None while being written).
-    out: Option<Vec<u8>>,
+    /// Ciphertext received and not yet taken by rustls.
+    cipher: Bytes,
+    /// Scratch for ciphertext on its way to the driver.
+    out: Vec<u8>,
 }
 
 /// A connection's stream, plain until `start`, TLS after.
@@ -75,9 +76,6 @@ pub(crate) struct Wire<S> {
     inner: S,
     tls: RefCell<Option<Tls>>,
 }
-
-/// Ciphertext read size (a TLS record is at most 16 KiB plus overhead).
-const CIPHER_READ: usize = 17 * 1024;
 
 impl<S: ConnStream> Wire<S> {
     /// A plain stream.
@@ -88,145 +86,119 @@ impl<S: ConnStream> Wire<S> {
         }
     }
 
-    /// Switches to TLS: from now on reads and writes go through rustls (the client's
+    /// Switches to TLS: from now on input and output go through rustls (the client's
     /// ClientHello comes next).
     pub fn start(&self, config: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
         let conn = rustls::ServerConnection::new(config)?;
         *self.tls.borrow_mut() = Some(Tls {
             conn,
-            cipher: BytesMut::with_capacity(CIPHER_READ),
-            out: Some(Vec::with_capacity(CIPHER_READ)),
+            cipher: Bytes::new(),
+            out: Vec::new(),
         });
         Ok(())
     }
 
-    fn is_tls(&self) -> bool {
-        self.tls.borrow().is_some()
+    /// Queues every TLS record rustls has ready (handshake messages, data, alerts).
+    fn queue_tls(&self, t: &mut Tls) -> io::Result<()> {
+        while t.conn.wants_write() {
+            t.out.clear();
+            t.conn.write_tls(&mut t.out)?;
+            self.inner.send(&t.out);
+        }
+        Ok(())
     }
 
-    /// Writes every TLS record rustls has queued (handshake messages, data, alerts).
-    async fn flush_tls(&self) -> io::Result<()> {
+    /// Plaintext from rustls, feeding it buffered ciphertext as needed: `Some(Some(bytes))`,
+    /// `Some(None)` at the client's close_notify, `None` when it needs more ciphertext.
+    fn take_plain(&self, t: &mut Tls) -> io::Result<Option<Option<Bytes>>> {
         loop {
-            let out = {
-                let mut g = self.tls.borrow_mut();
-                let Some(t) = g.as_mut() else {
-                    return Ok(());
-                };
-                if !t.conn.wants_write() {
-                    return Ok(());
-                }
-                let mut out = t.out.take().unwrap_or_default();
-                out.clear();
-                t.conn.write_tls(&mut out)?;
-                out
-            };
-            let (res, out) = self.inner.write_all(out).await;
-            if let Some(t) = self.tls.borrow_mut().as_mut() {
-                t.out = Some(out);
+            let state = t.conn.process_new_packets();
+            // Whatever rustls has to say (handshake messages, or an alert before failing).
+            self.queue_tls(t)?;
+            let state = state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let n = state.plaintext_bytes_to_read();
+            if n > 0 {
+                let mut plain = BytesMut::zeroed(n);
+                let got = t.conn.reader().read(&mut plain)?;
+                plain.truncate(got);
+                return Ok(Some(Some(plain.freeze())));
             }
-            res?;
-        }
-    }
-
-    /// Hands buffered ciphertext to rustls; false when it took nothing (it needs more).
-    fn feed(&self) -> io::Result<bool> {
-        let mut g = self.tls.borrow_mut();
-        let Some(t) = g.as_mut() else {
-            return Ok(false);
-        };
-        let mut fed = false;
-        while !t.cipher.is_empty() {
+            if state.peer_has_closed() {
+                return Ok(Some(None));
+            }
+            if t.cipher.is_empty() {
+                return Ok(None);
+            }
             let mut rd = &t.cipher[..];
-            let n = match t.conn.read_tls(&mut rd) {
-                Ok(n) => n,
-                // Its plaintext buffer is full: the caller takes plaintext out first.
-                Err(e) if e.kind() == io::ErrorKind::Other && fed => break,
-                Err(e) => return Err(e),
-            };
-            t.cipher.advance(n);
-            fed = true;
-            t.conn
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if n == 0 {
-                break;
+            let taken = t.conn.read_tls(&mut rd)?;
+            t.cipher.advance(taken);
+            if taken == 0 {
+                return Ok(None);
             }
         }
-        Ok(fed)
     }
 
-    async fn read_tls(&self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    async fn recv_tls(&self) -> io::Result<Option<Bytes>> {
         loop {
             {
                 let mut g = self.tls.borrow_mut();
                 let Some(t) = g.as_mut() else {
-                    return (Ok(0), buf);
+                    return Ok(None);
                 };
-                let mut plain = [0u8; 8192];
-                match t.conn.reader().read(&mut plain) {
-                    Ok(n) => {
-                        // 0: the client's close_notify, an orderly end.
-                        buf.extend_from_slice(&plain[..n]);
-                        return (Ok(n), buf);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return (Err(e), buf),
+                if let Some(r) = self.take_plain(t)? {
+                    return Ok(r);
                 }
             }
-            let fed = self.feed();
-            // Whatever rustls has to say (handshake messages, or an alert before failing).
-            if let Err(e) = self.flush_tls().await {
-                return (Err(e), buf);
-            }
-            match fed {
-                Err(e) => return (Err(e), buf),
-                Ok(true) => continue,
-                Ok(false) => {}
-            }
-            let mut cipher = match self.tls.borrow_mut().as_mut() {
-                Some(t) => std::mem::take(&mut t.cipher),
-                None => return (Ok(0), buf),
+            let Some(chunk) = self.inner.recv().await? else {
+                return Ok(None);
             };
-            if cipher.capacity() - cipher.len() < CIPHER_READ / 2 {
-                cipher.reserve(CIPHER_READ);
-            }
-            let (res, cipher) = self.inner.read(cipher).await;
             if let Some(t) = self.tls.borrow_mut().as_mut() {
-                t.cipher = cipher;
-            }
-            match res {
-                Ok(0) => return (Ok(0), buf),
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
+                if t.cipher.is_empty() {
+                    t.cipher = chunk;
+                } else {
+                    let mut joined = BytesMut::from(&t.cipher[..]);
+                    joined.extend_from_slice(&chunk);
+                    t.cipher = joined.freeze();
+                }
             }
         }
     }
 }
 
 impl<S: ConnStream> ConnStream for Wire<S> {
-    async fn read(&self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        if self.is_tls() {
-            self.read_tls(buf).await
+    async fn recv(&self) -> io::Result<Option<Bytes>> {
+        if self.tls.borrow().is_some() {
+            self.recv_tls().await
         } else {
-            self.inner.read(buf).await
+            self.inner.recv().await
         }
     }
 
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        if !self.is_tls() {
-            return self.inner.write_all(buf).await;
+    fn send(&self, data: &[u8]) {
+        let mut g = self.tls.borrow_mut();
+        match g.as_mut() {
+            None => self.inner.send(data),
+            Some(t) => {
+                if t.conn.writer().write_all(data).is_ok() {
+                    let _ = self.queue_tls(t);
+                }
+            }
         }
-        let queued = match self.tls.borrow_mut().as_mut() {
-            Some(t) => t.conn.writer().write_all(&buf),
-            None => Ok(()),
-        };
-        if let Err(e) = queued {
-            return (Err(e), buf);
-        }
-        (self.flush_tls().await, buf)
     }
 
-    fn shutdown_read(&self) {
-        self.inner.shutdown_read();
+    fn unsent(&self) -> usize {
+        self.inner.unsent()
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.inner.flush().await
+    }
+
+    async fn close(self) {
+        if let Some(t) = self.tls.borrow_mut().as_mut() {
+            t.conn.send_close_notify();
+            let _ = self.queue_tls(t);
+        }
+        self.inner.close().await;
     }
 }
