@@ -378,13 +378,19 @@ impl Core {
         }
     }
 
-    /// Re-arms receives that stopped for want of buffers, as far as buffers are free.
+    /// Re-arms receives that stopped for want of buffers: as many as there are free buffers,
+    /// oldest first (each has bytes waiting, so each will take at least one).
     fn feed_starved(&self) {
-        if self.starved.borrow().is_empty() || self.pool.available() == 0 {
+        let free = self.pool.available();
+        if free == 0 || self.starved.borrow().is_empty() {
             return;
         }
-        let starved = std::mem::take(&mut *self.starved.borrow_mut());
-        for s in starved {
+        let batch: Vec<Rc<StreamShared>> = {
+            let mut starved = self.starved.borrow_mut();
+            let n = free.min(starved.len());
+            starved.drain(..n).collect()
+        };
+        for s in batch {
             stream::rearm_starved(self, &s);
         }
     }

@@ -119,19 +119,20 @@ fn jemalloc_stats() -> Option<(u64, u64)> {
     Some((allocated as u64, resident as u64))
 }
 
+/// One metric per shard, labelled with the shard's index.
+fn per_shard(values: &[u64], f: fn(&[(&str, &str)], u64) -> Metric) -> Vec<Metric> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| f(&[("shard", &i.to_string())], v))
+        .collect()
+}
+
 /// Every metric family, in a stable order.
 pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
     use MetricType::{COUNTER, GAUGE, HISTOGRAM};
     let c = &m.total.counters;
     let t = &m.total;
-    let shard_labels: Vec<String> = (0..hub.shards()).map(|i| i.to_string()).collect();
-    let per_shard = |values: &[u64], f: fn(&[(&str, &str)], u64) -> Metric| -> Vec<Metric> {
-        values
-            .iter()
-            .zip(&shard_labels)
-            .map(|(&v, s)| f(&[("shard", s)], v))
-            .collect()
-    };
     let mut out = vec![
         family(
             "ringrelay_build_info",
@@ -296,6 +297,9 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             ));
         }
     }
+    if !m.pool_by_shard.is_empty() {
+        out.extend(pool_families(&m.pool_by_shard));
+    }
     if let Some(u) = &m.upstream {
         let counters: [(&str, &str, u64); 5] = [
             (
@@ -384,6 +388,39 @@ fn named<const N: usize>(names: impl IntoIterator<Item = String>, values: &[u64;
     Value::Object(map)
 }
 
+/// The io_uring shards' DATA buffer pools, per shard.
+fn pool_families(pools: &[crate::engine::PoolStats]) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE};
+    let each =
+        |f: fn(&crate::engine::PoolStats) -> u64| -> Vec<u64> { pools.iter().map(f).collect() };
+    vec![
+        family(
+            "ringrelay_buffer_pool_buffers",
+            "Buffers in the shard's DATA pool (io_uring provided-buffer ring).",
+            GAUGE,
+            per_shard(&each(|p| p.buffers), |l, v| gauge(l, v as f64)),
+        ),
+        family(
+            "ringrelay_buffer_pool_buffer_size_bytes",
+            "Size of each DATA pool buffer.",
+            GAUGE,
+            per_shard(&each(|p| p.buffer_size), |l, v| gauge(l, v as f64)),
+        ),
+        family(
+            "ringrelay_buffer_pool_in_use",
+            "DATA pool buffers holding received bytes (as of the shard's last publication).",
+            GAUGE,
+            per_shard(&each(|p| p.in_use), |l, v| gauge(l, v as f64)),
+        ),
+        family(
+            "ringrelay_buffer_pool_exhausted_total",
+            "Receives that found the DATA pool empty (the connection waited; nothing was lost).",
+            COUNTER,
+            per_shard(&each(|p| p.exhausted), counter),
+        ),
+    ]
+}
+
 /// The `/stats.json` document: counters, and exact HDR percentiles (µs for latencies, octets
 /// for sizes).
 pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
@@ -420,5 +457,11 @@ pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
         "received_bytes": c.received_bytes,
         "latency_us": latency,
         "message_size_bytes": percentiles(&t.message_size),
+        "buffer_pool_by_shard": m.pool_by_shard.iter().map(|p| json!({
+            "buffers": p.buffers,
+            "buffer_size": p.buffer_size,
+            "in_use": p.in_use,
+            "exhausted": p.exhausted,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -23,6 +23,8 @@ struct SlotData {
     active: u64,
     /// The shard's upstream pool counters at the last publication (relaying services only).
     upstream: Option<crate::handler::UpstreamStats>,
+    /// The shard's DATA buffer pool at the last publication (io_uring shards only).
+    pool: Option<crate::engine::PoolStats>,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,8 @@ pub struct Merged {
     pub active_by_shard: Vec<u64>,
     /// Upstream pool counters summed over shards, when the service relays.
     pub upstream: Option<crate::handler::UpstreamStats>,
+    /// Each shard's DATA buffer pool (io_uring shards; empty under epoll).
+    pub pool_by_shard: Vec<crate::engine::PoolStats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +132,9 @@ impl Hub {
             if let Some(u) = &d.upstream {
                 m.upstream.get_or_insert_with(Default::default).add(u);
             }
+            if let Some(p) = d.pool {
+                m.pool_by_shard.push(p);
+            }
         }
         m
     }
@@ -184,6 +191,11 @@ impl ShardRecorder {
     /// Stores the shard's upstream pool counters (cumulative) for the next merge.
     pub(crate) fn set_upstream(&self, stats: Option<crate::handler::UpstreamStats>) {
         lock(&self.hub.slots[self.index].data).upstream = stats;
+    }
+
+    /// Stores the shard's DATA buffer pool figures for the next merge.
+    pub(crate) fn set_pool(&self, stats: Option<crate::engine::PoolStats>) {
+        lock(&self.hub.slots[self.index].data).pool = stats;
     }
 
     /// Says whether this shard's listeners accept connections (for `/readyz`).

@@ -112,6 +112,7 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
     shard.handler.borrow_mut().shutdown();
     if let Some(m) = &shard.metrics {
         m.set_upstream(shard.handler.borrow().upstream_stats());
+        m.set_pool(crate::engine::pool_stats());
         shard
             .handler
             .borrow_mut()
@@ -133,6 +134,7 @@ async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
         }
         let generation = *asked.borrow_and_update();
         m.set_upstream(shard.handler.borrow().upstream_stats());
+        m.set_pool(crate::engine::pool_stats());
         shard
             .handler
             .borrow_mut()
