@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, types};
@@ -125,30 +125,32 @@ impl Stream {
     /// The next chunk of input (a view of a pool buffer), `None` at the end of input.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&self) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// `recv` as a poll: stores the task's waker when nothing is there yet.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         let s = &self.shared;
-        std::future::poll_fn(|cx| {
-            let mut r = s.recv.borrow_mut();
-            if let Some(chunk) = r.chunks.pop_front() {
-                if r.arm == Arm::Idle && r.end.is_none() && r.chunks.len() < RESUME_BELOW {
-                    arm(s, &mut r);
-                }
-                return Poll::Ready(Ok(Some(chunk)));
-            }
-            match r.end {
-                Some(End::Eof) => return Poll::Ready(Ok(None)),
-                Some(End::Error(e)) => return Poll::Ready(Err(io::Error::from_raw_os_error(e))),
-                None => {}
-            }
-            if r.arm == Arm::Idle {
+        let mut r = s.recv.borrow_mut();
+        if let Some(chunk) = r.chunks.pop_front() {
+            if r.arm == Arm::Idle && r.end.is_none() && r.chunks.len() < RESUME_BELOW {
                 arm(s, &mut r);
             }
-            match &r.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => r.waker = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+            return Poll::Ready(Ok(Some(chunk)));
+        }
+        match r.end {
+            Some(End::Eof) => return Poll::Ready(Ok(None)),
+            Some(End::Error(e)) => return Poll::Ready(Err(io::Error::from_raw_os_error(e))),
+            None => {}
+        }
+        if r.arm == Arm::Idle {
+            arm(s, &mut r);
+        }
+        match &r.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => r.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Queues `data`; it goes out with this loop turn's submission.
@@ -173,19 +175,20 @@ impl Stream {
 
     /// Waits until everything queued has been sent (or sending failed).
     pub async fn flush(&self) -> io::Result<()> {
-        let s = &self.shared;
-        std::future::poll_fn(|cx| {
-            let mut w = s.send.borrow_mut();
-            if let Some(e) = w.error {
-                return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
-            }
-            if !w.busy && w.queued.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            w.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// `flush` as a poll.
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut w = self.shared.send.borrow_mut();
+        if let Some(e) = w.error {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
+        }
+        if !w.busy && w.queued.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        w.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Sends what is queued, then shuts the connection down; the engine closes the socket once

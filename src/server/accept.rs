@@ -39,10 +39,10 @@ pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<
                 if shard.draining() {
                     shard.count_rejected(RejectReason::Draining);
                     refuse(stream, SHUTTING_DOWN);
-                } else if let Some(key) = shard.admit(peer) {
+                } else if let Some(key) = shard.admit() {
                     let shard = shard.clone();
                     rt::spawn_local(async move {
-                        serve(stream, peer, shard.clone()).await;
+                        serve(stream, peer, key, shard.clone()).await;
                         shard.release(key);
                     });
                 } else {
@@ -67,6 +67,7 @@ pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<
 fn refuse<S: ConnStream + 'static>(stream: S, reply: &'static [u8]) {
     rt::spawn_local(async move {
         stream.send(reply);
-        stream.close().await;
+        let _ = std::future::poll_fn(|cx| stream.poll_flush(cx)).await;
+        stream.close();
     });
 }

@@ -1,17 +1,20 @@
 //! One connection's life, shared by both I/O drivers: take input chunks, feed the session,
 //! dispatch its events to the shard's handler, queue the batch of replies, repeat.
 //!
-//! Contract with the drivers (`ConnStream`): `recv` is cancel-safe (a timeout or a drain that
-//! wins the race loses no input: it stays with the driver), `send` only queues (io_uring sends
-//! everything a loop turn produced in one submission; epoll writes at once), and `close`
-//! flushes, then lets the driver end the socket once the kernel has finished with it. Input
-//! is fed as the driver's chunks (views of the DATA pool under io_uring), so message bodies
-//! reach the handler without a copy.
+//! Contract with the drivers (`ConnStream`): everything is a poll, so a connection's task
+//! stores no I/O future (an idle connection costs little) and a timeout or a drain that wins
+//! the race loses no input (it stays with the driver); `send` only queues (io_uring sends
+//! everything a loop turn produced in one submission; epoll writes at once); `close` hands the
+//! socket back to the driver, which ends it once the kernel has finished with it. Input is fed
+//! as the driver's chunks (views of the DATA pool under io_uring), so message bodies reach the
+//! handler without a copy.
 
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -31,16 +34,21 @@ const OUTPUT_HIGH: usize = 64 * 1024;
 
 /// A connected socket as the connection logic needs it; implemented by each driver.
 pub(crate) trait ConnStream {
-    /// The next chunk of input; `None` at its end. Cancel-safe.
-    async fn recv(&self) -> io::Result<Option<Bytes>>;
+    /// The next chunk of input; `None` at its end. Registers the task's waker when pending.
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>>;
     /// Queues output.
     fn send(&self, data: &[u8]);
     /// Octets queued and not yet written.
     fn unsent(&self) -> usize;
-    /// Waits until everything queued is written.
-    async fn flush(&self) -> io::Result<()>;
-    /// Flushes, then closes.
-    async fn close(self);
+    /// Ready once everything queued is written.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Hands the socket back to the driver (flush first: unsent output may be dropped).
+    fn close(self);
+}
+
+/// Waits until everything queued on `stream` is written.
+async fn flush<S: ConnStream>(stream: &S) -> io::Result<()> {
+    poll_fn(|cx| stream.poll_flush(cx)).await
 }
 
 /// What ended a wait for input.
@@ -54,6 +62,7 @@ enum Woke {
 pub(crate) async fn serve<S: ConnStream, H: Service>(
     stream: S,
     peer: core::net::SocketAddr,
+    key: usize,
     shard: Rc<Shard<H>>,
 ) {
     let started = Instant::now();
@@ -62,7 +71,6 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     let mut input = Input::default();
     let mut conn = H::open(&shard.handler, &session);
     let mut pending: Answers = VecDeque::new();
-    let mut drain = shard.drain.clone();
     let metrics = shard.metrics.as_ref();
     let mut observer = metrics.map(|_| Observer::default());
     // Armed lazily, moved only to an earlier deadline: a later one is noticed when it fires.
@@ -99,11 +107,11 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             }
             continue;
         }
-        if *drain.borrow() && is_idle(&session) {
+        if shard.draining() && is_idle(&session) {
             session.close_with(shutdown_reply(&session));
         }
         send_output(&stream, &mut session, &shard, metrics);
-        if stream.unsent() > OUTPUT_HIGH && stream.flush().await.is_err() {
+        if stream.unsent() > OUTPUT_HIGH && flush(&stream).await.is_err() {
             silent = true;
             break;
         }
@@ -112,7 +120,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             // injection) ends the connection, as does a TLS setup that cannot start.
             let started = match &shard.tls {
                 Some(config) if input.is_empty() => {
-                    stream.flush().await.is_ok() && stream.start(config.clone()).is_ok()
+                    flush(&stream).await.is_ok() && stream.start(config.clone()).is_ok()
                 }
                 _ => false,
             };
@@ -136,12 +144,21 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
                 None => timer = Some(rt::sleep_until(d)),
             }
         }
-        let woke = tokio::select! {
-            biased;
-            r = stream.recv() => Woke::Input(r),
-            _ = async { timer.as_mut().expect("armed").await }, if deadline.is_some() => Woke::Timer,
-            _ = drain.changed(), if watch_drain => Woke::Drain,
-        };
+        let woke = poll_fn(|cx| {
+            if let Poll::Ready(r) = stream.poll_recv(cx) {
+                return Poll::Ready(Woke::Input(r));
+            }
+            if let (Some(t), Some(_)) = (timer.as_mut(), deadline) {
+                if Pin::new(t).poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Timer);
+                }
+            }
+            if watch_drain && shard.poll_drain(key, cx).is_ready() {
+                return Poll::Ready(Woke::Drain);
+            }
+            Poll::Pending
+        })
+        .await;
         match woke {
             Woke::Input(Ok(Some(chunk))) => {
                 if let Some(m) = metrics {
@@ -188,8 +205,13 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         out.clear();
     } else {
         send_output(&stream, &mut session, &shard, metrics);
+        stream.goodbye();
     }
-    stream.close().await;
+    // What was queued goes out (the 220 before a failed STARTTLS, the 221 after QUIT), within
+    // the idle timeout: a peer that does not read must not keep the task alive.
+    let limit = session.config().idle_timeout;
+    let _ = rt::timeout(limit, flush(&stream)).await;
+    stream.close();
     if let (Some(obs), Some(rec)) = (observer.as_mut(), &shard.metrics) {
         obs.record(&mut session, rec);
     }

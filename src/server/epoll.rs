@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
@@ -76,6 +77,7 @@ impl EpollStream {
     fn write_queued(&self) -> io::Result<()> {
         let mut out = self.out.borrow_mut();
         while !out.is_empty() {
+            // try_write clears the write readiness on WouldBlock.
             match self.s.try_write(&out) {
                 Ok(n) => {
                     out.drain(..n);
@@ -93,24 +95,25 @@ impl EpollStream {
 }
 
 impl ConnStream for EpollStream {
-    async fn recv(&self) -> io::Result<Option<Bytes>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         loop {
-            self.s.readable().await?;
+            ready!(self.s.poll_read_ready(cx))?;
             let mut buf = self.rbuf.borrow_mut();
             let size = self.read_size.get();
             if buf.capacity() < size / 2 {
                 buf.reserve(size);
             }
+            // try_read_buf clears the readiness on WouldBlock, so the next poll registers us.
             match self.s.try_read_buf(&mut *buf) {
-                Ok(0) => return Ok(None),
+                Ok(0) => return Poll::Ready(Ok(None)),
                 Ok(n) => {
                     if n >= size && size < MAX_READ {
                         self.read_size.set(size * 2);
                     }
-                    return Ok(Some(buf.split().freeze()));
+                    return Poll::Ready(Ok(Some(buf.split().freeze())));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -127,20 +130,20 @@ impl ConnStream for EpollStream {
         self.out.borrow().len()
     }
 
-    async fn flush(&self) -> io::Result<()> {
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if let Some(kind) = self.error.get() {
-                return Err(kind.into());
+                return Poll::Ready(Err(kind.into()));
             }
             if self.out.borrow().is_empty() {
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
-            self.s.writable().await?;
+            ready!(self.s.poll_write_ready(cx))?;
             self.write_queued()?;
         }
     }
 
-    async fn close(self) {
-        let _ = self.flush().await;
+    fn close(self) {
+        // Output not taken by the kernel by now is dropped with the socket.
     }
 }

@@ -1,10 +1,15 @@
 //! A shard's state: its handler, its connection slab and limits, its drain signal, and the
 //! pinning of its thread. Owned by one thread; nothing in here is shared with other shards.
+//!
+//! The drain reaches connections through the shard: one task watches the process-wide signal
+//! and wakes every idle connection that asked to be told (`poll_drain`), so a connection's
+//! wait costs a slab look-up, not a subscription to a cross-thread channel.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 use tokio::sync::{watch, Notify};
@@ -22,8 +27,11 @@ pub(crate) struct Shard<H> {
     pub handler: Rc<RefCell<H>>,
     /// Becomes true when the server starts draining.
     pub drain: watch::Receiver<bool>,
-    /// Open connections: the client address of each, keyed by slab index.
-    pub conns: RefCell<Slab<core::net::SocketAddr>>,
+    /// The shard has seen the drain (set by `watch_drain`).
+    draining: Cell<bool>,
+    /// Open connections, keyed by slab index, with the waker of the connection's task while
+    /// it waits idle (woken when the drain begins).
+    pub conns: RefCell<Slab<ConnEntry>>,
     /// The process-wide `--max-connections` budget.
     pub limit: Arc<ConnLimit>,
     /// Woken when the last connection closes.
@@ -51,6 +59,7 @@ impl<H: Service> Shard<H> {
             session_config,
             handler: Rc::new(RefCell::new(handler)),
             drain,
+            draining: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(64)),
             limit,
             idle: Notify::new(),
@@ -62,7 +71,7 @@ impl<H: Service> Shard<H> {
     }
 
     /// Registers a connection; `None` when the process is at its limit.
-    pub fn admit(&self, peer: core::net::SocketAddr) -> Option<usize> {
+    pub fn admit(&self) -> Option<usize> {
         let mut conns = self.conns.borrow_mut();
         if !self.limit.try_acquire() {
             self.refused.set(self.refused.get() + 1);
@@ -72,7 +81,7 @@ impl<H: Service> Shard<H> {
         if let Some(m) = &self.metrics {
             m.record().counters.connections_accepted += 1;
         }
-        Some(conns.insert(peer))
+        Some(conns.insert(ConnEntry { idle: None }))
     }
 
     /// Counts a connection turned away before any session.
@@ -106,8 +115,45 @@ impl<H: Service> Shard<H> {
 
     /// True once draining started.
     pub fn draining(&self) -> bool {
-        *self.drain.borrow()
+        self.draining.get() || *self.drain.borrow()
     }
+
+    /// Ready once draining started; otherwise connection `key` is woken when it does.
+    pub fn poll_drain(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
+        if self.draining.get() {
+            return Poll::Ready(());
+        }
+        if let Some(e) = self.conns.borrow_mut().get_mut(key) {
+            match &e.idle {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => e.idle = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Waits for the process-wide drain signal, then wakes every connection waiting idle.
+    pub async fn watch_drain(&self) {
+        let mut drain = self.drain.clone();
+        let _ = drain.wait_for(|&d| d).await;
+        self.draining.set(true);
+        let wakers: Vec<Waker> = self
+            .conns
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, e)| e.idle.take())
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// One open connection, as the shard knows it.
+#[derive(Debug)]
+pub(crate) struct ConnEntry {
+    /// The connection's waker while it waits idle.
+    idle: Option<Waker>,
 }
 
 /// The process-wide connection budget. Touched once when a connection opens and once when it

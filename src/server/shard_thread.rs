@@ -101,6 +101,10 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
         m.set_accepting(true);
         rt::spawn_local(publish_metrics(shard.clone()));
     }
+    {
+        let shard = shard.clone();
+        rt::spawn_local(async move { shard.watch_drain().await });
+    }
     H::start(&shard.handler);
     let _ = ready.send(Ok(()));
     rt::join_all(loops).await;

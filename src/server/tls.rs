@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject;
@@ -71,10 +72,11 @@ struct Tls {
     out: Vec<u8>,
 }
 
-/// A connection's stream, plain until `start`, TLS after.
+/// A connection's stream, plain until `start`, TLS after (boxed: most connections never
+/// start TLS, and an idle connection should cost little).
 pub(crate) struct Wire<S> {
     inner: S,
-    tls: RefCell<Option<Tls>>,
+    tls: RefCell<Option<Box<Tls>>>,
 }
 
 impl<S: ConnStream> Wire<S> {
@@ -90,12 +92,20 @@ impl<S: ConnStream> Wire<S> {
     /// ClientHello comes next).
     pub fn start(&self, config: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
         let conn = rustls::ServerConnection::new(config)?;
-        *self.tls.borrow_mut() = Some(Tls {
+        *self.tls.borrow_mut() = Some(Box::new(Tls {
             conn,
             cipher: Bytes::new(),
             out: Vec::new(),
-        });
+        }));
         Ok(())
+    }
+
+    /// Queues TLS's close_notify alert, when TLS is on (before the last flush).
+    pub fn goodbye(&self) {
+        if let Some(t) = self.tls.borrow_mut().as_mut() {
+            t.conn.send_close_notify();
+            let _ = self.queue_tls(t);
+        }
     }
 
     /// Queues every TLS record rustls has ready (handshake messages, data, alerts).
@@ -138,19 +148,19 @@ impl<S: ConnStream> Wire<S> {
         }
     }
 
-    async fn recv_tls(&self) -> io::Result<Option<Bytes>> {
+    fn poll_recv_tls(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         loop {
             {
                 let mut g = self.tls.borrow_mut();
                 let Some(t) = g.as_mut() else {
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 };
                 if let Some(r) = self.take_plain(t)? {
-                    return Ok(r);
+                    return Poll::Ready(Ok(r));
                 }
             }
-            let Some(chunk) = self.inner.recv().await? else {
-                return Ok(None);
+            let Some(chunk) = ready!(self.inner.poll_recv(cx))? else {
+                return Poll::Ready(Ok(None));
             };
             if let Some(t) = self.tls.borrow_mut().as_mut() {
                 if t.cipher.is_empty() {
@@ -166,11 +176,11 @@ impl<S: ConnStream> Wire<S> {
 }
 
 impl<S: ConnStream> ConnStream for Wire<S> {
-    async fn recv(&self) -> io::Result<Option<Bytes>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
         if self.tls.borrow().is_some() {
-            self.recv_tls().await
+            self.poll_recv_tls(cx)
         } else {
-            self.inner.recv().await
+            self.inner.poll_recv(cx)
         }
     }
 
@@ -190,15 +200,11 @@ impl<S: ConnStream> ConnStream for Wire<S> {
         self.inner.unsent()
     }
 
-    async fn flush(&self) -> io::Result<()> {
-        self.inner.flush().await
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_flush(cx)
     }
 
-    async fn close(self) {
-        if let Some(t) = self.tls.borrow_mut().as_mut() {
-            t.conn.send_close_notify();
-            let _ = self.queue_tls(t);
-        }
-        self.inner.close().await;
+    fn close(self) {
+        self.inner.close();
     }
 }

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
@@ -40,8 +41,8 @@ impl Acceptor for UringListener {
 pub(crate) struct UringStream(Stream);
 
 impl ConnStream for UringStream {
-    async fn recv(&self) -> io::Result<Option<Bytes>> {
-        self.0.recv().await
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        self.0.poll_recv(cx)
     }
 
     fn send(&self, data: &[u8]) {
@@ -52,11 +53,12 @@ impl ConnStream for UringStream {
         self.0.unsent()
     }
 
-    async fn flush(&self) -> io::Result<()> {
-        self.0.flush().await
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_flush(cx)
     }
 
-    async fn close(self) {
-        self.0.close().await;
+    fn close(self) {
+        // The engine cancels what is in flight and closes the socket after its completions.
+        drop(self.0);
     }
 }
