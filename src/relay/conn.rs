@@ -461,7 +461,7 @@ async fn end_data(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>) -> Opt
     };
     // The client bounds the terminator's write and the reply's wait itself.
     let started = std::time::Instant::now();
-    let r = up.client.end_data().await;
+    let r = up.client.end_data([]).await;
     if r.is_ok() {
         pool.borrow_mut().record_end_of_data(started.elapsed());
     }
@@ -484,7 +484,7 @@ async fn end_data(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>) -> Opt
     }
 }
 
-/// Writes body pieces upstream; a failure is remembered for the end of data.
+/// Writes body pieces upstream, in one write; a failure is remembered for the end of data.
 async fn write_pieces(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>, pieces: Vec<Bytes>) {
     if pieces.is_empty() {
         return;
@@ -492,14 +492,12 @@ async fn write_pieces(pool: &Rc<RefCell<UpstreamPool>>, tx: &Rc<RefCell<Tx>>, pi
     let Some(mut up) = tx.borrow_mut().up.take() else {
         return;
     };
-    for p in pieces {
-        if let Err(e) = up.client.write_data(p).await {
-            let mut t = tx.borrow_mut();
-            t.failed = Some(failure(&e));
-            t.data_open = false;
-            pool.borrow_mut().discard(up);
-            return;
-        }
+    if let Err(e) = up.client.write_data(pieces).await {
+        let mut t = tx.borrow_mut();
+        t.failed = Some(failure(&e));
+        t.data_open = false;
+        pool.borrow_mut().discard(up);
+        return;
     }
     tx.borrow_mut().up = Some(up);
 }
