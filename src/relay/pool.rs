@@ -17,10 +17,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::reply_map::unavailable;
 use crate::client::core::Timeouts;
 use crate::client::{ClientError, ConnectOptions, SmtpClient, TlsOptions};
 use crate::metrics::snapshot::{Distribution, Snapshot};
-use crate::proto::{EnhancedCode, Reply};
+use crate::proto::Reply;
 
 /// STARTTLS toward the upstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -157,11 +158,6 @@ pub struct Offers {
     pub eightbitmime: bool,
     /// SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
-}
-
-/// Why no upstream connection could be had: always a 4xx for the client.
-pub fn unavailable(text: impl Into<std::borrow::Cow<'static, str>>) -> Reply {
-    Reply::new(451, EnhancedCode::new(4, 4, 1), text)
 }
 
 impl UpstreamPool {
