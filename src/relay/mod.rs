@@ -93,13 +93,13 @@ impl Service for Relay {
     /// count) until the shard closes.
     fn start(this: &Rc<RefCell<Self>>) {
         let pool = Rc::downgrade(&this.borrow().pool);
-        tokio::task::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             loop {
                 let every = match pool.upgrade() {
                     Some(p) if !p.borrow().is_closed() => p.borrow().sweep_interval(),
                     _ => return,
                 };
-                tokio::time::sleep(every).await;
+                crate::rt::sleep(every).await;
                 match pool.upgrade() {
                     Some(p) if !p.borrow().is_closed() => p.borrow_mut().sweep(Instant::now()),
                     _ => return,

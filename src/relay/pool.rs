@@ -14,7 +14,10 @@
 //! thread only, so it needs no locks.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::reply_map::unavailable;
@@ -22,6 +25,7 @@ use crate::client::core::Timeouts;
 use crate::client::{ClientError, ConnectOptions, SmtpClient, TlsOptions};
 use crate::metrics::snapshot::{Distribution, Snapshot};
 use crate::proto::Reply;
+use crate::rt;
 
 /// STARTTLS toward the upstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -245,24 +249,27 @@ impl UpstreamPool {
         (self.config.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 
-    /// The shard is stopping: every idle connection gets QUIT (each within `limit`); resolves
-    /// when all have answered or given up.
+    /// The shard is stopping: every idle connection gets QUIT (each within `limit`, all at
+    /// once); resolves when all have answered or given up.
     pub fn close_idle(&mut self, limit: Duration) -> impl std::future::Future<Output = ()> {
-        let idle: Vec<Idle> = self.idle.drain(..).collect();
-        let quits: Vec<_> = idle
-            .into_iter()
+        let mut quits: Vec<Pin<Box<dyn Future<Output = ()>>>> = self
+            .idle
+            .drain(..)
             .filter(|i| i.up.client.is_connected())
-            .map(|i| {
-                tokio::task::spawn_local(async move {
-                    let _ = tokio::time::timeout(limit, i.up.client.quit()).await;
+            .map(|i| -> Pin<Box<dyn Future<Output = ()>>> {
+                Box::pin(async move {
+                    let _ = rt::timeout(limit, i.up.client.quit()).await;
                 })
             })
             .collect();
-        async move {
-            for q in quits {
-                let _ = q.await;
+        std::future::poll_fn(move |cx| {
+            quits.retain_mut(|q| q.as_mut().poll(cx).is_pending());
+            if quits.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-        }
+        })
     }
 
     /// A connection for one transaction: an idle one, or a new one (upstreams in order).
@@ -365,8 +372,8 @@ fn retire(up: Upstream) {
     if !up.client.is_connected() {
         return;
     }
-    tokio::task::spawn_local(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(10), up.client.quit()).await;
+    rt::spawn_local(async move {
+        let _ = rt::timeout(Duration::from_secs(10), up.client.quit()).await;
     });
 }
 
