@@ -20,12 +20,14 @@
 //!  identity         XCLIENT / XFORWARD: the client's identity for the upstream
 //!  reply_map        the upstream's replies and failures as ours (never a 250 it did not give)
 //!  pool             per-shard upstream connections: checkout, checkin, idle sweep
+//!  connector        how the pool reaches an upstream: TCP, or a stream a test supplies
 //!  headers, x_peer  the Received: field and what it says, the loop guard; X-Peer:
 //!  acl              relay networks, recipient domains, AUTH users
 //! ```
 
 pub mod acl;
 mod commands;
+pub mod connector;
 mod content;
 pub mod headers;
 mod identity;
@@ -71,8 +73,19 @@ pub struct Relay {
 impl Relay {
     /// The relay for shard `shard`.
     pub fn new(config: &RelayConfig, shard: usize) -> Self {
+        Self::with_connector(config, shard, Rc::new(connector::Tcp))
+    }
+
+    /// The relay for shard `shard`, reaching its upstreams through `connector` (tests run it
+    /// against in-memory upstreams this way).
+    pub fn with_connector(
+        config: &RelayConfig,
+        shard: usize,
+        connector: Rc<dyn connector::Connector>,
+    ) -> Self {
+        let upstream = Rc::new(config.upstream.clone());
         Self {
-            pool: UpstreamPool::new(Rc::new(config.upstream.clone())),
+            pool: UpstreamPool::with_connector(upstream, connector),
             policy: Rc::new(config.policy.clone()),
             x_peer: config.x_peer,
             shard,
