@@ -104,7 +104,7 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 }
 
 /// Runs every future to completion, concurrently, on the calling task.
-pub async fn join_all<F: Future<Output = ()>>(mut futures: Vec<Pin<Box<F>>>) {
+pub async fn join_all<F: Future<Output = ()> + ?Sized>(mut futures: Vec<Pin<Box<F>>>) {
     std::future::poll_fn(|cx| {
         futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
         if futures.is_empty() {

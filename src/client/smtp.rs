@@ -3,7 +3,8 @@
 //! rset, docmd, quit) and a debug transcript. Sending lives in `send.rs`.
 //!
 //! Reads use tokio's cancel-safe `read_buf`, so a timed-out read may be dropped here; this
-//! driver never runs on io_uring.
+//! driver never runs on io_uring. Everything the core has to transmit at a flush goes out in
+//! one vectored write. Timers and timeouts come from the runtime facade (`crate::rt`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -19,8 +20,9 @@ use crate::engine;
 use super::auth::Mechanism;
 use super::core::{ClientCore, CoreError, Phase, Timeouts};
 use super::error::ClientError;
-use super::transport::{Plain, Stream, TlsOptions, TlsStream};
+use super::transport::{ByteStream, Plain, Stream, TlsOptions, TlsStream};
 use crate::proto::Reply;
+use crate::rt;
 
 /// How to connect.
 #[derive(Clone, Debug, Default)]
@@ -100,6 +102,8 @@ pub struct SmtpClient {
     pub(super) lmtp: bool,
     debug_level: u8,
     timeouts: Timeouts,
+    /// What one flush writes (kept to reuse its allocation).
+    outgoing: Vec<Bytes>,
 }
 
 impl SmtpClient {
@@ -118,7 +122,7 @@ impl SmtpClient {
             }
             Err(last)
         };
-        let plain = crate::rt::timeout(opts.timeouts.greeting, connect)
+        let plain = rt::timeout(opts.timeouts.greeting, connect)
             .await
             .unwrap_or_else(|_| {
                 Err(std::io::Error::new(
@@ -151,6 +155,17 @@ impl SmtpClient {
         Self::start(s, "localhost".into(), opts).await
     }
 
+    /// Talks over a stream the caller has already opened (one end of `tokio::io::duplex`,
+    /// say) and reads the greeting; `server_name` is the name TLS verifies.
+    pub async fn over_stream(
+        stream: impl ByteStream + 'static,
+        server_name: &str,
+        opts: ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let plain = Plain::Supplied(Box::new(stream));
+        Self::start(plain, server_name.to_string(), opts).await
+    }
+
     async fn start(
         plain: Plain,
         server_name: String,
@@ -178,6 +193,7 @@ impl SmtpClient {
             lmtp: opts.lmtp,
             debug_level: opts.debug_level,
             timeouts: opts.timeouts,
+            outgoing: Vec::new(),
         };
         let greeting = c.read_reply().await?;
         if greeting.code() != 220 {
@@ -398,14 +414,27 @@ impl SmtpClient {
         Ok(())
     }
 
-    /// Writes message bytes already in wire form (after a 354), without waiting.
-    pub async fn write_data(&mut self, bytes: Bytes) -> Result<(), ClientError> {
-        self.queue_raw(bytes);
+    /// Writes message pieces already in wire form (after a 354), all in one write, without
+    /// waiting for anything.
+    pub async fn write_data(
+        &mut self,
+        pieces: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), ClientError> {
+        for p in pieces {
+            self.queue_raw(p);
+        }
         self.flush().await
     }
 
-    /// Ends DATA with the terminator and waits for the final reply.
-    pub async fn end_data(&mut self) -> Result<Reply, ClientError> {
+    /// Ends DATA: the last pieces of the message (in wire form) and the terminator go out in
+    /// one write, then waits for the final reply.
+    pub async fn end_data(
+        &mut self,
+        last: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Reply, ClientError> {
+        for p in last {
+            self.queue_raw(p);
+        }
         self.queue_raw(Bytes::from_static(b".\r\n"));
         self.core.expect_reply(Phase::DataEnd, Instant::now());
         self.flush().await?;
@@ -456,34 +485,37 @@ impl SmtpClient {
         self.core.send_raw(bytes);
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued, in one vectored write.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        // A server that stops reading must not hold us forever: each write gets the
+        // A server that stops reading must not hold us forever: each flush gets the
         // data-block timeout (RFC 5321 §4.5.3.2, 3 minutes), like a block of message data.
         let limit = self.timeouts.data_block;
         let stream = self
             .stream
             .as_mut()
             .ok_or(ClientError::ServerDisconnected)?;
-        while let Some(b) = self.core.poll_transmit() {
-            let written = crate::rt::timeout(limit, stream.write_all(&b)).await;
-            let Ok(result) = written else {
-                // Dropping the write is safe (tokio's are readiness based; the engine cancels
-                // and keeps the memory until the kernel is done), and the connection is
-                // unusable now anyway.
-                if let Some(s) = self.stream.take() {
-                    s.shutdown();
-                }
-                return Err(ClientError::Protocol(CoreError::WriteTimeout));
-            };
-            result.map_err(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                    ClientError::ServerDisconnected
-                }
-                _ => ClientError::Io(e),
-            })?;
+        self.outgoing
+            .extend(std::iter::from_fn(|| self.core.poll_transmit()));
+        if self.outgoing.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let written = rt::timeout(limit, stream.write_vectored_all(&self.outgoing)).await;
+        self.outgoing.clear();
+        let Ok(result) = written else {
+            // Dropping the write is safe (tokio's are readiness based; the engine cancels and
+            // keeps the memory until the kernel is done), and the connection is unusable now
+            // anyway.
+            if let Some(s) = self.stream.take() {
+                s.shutdown();
+            }
+            return Err(ClientError::Protocol(CoreError::WriteTimeout));
+        };
+        result.map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                ClientError::ServerDisconnected
+            }
+            _ => ClientError::Io(e),
+        })
     }
 
     /// Waits for the next reply owed by the server.
@@ -506,7 +538,7 @@ impl SmtpClient {
             self.rbuf.clear();
             let read = stream.read_buf(&mut self.rbuf);
             let n = match deadline {
-                Some(d) => match crate::rt::timeout_at(d, read).await {
+                Some(d) => match rt::timeout_at(d, read).await {
                     Ok(r) => r?,
                     Err(_) => {
                         self.core.handle_timeout(Instant::now());

@@ -1,29 +1,41 @@
 //! Byte transports for the client driver: TCP and Unix sockets (LMTP) on tokio, sockets on the
-//! io_uring engine (the relay's upstream connections in a uring shard), and TLS on top of any
-//! of them (rustls driven through its sans-IO API, so the same code serves every runtime).
+//! io_uring engine (the relay's upstream connections in a uring shard), a stream the caller
+//! supplies (in-memory tests), and TLS on top of any of them (rustls driven through its
+//! sans-IO API, so the same code serves every runtime).
 //!
-//! A read dropped by a timeout is safe on both: tokio's reads are readiness based, and the
-//! engine cancels the operation and keeps its buffer until the kernel is done with it. The
-//! connection is unusable afterwards either way (the client core then reports the timeout).
+//! A read dropped by a timeout is safe everywhere: tokio's reads are readiness based, and the
+//! engine cancels the operation and keeps its buffer until the kernel is done with it; the
+//! connection is unusable afterwards either way (the client core reports the timeout). Writes
+//! take a list of pieces and hand them to the kernel in as few vectored writes as it accepts
+//! (TLS: all pieces into rustls, then the records in one write), so a batch of commands or
+//! body pieces costs one system call.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::engine;
 
+/// A byte stream a caller can hand the client (`SmtpClient::over_stream`): anything tokio
+/// can read and write, such as one end of `tokio::io::duplex`.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug> ByteStream for T {}
+
 /// A plain connection.
 #[derive(Debug)]
 pub enum Plain {
-    /// TCP on tokio.
+    /// TCP.
     Tcp(TcpStream),
-    /// A Unix-domain socket (LMTP) on tokio.
+    /// A Unix-domain socket (LMTP).
     Unix(UnixStream),
     /// TCP or a Unix-domain socket on the io_uring engine.
     Ring(engine::Socket),
+    /// A stream the caller opened (tests run the relay against in-memory upstreams).
+    Supplied(Box<dyn ByteStream>),
 }
 
 impl Plain {
@@ -36,6 +48,7 @@ impl Plain {
                 *buf = b;
                 r
             }
+            Plain::Supplied(s) => s.read_buf(buf).await,
         }
     }
 
@@ -44,6 +57,16 @@ impl Plain {
             Plain::Tcp(s) => s.write_all(data).await,
             Plain::Unix(s) => s.write_all(data).await,
             Plain::Ring(s) => s.write_all(vec![Bytes::copy_from_slice(data)]).await,
+            Plain::Supplied(s) => s.write_all(data).await,
+        }
+    }
+
+    async fn write_vectored_all(&mut self, pieces: &[Bytes]) -> io::Result<()> {
+        match self {
+            Plain::Tcp(s) => write_pieces(s, pieces).await,
+            Plain::Unix(s) => write_pieces(s, pieces).await,
+            Plain::Ring(s) => s.write_all(pieces.to_vec()).await,
+            Plain::Supplied(s) => write_pieces(s, pieces).await,
         }
     }
 
@@ -56,7 +79,54 @@ impl Plain {
                 s.shutdown();
                 Ok(())
             }
+            // No socket to shut down: it ends when it is dropped, which follows every shutdown.
+            Plain::Supplied(_) => Ok(()),
         };
+    }
+}
+
+/// Most pieces handed to one vectored write (well under every system's `IOV_MAX`).
+const MAX_SLICES: usize = 64;
+
+/// Writes every piece in order, in as few vectored writes as `w` accepts.
+async fn write_pieces<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    pieces: &[Bytes],
+) -> io::Result<()> {
+    // The first piece not written whole, and how much of it is.
+    let (mut first, mut done) = (0, 0);
+    loop {
+        while first < pieces.len() && done == pieces[first].len() {
+            first += 1;
+            done = 0;
+        }
+        if first == pieces.len() {
+            return Ok(());
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        slices[0] = IoSlice::new(&pieces[first][done..]);
+        let mut n = 1;
+        for p in pieces[first + 1..].iter().filter(|p| !p.is_empty()) {
+            if n == MAX_SLICES {
+                break;
+            }
+            slices[n] = IoSlice::new(p);
+            n += 1;
+        }
+        let mut written = w.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let left = pieces[first].len() - done;
+            if written < left {
+                done += written;
+                break;
+            }
+            written -= left;
+            first += 1;
+            done = 0;
+        }
     }
 }
 
@@ -83,6 +153,15 @@ impl Stream {
         match self {
             Stream::Plain(p) => p.write_all(data).await,
             Stream::Tls(t) => t.write_all(data).await,
+        }
+    }
+
+    /// Writes all of `pieces`, in order: vectored writes on a plain connection; over TLS,
+    /// every piece goes into rustls and the records go out together.
+    pub async fn write_vectored_all(&mut self, pieces: &[Bytes]) -> io::Result<()> {
+        match self {
+            Stream::Plain(p) => p.write_vectored_all(pieces).await,
+            Stream::Tls(t) => t.write_vectored_all(pieces).await,
         }
     }
 
@@ -224,8 +303,28 @@ impl TlsStream {
     }
 
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.conn.writer().write_all(data)?;
+        self.encrypt(data).await?;
         self.flush_tls().await
+    }
+
+    async fn write_vectored_all(&mut self, pieces: &[Bytes]) -> io::Result<()> {
+        for p in pieces {
+            self.encrypt(p).await?;
+        }
+        self.flush_tls().await
+    }
+
+    /// Hands plaintext to rustls; when its outgoing buffer is full (64 KiB by default), the
+    /// records so far are written first.
+    async fn encrypt(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.conn.writer().write(data)?;
+            if n == 0 {
+                self.flush_tls().await?;
+            }
+            data = &data[n..];
+        }
+        Ok(())
     }
 }
 
@@ -275,5 +374,90 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Takes at most `step` octets per write, recording each write's size.
+    #[derive(Default)]
+    struct Trickle {
+        step: usize,
+        got: Vec<u8>,
+        writes: Vec<usize>,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(b)])
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.step - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            self.writes.push(n);
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn pieces_survive_partial_writes() {
+        let pieces: Vec<Bytes> = [
+            "MAIL FROM:<a@b>\r\n",
+            "",
+            "RCPT TO:<c@d>\r\n",
+            "",
+            "DATA\r\n",
+        ]
+        .into_iter()
+        .map(|s| Bytes::from_static(s.as_bytes()))
+        .collect();
+        let whole: Vec<u8> = pieces.concat();
+        for step in [1, 5, 17, 18, 19, 1000] {
+            let mut w = Trickle {
+                step,
+                ..Trickle::default()
+            };
+            write_pieces(&mut w, &pieces).await.unwrap();
+            assert_eq!(w.got, whole, "step {step}");
+            assert_eq!(w.writes.len(), whole.len().div_ceil(step), "step {step}");
+        }
+        let many: Vec<Bytes> = (0..200)
+            .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; 3]))
+            .collect();
+        let mut w = Trickle {
+            step: usize::MAX,
+            ..Trickle::default()
+        };
+        write_pieces(&mut w, &many).await.unwrap();
+        assert_eq!(w.got, many.concat());
+        assert_eq!(
+            w.writes,
+            [3 * MAX_SLICES, 3 * MAX_SLICES, 3 * MAX_SLICES, 3 * 8]
+        );
     }
 }

@@ -60,7 +60,7 @@ pub trait Service: 'static {
     /// A client connected (its `Event::Connect` follows).
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn;
     /// The shard begins serving: a service may spawn its background work here (with
-    /// `tokio::task::spawn_local`, on the shard's event loop); that work must end by itself
+    /// `crate::rt::spawn_local`, on the shard's event loop); that work must end by itself
     /// once `close` has run.
     fn start(_this: &Rc<RefCell<Self>>) {}
     /// The shard is stopping and has no connection left: a chance to end upstream

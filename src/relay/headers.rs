@@ -1,8 +1,14 @@
-//! The relay's header work: the `Received:` trace field it prepends (RFC 5321 §4.4) and the
+//! The relay's header work: the `Received:` trace field it prepends (RFC 5321 §4.4), what
+//! that field says about a transaction (`Trace`, taken when the client sends DATA), and the
 //! loop guard that counts the `Received:` fields already in a message's header section as the
 //! content streams past (more than `MAX_HOPS` means a mail loop: 554 5.4.6).
 
 use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::x_peer::XPeer;
+use crate::proto::Session;
 
 /// Hops allowed before a message counts as looping (RFC 5321 §6.3 suggests 100).
 pub const MAX_HOPS: usize = 100;
@@ -86,6 +92,66 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// What our `Received:` field says, taken when DATA is read; the recipient is known only
+/// once the upstream has answered the pipelined RCPTs.
+#[derive(Debug)]
+pub(super) struct Trace {
+    helo: String,
+    peer: core::net::SocketAddr,
+    by: String,
+    protocol: &'static str,
+    id: String,
+    x_peer: bool,
+}
+
+impl Trace {
+    /// The trace of `session`'s current transaction, numbered `id`; `x_peer`: the message
+    /// also gets the seed's `X-Peer:` field.
+    pub fn of(session: &Session, id: String, x_peer: bool) -> Self {
+        Self {
+            helo: session.helo_name().unwrap_or("unknown").to_string(),
+            peer: session.peer(),
+            by: session.hostname().to_string(),
+            // RFC 3848: ESMTP, plus S inside TLS and A once authenticated.
+            protocol: match (
+                session.is_esmtp(),
+                session.is_tls(),
+                session.authenticated().is_some(),
+            ) {
+                (false, ..) => "SMTP",
+                (true, false, false) => "ESMTP",
+                (true, false, true) => "ESMTPA",
+                (true, true, false) => "ESMTPS",
+                (true, true, true) => "ESMTPSA",
+            },
+            id,
+            x_peer,
+        }
+    }
+
+    /// The header lines, with `for` when the upstream accepted exactly one recipient.
+    pub fn render(&self, accepted: &[String]) -> Bytes {
+        let recipient = (accepted.len() == 1).then(|| accepted[0].as_str());
+        let h = received(
+            &TraceInfo {
+                helo: &self.helo,
+                peer: self.peer,
+                by: &self.by,
+                protocol: self.protocol,
+                id: &self.id,
+                recipient,
+            },
+            SystemTime::now(),
+        );
+        Bytes::from(h)
+    }
+
+    /// The `X-Peer:` placer for this message, when `--x-peer` is on.
+    pub fn x_peer(&self) -> Option<XPeer> {
+        self.x_peer.then(|| XPeer::new(self.peer.ip()))
+    }
 }
 
 /// Counts `Received:` fields in the header section of streamed content.

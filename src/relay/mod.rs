@@ -8,13 +8,33 @@
 //! optional recipient-domain allow-list applies, and a message with more than 100 `Received:`
 //! fields is refused (554 5.4.6) without being delivered (the upstream DATA is abandoned
 //! without its terminator).
+//!
+//! ```text
+//!  Relay (here)     the shard's service: the pool and the policy; a RelayConn per client
+//!  mirror           RelayConn: session events -> transaction operations; decides what is
+//!                   ours (relay access, AUTH, each message's trace); never touches a socket
+//!  content          a message's content on its way out: loop guard, BDAT stuffing, X-Peer:
+//!  transaction      Transaction: owns the current transaction's upstream connection and
+//!                   offers send envelope, read replies, write body, end data, release
+//!  commands         the envelope commands: MAIL/RCPT lines, queued then in flight, in order
+//!  identity         XCLIENT / XFORWARD: the client's identity for the upstream
+//!  reply_map        the upstream's replies and failures as ours (never a 250 it did not give)
+//!  pool             per-shard upstream connections: checkout, checkin, idle sweep
+//!  connector        how the pool reaches an upstream: TCP, or a stream a test supplies
+//!  headers, x_peer  the Received: field and what it says, the loop guard; X-Peer:
+//!  acl              relay networks, recipient domains, AUTH users
+//! ```
 
 pub mod acl;
-mod conn;
+mod commands;
+pub mod connector;
+mod content;
 pub mod headers;
-mod pipeline;
+mod identity;
+mod mirror;
 pub mod pool;
-mod upstream_talk;
+mod reply_map;
+mod transaction;
 mod x_peer;
 
 use std::cell::RefCell;
@@ -28,7 +48,7 @@ use crate::proto::{Extensions, Session};
 use acl::RelayPolicy;
 use pool::{PoolStats, UpstreamConfig, UpstreamPool};
 
-pub use conn::RelayConn;
+pub use mirror::RelayConn;
 
 /// Everything the relay needs to know.
 #[derive(Clone, Debug, Default)]
@@ -53,8 +73,19 @@ pub struct Relay {
 impl Relay {
     /// The relay for shard `shard`.
     pub fn new(config: &RelayConfig, shard: usize) -> Self {
+        Self::with_connector(config, shard, Rc::new(connector::Tcp))
+    }
+
+    /// The relay for shard `shard`, reaching its upstreams through `connector` (tests run it
+    /// against in-memory upstreams this way).
+    pub fn with_connector(
+        config: &RelayConfig,
+        shard: usize,
+        connector: Rc<dyn connector::Connector>,
+    ) -> Self {
+        let upstream = Rc::new(config.upstream.clone());
         Self {
-            pool: UpstreamPool::new(Rc::new(config.upstream.clone())),
+            pool: UpstreamPool::with_connector(upstream, connector),
             policy: Rc::new(config.policy.clone()),
             x_peer: config.x_peer,
             shard,

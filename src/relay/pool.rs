@@ -11,16 +11,22 @@
 //! ```
 //!
 //! Bounded per shard (`max_connections` open at once, idle or busy); lives on one shard's
-//! thread only, so it needs no locks.
+//! thread only, so it needs no locks. Connections are opened through its `Connector` (TCP,
+//! unless a test hands in in-memory streams).
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::connector::{self, Connector, Tcp};
+use super::reply_map::unavailable;
 use crate::client::core::Timeouts;
-use crate::client::{ClientError, ConnectOptions, SmtpClient, TlsOptions};
+use crate::client::{SmtpClient, TlsOptions};
 use crate::metrics::snapshot::{Distribution, Snapshot};
-use crate::proto::{EnhancedCode, Reply};
+use crate::proto::Reply;
+use crate::rt;
 
 /// STARTTLS toward the upstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -136,6 +142,7 @@ pub type PoolStats = crate::handler::UpstreamStats;
 /// The per-shard pool.
 pub struct UpstreamPool {
     config: Rc<UpstreamConfig>,
+    connector: Rc<dyn Connector>,
     idle: Vec<Idle>,
     /// Connections open, idle or checked out (or being opened): one `OpenSlot` each.
     open: Rc<Cell<usize>>,
@@ -159,16 +166,20 @@ pub struct Offers {
     pub smtputf8: bool,
 }
 
-/// Why no upstream connection could be had: always a 4xx for the client.
-pub fn unavailable(text: impl Into<std::borrow::Cow<'static, str>>) -> Reply {
-    Reply::new(451, EnhancedCode::new(4, 4, 1), text)
-}
-
 impl UpstreamPool {
-    /// An empty pool.
+    /// An empty pool whose connections are TCP.
     pub fn new(config: Rc<UpstreamConfig>) -> Rc<RefCell<Self>> {
+        Self::with_connector(config, Rc::new(Tcp))
+    }
+
+    /// An empty pool whose connections `connector` opens.
+    pub fn with_connector(
+        config: Rc<UpstreamConfig>,
+        connector: Rc<dyn Connector>,
+    ) -> Rc<RefCell<Self>> {
         Rc::new(RefCell::new(Self {
             config,
+            connector,
             idle: Vec::new(),
             open: Rc::new(Cell::new(0)),
             offers: None,
@@ -249,25 +260,25 @@ impl UpstreamPool {
         (self.config.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 
-    /// The shard is stopping: every idle connection gets QUIT (each within `limit`); resolves
-    /// when all have answered or given up.
+    /// The shard is stopping: every idle connection gets QUIT (each within `limit`, all at
+    /// once); resolves when all have answered or given up.
     pub fn close_idle(&mut self, limit: Duration) -> impl std::future::Future<Output = ()> {
-        let idle: Vec<Idle> = self.idle.drain(..).collect();
-        let quits: Vec<_> = idle
-            .into_iter()
+        let quits: Vec<Pin<Box<dyn Future<Output = ()>>>> = self
+            .idle
+            .drain(..)
             .filter(|i| i.up.client.is_connected())
-            .map(|i| {
+            .map(|i| -> Pin<Box<dyn Future<Output = ()>>> {
                 Box::pin(async move {
-                    let _ = crate::rt::timeout(limit, i.up.client.quit()).await;
+                    let _ = rt::timeout(limit, i.up.client.quit()).await;
                 })
             })
             .collect();
-        crate::rt::join_all(quits)
+        rt::join_all(quits)
     }
 
     /// A connection for one transaction: an idle one, or a new one (upstreams in order).
     pub async fn checkout(pool: &Rc<RefCell<Self>>, fresh: bool) -> Result<Upstream, Reply> {
-        let (config, slot) = {
+        let (config, connector, slot) = {
             let mut p = pool.borrow_mut();
             p.stats.checkouts += 1;
             if !fresh {
@@ -283,12 +294,16 @@ impl UpstreamPool {
                     "Upstream connection pool exhausted, try again later",
                 ));
             }
-            (p.config.clone(), OpenSlot::take(&p.open))
+            (
+                p.config.clone(),
+                p.connector.clone(),
+                OpenSlot::take(&p.open),
+            )
         };
         let mut last = String::from("no upstream configured");
         for (index, server) in config.servers.iter().enumerate() {
             let started = Instant::now();
-            match connect(&config, server).await {
+            match connector::open(&*connector, &config, server).await {
                 Ok(client) => {
                     let mut p = pool.borrow_mut();
                     p.stats.connects += 1;
@@ -365,8 +380,8 @@ fn retire(up: Upstream) {
     if !up.client.is_connected() {
         return;
     }
-    crate::rt::spawn_local(async move {
-        let _ = crate::rt::timeout(Duration::from_secs(10), up.client.quit()).await;
+    rt::spawn_local(async move {
+        let _ = rt::timeout(Duration::from_secs(10), up.client.quit()).await;
     });
 }
 
@@ -376,33 +391,4 @@ fn micros(d: Duration) -> u64 {
 
 fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ").chars().take(200).collect()
-}
-
-/// Opens, greets, secures and authenticates one upstream connection.
-async fn connect(config: &UpstreamConfig, server: &str) -> Result<SmtpClient, ClientError> {
-    let (host, port) = match server.rsplit_once(':') {
-        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(25)),
-        None => (server, 25),
-    };
-    let opts = ConnectOptions {
-        timeouts: config.timeouts,
-        local_hostname: config.helo.clone(),
-        implicit_tls: (config.tls == UpstreamTls::Implicit).then(|| config.tls_options.clone()),
-        ..ConnectOptions::default()
-    };
-    let mut client = SmtpClient::connect(host, port, opts).await?;
-    client.ehlo_or_helo_if_needed().await?;
-    match config.tls {
-        UpstreamTls::Required => {
-            client.starttls(&config.tls_options).await?;
-        }
-        UpstreamTls::Opportunistic if client.has_extn("starttls") => {
-            client.starttls(&config.tls_options).await?;
-        }
-        _ => {}
-    }
-    if let Some((user, password)) = &config.auth {
-        client.login(user, password).await?;
-    }
-    Ok(client)
 }
