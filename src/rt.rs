@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 use crate::engine;
 
+/// The current time: on the engine, its reading for this loop turn (no clock call per use);
+/// elsewhere the clock.
+pub fn now() -> Instant {
+    engine::now()
+}
+
 /// A deadline passed before the future finished (`timeout`, `timeout_at`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("deadline has elapsed")]

@@ -129,6 +129,8 @@ pub(crate) struct Core {
     /// Connections whose receive stopped for want of a pool buffer.
     starved: RefCell<Vec<Rc<StreamShared>>>,
     remote: Arc<Remote>,
+    /// The time at the end of the last wait: what tasks of this turn see as now.
+    now: Cell<Instant>,
     /// The 8 octets the wake eventfd is read into (heap memory the kernel writes).
     wake_buf: Box<u64>,
     wake_armed: Cell<bool>,
@@ -155,6 +157,17 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
 pub fn spawn_local<F: Future<Output = ()> + 'static>(future: F) {
     let remote = with_core(|c| c.remote.clone());
     exec::spawn_on(&remote, future);
+}
+
+/// The current time as this thread's engine sees it: read once per loop turn, after the wait
+/// (timers compare against the same reading, so one that is due is seen as due). Off an
+/// engine thread, the clock.
+pub fn now() -> Instant {
+    if is_current() {
+        with_core(|c| c.now.get())
+    } else {
+        Instant::now()
+    }
 }
 
 /// The DATA pool's figures for this thread's engine.
@@ -207,6 +220,7 @@ impl Engine {
             dirty: RefCell::new(Vec::with_capacity(64)),
             starved: RefCell::new(Vec::new()),
             remote,
+            now: Cell::new(Instant::now()),
             wake_buf: Box::new(0),
             wake_armed: Cell::new(false),
         });
@@ -298,8 +312,10 @@ impl Core {
         };
         let wait = !ready && timeout != Some(Duration::ZERO);
         self.ring.borrow_mut().enter(wait, timeout);
+        let now = Instant::now();
+        self.now.set(now);
         self.reap(completions, woken);
-        self.timers.borrow_mut().expire(Instant::now(), woken);
+        self.timers.borrow_mut().expire(now, woken);
         for w in woken.drain(..) {
             w.wake();
         }

@@ -101,7 +101,7 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+        if super::now() >= self.deadline {
             self.unregister();
             return Poll::Ready(());
         }

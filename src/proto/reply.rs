@@ -121,21 +121,28 @@ impl Reply {
             b'0' + (self.code / 10 % 10) as u8,
             b'0' + (self.code % 10) as u8,
         ];
-        let mut lines = self.text.split('\n').peekable();
+        let mut rest = self.text.as_bytes();
         loop {
-            let line = lines.next().unwrap_or("");
-            let last = lines.peek().is_none();
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
             out.extend_from_slice(&code);
-            out.push(if last { b' ' } else { b'-' });
+            out.push(if next.is_none() { b' ' } else { b'-' });
             if let (true, Some(e)) = (esc, self.enhanced) {
                 write_enhanced(out, e);
                 out.push(b' ');
             }
             // Text we built ourselves may still hold a CR; never let one reach the wire.
-            out.extend(line.bytes().map(|b| if b == b'\r' { b' ' } else { b }));
+            if memchr::memchr(b'\r', line).is_none() {
+                out.extend_from_slice(line);
+            } else {
+                out.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
+            }
             out.extend_from_slice(b"\r\n");
-            if last {
-                break;
+            match next {
+                Some(n) => rest = n,
+                None => break,
             }
         }
     }

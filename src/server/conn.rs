@@ -171,8 +171,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
                 break;
             }
             Woke::Timer => {
-                let now = Instant::now();
-                session.handle_timeout(now);
+                session.handle_timeout(rt::now());
                 if session.is_closed() {
                     finish_pending(&mut session, &mut conn, &mut pending).await;
                     break;
@@ -235,7 +234,7 @@ fn feed<H: Service>(
     conn: &mut H::Conn,
     pending: &mut Answers,
 ) {
-    let now = Instant::now();
+    let now = rt::now();
     // The first round hands out events raised without input (the greeting's Connect).
     let mut progressed = true;
     while progressed {
