@@ -5,7 +5,10 @@ physical-limit stand-in), each driven by Postfix's smtp-source and by ringload, 
 
 usage: bench/run.py [--quick] [--reps N] [--only throughput|memory] [--servers a,b]
                     [--scenarios a,b] [--generators a,b] [--no-pin] [--no-build] [--out DIR]
-                    [--scale F] [--tag NAME]
+                    [--scale F] [--tag NAME] [--before DIR]
+
+--before DIR adds the servers ringrelay-uring-before and ringrelay-epoll-before: DIR/ringrelay
+(an earlier build), measured in the same run for before/after figures.
 
 Generators: smtp-source and ringload (DATA, PIPELINING when offered) by default; ringload-bdat
 (one write per message, for servers that offer CHUNKING: ringrelay, smtp-canned) on request.
@@ -137,7 +140,7 @@ class Server:
     def __init__(self, name, a, max_conn=None):
         self.name = name
         pin = [] if a.no_pin else ["taskset", "-c", SERVER_CPU]
-        b = a.bin
+        b = a.before if name.endswith("-before") else a.bin
         port = free_port()
         parse = None
         if name.startswith("ringrelay-"):
@@ -484,50 +487,44 @@ def markdown(a, m, cells, idle, big):
 
 
 def targets(cells, idle):
-    """The issue's targets, computed from this run (benchmarks, not tests)."""
+    """The io_uring engine issue's targets, computed from this run (benchmarks, not tests)."""
     def get(scen, gen, server, key):
         c = next((c for c in cells if (c["scenario"], c["generator"], c["server"]) == (scen, gen, server)), None)
         return c and c.get(key)
 
     def r(a, b):
         return f"{a / b:.2f}" if a and b else "–"
-    out = ["\n## Targets\n",
-           "| target | measured (uring / epoll) | met? |", "|---|---|---|"]
-    k1 = [s for s in SCENARIOS if s.startswith("1k")]
-    # CPU per message at most 1/4 of smtp-sink's: smtp-sink CPU / ours >= 4.
+
+    def verdict(oks):
+        oks = [o for o in oks if o is not None]
+        return "–" if not oks else "yes" if all(oks) else "no" if not any(oks) else "partly"
+    out = ["\n## Targets (io_uring engine)\n",
+           "| target | measured | met? |", "|---|---|---|"]
+    for scen in ("1k-s20", "1k-newconn-s20"):
+        for gen in ("smtp-source", "ringload"):
+            u = get(scen, gen, "ringrelay-uring", "cpu_per_10k")
+            e = get(scen, gen, "ringrelay-epoll", "cpu_per_10k")
+            s = get(scen, gen, "smtp-sink", "cpu_per_10k")
+            if not u:
+                continue
+            before = get(scen, gen, "ringrelay-uring-before", "cpu_per_10k")
+            extra = f"; before (tokio-uring): {r(before, e)}× epoll" if before else ""
+            out.append(f"| uring CPU per message ≤ 0.85× epoll's and ≤ 0.8× smtp-sink's ({scen}, "
+                       f"{gen}) | {r(u, e)}× epoll, {r(u, s)}× smtp-sink{extra} | "
+                       f"{verdict([e and u / e <= 0.85, s and u / s <= 0.8])} |")
     for gen in ("smtp-source", "ringload"):
-        parts, met = [], []
-        for scen in SCENARIOS:
-            base = get(scen, gen, "smtp-sink", "cpu_per_10k")
-            vals = [get(scen, gen, f"ringrelay-{io}", "cpu_per_10k") for io in ("uring", "epoll")]
-            parts.append(f"{scen}: {r(base, vals[0])}× / {r(base, vals[1])}×")
-            met += [bool(base and v and base / v >= 4) for v in vals]
-        if parts:
-            out.append(f"| sink CPU per message ≤ 1/4 of smtp-sink's (smtp-sink CPU ÷ ours ≥ 4), "
-                       f"under {gen} | {'; '.join(parts)} | {'yes' if all(met) else 'no' if not any(met) else 'partly'} |")
-    for scen in k1:
-        base_src = get(scen, "smtp-source", "smtp-sink", "rate")
-        base_gen = get(scen, "ringload", "smtp-sink", "rate")
-        vals = [get(scen, "ringload", f"ringrelay-{io}", "rate") for io in ("uring", "epoll")]
-        if not any(vals):
-            continue
-        ok = [bool(v and base_src and v / base_src >= 3) for v in vals]
-        out.append(f"| 1 KiB throughput under ringload ≥ 3× smtp-sink's ({scen}) | vs smtp-sink under "
-                   f"smtp-source: {r(vals[0], base_src)}× / {r(vals[1], base_src)}×; vs smtp-sink under "
-                   f"ringload: {r(vals[0], base_gen)}× / {r(vals[1], base_gen)}× | "
-                   f"{'yes' if all(ok) else 'no' if not any(ok) else 'partly'} (vs smtp-source figure) |")
-    base = get("1m-s10", "smtp-source", "smtp-sink", "rate")
-    vals = [get("1m-s10", "smtp-source", f"ringrelay-{io}", "rate") for io in ("uring", "epoll")]
-    if base and any(vals):
-        ok = [bool(v and v / base >= 2.5) for v in vals]
-        out.append(f"| 1 MiB throughput ≥ 2.5× smtp-sink's under smtp-source | {r(vals[0], base)}× / "
-                   f"{r(vals[1], base)}× | {'yes' if all(ok) else 'no' if not any(ok) else 'partly'} |")
+        ur, er = get("1m-s10", gen, "ringrelay-uring", "rate"), get("1m-s10", gen, "ringrelay-epoll", "rate")
+        uc, ec = (get("1m-s10", gen, "ringrelay-uring", "cpu_per_10k"),
+                  get("1m-s10", gen, "ringrelay-epoll", "cpu_per_10k"))
+        if ur and er:
+            out.append(f"| 1 MiB: uring ≥ epoll in msg/s and CPU ({gen}) | msg/s {r(ur, er)}×, "
+                       f"CPU per message {r(uc, ec)}× | {verdict([ur >= er, uc and ec and uc <= ec])} |")
     kib = [next((x["kib_per_conn"] for x in idle if x["server"] == f"ringrelay-{io}" and "kib_per_conn" in x), None)
-           for io in ("uring", "epoll")]
-    if any(k is not None for k in kib):
-        ok = [k is not None and k <= 8 for k in kib]
-        out.append(f"| ≤ 8 KiB RSS per idle connection | {fmt(kib[0], '.2f')} / {fmt(kib[1], '.2f')} KiB | "
-                   f"{'yes' if all(ok) else 'no' if not any(ok) else 'partly'} |")
+           for io in ("uring", "epoll", "uring-before")]
+    if kib[0] is not None:
+        out.append(f"| idle connections ≤ 3 KiB each at 10,000 (uring) | uring {fmt(kib[0], '.2f')} KiB, "
+                   f"epoll {fmt(kib[1], '.2f')} KiB, before (tokio-uring) {fmt(kib[2], '.2f')} KiB | "
+                   f"{verdict([kib[0] <= 3])} |")
     return out
 
 
@@ -546,10 +543,22 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--tag", default="sink")
+    ap.add_argument("--before", help="a directory with an earlier ringrelay build to compare")
     a = ap.parse_args()
     if a.quick:
         a.scale, a.reps = a.scale * 0.1, 1
     a.bin = os.path.join(TARGET, "release")
+    servers_given = [s for s in a.servers.split(",") if s]
+    if a.before:
+        a.before = os.path.abspath(a.before)
+        if not os.access(os.path.join(a.before, "ringrelay"), os.X_OK):
+            sys.exit(f"--before {a.before}: no ringrelay binary there")
+        for extra in ("ringrelay-uring-before", "ringrelay-epoll-before"):
+            if extra not in servers_given:
+                servers_given.append(extra)
+        a.servers = ",".join(servers_given)
+    elif any(s.endswith("-before") for s in servers_given):
+        sys.exit("the -before servers need --before DIR")
     for tool in (SMTP_SOURCE, SMTP_SINK):
         if not os.access(tool, os.X_OK):
             sys.exit(f"{tool} is missing: apt-get install postfix")

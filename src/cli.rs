@@ -112,16 +112,21 @@ pub struct ServeArgs {
     /// Event loop: auto (io_uring, else epoll), uring or epoll.
     #[arg(long, value_enum)]
     pub io: Option<IoMode>,
-    /// io_uring: buffers in each shard's DATA pool (default 256).
+    /// io_uring: buffers in each shard's DATA pool (default: 4 MiB worth).
     #[arg(long, value_name = "N")]
     pub uring_buffers: Option<u16>,
-    /// io_uring: size of each DATA pool buffer in octets (default 16384).
+    /// io_uring: size of each DATA pool buffer in octets (default 65536 where buffers are
+    /// consumed incrementally, kernel 6.12; else 16384).
     #[arg(long, value_name = "BYTES")]
     pub uring_buffer_size: Option<u32>,
     /// io_uring: do not ask for DEFER_TASKRUN (as on a kernel without it).
     #[arg(long)]
     #[serde(default)]
     pub uring_no_defer_taskrun: bool,
+    /// io_uring: one pool buffer per receive (as on a kernel without incremental buffers).
+    #[arg(long)]
+    #[serde(default)]
+    pub uring_whole_buffers: bool,
     /// Open connections allowed in the whole process (0 = unlimited); beyond it 421 4.3.2.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -339,6 +344,7 @@ fn serve_config(
         cfg.engine.buffer_size = v;
     }
     cfg.engine.defer_taskrun = !(cli.uring_no_defer_taskrun || file.uring_no_defer_taskrun);
+    cfg.engine.incremental_buffers = !(cli.uring_whole_buffers || file.uring_whole_buffers);
     if let Some(v) = cli.max_connections.or(file.max_connections) {
         cfg.max_connections = v;
     }

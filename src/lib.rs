@@ -4,15 +4,22 @@
 //!
 //! ```text
 //!  main.rs / cli    parse args + TOML config; pick a mode; start shards
-//!  server/          shard threads: pinned, one event loop each (io_uring or epoll), listener,
-//!                   connection slab, graceful drain. The only code that does server I/O.
+//!  server/          shard threads: pinned, one event loop each (the io_uring engine, or tokio
+//!                   on epoll), listeners, connection slab, graceful drain; the connection
+//!                   logic both drivers share
 //!  handler/         what a transaction means: the Handler trait (sink, debug, yours) and the
 //!                   Service/Connection layer whose answers may come later
-//!  relay/           the proxy: transaction mirroring, per-shard upstream pool, relay policy
-//!  client/          sans-IO SMTP/LMTP client core + its tokio driver (relay, send, ringload)
+//!  relay/           an implementation of handler's Service: transaction mirroring, the
+//!                   per-shard upstream pool, relay policy
+//!  client/          sans-IO SMTP/LMTP client core + its driver (relay, send, ringload)
 //!  proto/           sans-IO SMTP: parser, replies, session state machine, DATA/BDAT scanner
 //!  metrics/         shard-local counters and HDR histograms; an admin HTTP thread merges
 //!                   and serves them (/metrics, /stats.json, /healthz, /readyz)
+//!  rt               spawn, sleep and time out on whichever loop runs this thread
+//!  engine/          the native io_uring engine: ring, tasks, timers, the DATA buffer pool,
+//!                   listeners, connections and client sockets. The only code that calls
+//!                   io_uring; server/ (accepted connections) and client/ (the relay's
+//!                   upstream sockets, in a uring shard) use it.
 //! ```
 //!
 //! The protocol core (`proto`) is usable on its own: feed bytes to a [`proto::Session`], take

@@ -76,14 +76,26 @@ fn echo_through_the_ring() {
 
 #[test]
 fn a_tiny_pool_moves_megabytes_byte_exact_on_many_connections() {
+    tiny_pool(true);
+}
+
+#[test]
+fn a_tiny_pool_of_whole_buffers_moves_megabytes_byte_exact() {
+    // As on a kernel before 6.12: one buffer per receive.
+    tiny_pool(false);
+}
+
+fn tiny_pool(incremental: bool) {
     // Four 512-octet buffers for eight connections each sending 1 MiB: receives keep finding
     // the pool empty, wait, and resume; nothing may be lost or reordered.
     let opts = EngineOptions {
         buffers: 4,
         buffer_size: 512,
+        incremental_buffers: incremental,
         ..EngineOptions::default()
     };
     let engine = Engine::new(&opts).unwrap();
+    assert_eq!(engine.setup().incremental_buffers, incremental);
     let (ok, exhausted) = engine.block_on(async {
         let (l, addr) = listener();
         echo_server(l, 8);

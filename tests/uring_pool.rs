@@ -2,7 +2,8 @@
 //! buffers so that every receive path meets an empty pool: 1 MiB and 32 MiB messages through
 //! `sink`, `debug` and `proxy` (byte-exact at a recording aiosmtpd), 2,000 connections sending
 //! their bodies at once, timeouts and a drain while receives are parked or in flight, the
-//! pool's metrics, and a kernel without DEFER_TASKRUN (simulated by a flag).
+//! pool's metrics, and kernels without DEFER_TASKRUN or incremental buffer consumption
+//! (simulated by flags).
 //!
 //! Back-pressure, never loss: a connection that finds the pool empty waits (its bytes stay in
 //! the socket), and every octet a client sent reaches the handler once, in order.
@@ -75,8 +76,11 @@ fn big_messages_through_sink_and_debug_with_a_pool_of_four() {
         (one.len() + thirty_two.len()) as u64,
         "every content octet counted once: {sum:?}"
     );
-    // debug prints the message: the 1 MiB one byte for byte.
-    let debug = Server::debug("uring", &TINY_POOL);
+    // debug prints the message: the 1 MiB one byte for byte, here with one buffer per
+    // receive (as on a kernel without incremental consumption).
+    let mut whole = TINY_POOL.to_vec();
+    whole.push("--uring-whole-buffers");
+    let debug = Server::debug("uring", &whole);
     smtplib_send(debug.port(), &files[..1]);
     let out = debug.stop();
     out.assert_success();

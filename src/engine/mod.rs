@@ -59,20 +59,44 @@ use timer::Timers;
 /// How an engine is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Buffers in the shard's DATA pool.
+    /// Buffers in the shard's DATA pool; 0 = chosen with the size (see `buffer_size`).
     pub buffers: u16,
-    /// Size of each pool buffer in octets.
+    /// Size of each pool buffer in octets; 0 = 64 KiB where the kernel consumes buffers
+    /// incrementally (small receives share one), else 16 KiB; with `buffers` 0, as many as
+    /// make 4 MiB per shard.
     pub buffer_size: u32,
     /// Ask for DEFER_TASKRUN (false: behave as on a kernel without it).
     pub defer_taskrun: bool,
+    /// Consume pool buffers incrementally where the kernel can (false: behave as on a kernel
+    /// without IOU_PBUF_RING_INC, one buffer per receive).
+    pub incremental_buffers: bool,
+}
+
+impl EngineOptions {
+    /// The pool's (buffers, size) for a kernel that does or does not consume buffers
+    /// incrementally.
+    pub fn pool_size(&self, incremental: bool) -> (u16, u32) {
+        const POOL_BYTES: u32 = 4 << 20;
+        let size = match self.buffer_size {
+            0 if incremental => 64 * 1024,
+            0 => 16 * 1024,
+            n => n.max(512),
+        };
+        let buffers = match self.buffers {
+            0 => (POOL_BYTES / size).clamp(16, 32768) as u16,
+            n => n,
+        };
+        (buffers, size)
+    }
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
-            buffers: 256,
-            buffer_size: 16 * 1024,
+            buffers: 0,
+            buffer_size: 0,
             defer_taskrun: true,
+            incremental_buffers: true,
         }
     }
 }
@@ -180,7 +204,11 @@ pub fn pool_stats() -> Option<PoolStats> {
 pub fn probe(options: &EngineOptions) -> io::Result<Setup> {
     let mut ring = Ring::new(options.defer_taskrun)?;
     ring.check_features()?;
-    Ok(ring.setup())
+    let mut setup = ring.setup();
+    setup.incremental_buffers =
+        options.incremental_buffers && BufPool::incremental_supported(&ring)?;
+    (setup.buffers, setup.buffer_size) = options.pool_size(setup.incremental_buffers);
+    Ok(setup)
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -203,12 +231,11 @@ impl Engine {
         let remote = Remote::new(id)?;
         // The pool records the engine it belongs to; the id is set before it is built.
         exec::set_current_id(id);
-        let pool = BufPool::new(
-            &ring,
-            options.buffers,
-            options.buffer_size.max(512),
-            remote.clone(),
-        );
+        let pool = BufPool::incremental_supported(&ring).and_then(|supported| {
+            let incremental = supported && options.incremental_buffers;
+            let (buffers, size) = options.pool_size(incremental);
+            BufPool::new(&ring, buffers, size, incremental, remote.clone())
+        });
         exec::set_current_id(0);
         let core = Rc::new(Core {
             ring: RefCell::new(ring),
@@ -229,7 +256,12 @@ impl Engine {
 
     /// The ring's set-up flags.
     pub fn setup(&self) -> Setup {
-        self.core.ring.borrow().setup()
+        let mut setup = self.core.ring.borrow().setup();
+        let pool = self.core.pool.stats();
+        setup.incremental_buffers = pool.incremental;
+        setup.buffers = pool.buffers as u16;
+        setup.buffer_size = pool.buffer_size as u32;
+        setup
     }
 
     /// Runs `future` and every task it spawns until `future` completes, then cancels what is

@@ -18,6 +18,13 @@ pub struct Setup {
     pub defer_taskrun: bool,
     /// IORING_SETUP_COOP_TASKRUN: no interrupting IPIs for completion work.
     pub coop_taskrun: bool,
+    /// Provided buffers are consumed incrementally (IOU_PBUF_RING_INC, kernel 6.12); known
+    /// once a pool has been registered (`engine::probe` tries one).
+    pub incremental_buffers: bool,
+    /// Buffers in each shard's DATA pool (0 until the pool is sized).
+    pub buffers: u16,
+    /// Size of each DATA pool buffer in octets.
+    pub buffer_size: u32,
 }
 
 impl std::fmt::Display for Setup {
@@ -33,10 +40,21 @@ impl std::fmt::Display for Setup {
             names.push("COOP_TASKRUN");
         }
         if names.is_empty() {
-            f.write_str("no optional set-up flags")
+            f.write_str("no optional set-up flags")?;
         } else {
-            f.write_str(&names.join("|"))
+            f.write_str(&names.join("|"))?;
         }
+        if self.buffers > 0 {
+            write!(
+                f,
+                "; DATA pool {} x {} octets per shard",
+                self.buffers, self.buffer_size
+            )?;
+            if self.incremental_buffers {
+                f.write_str(", consumed incrementally")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -57,35 +75,24 @@ impl Ring {
     /// kernel refuses (EINVAL) one combination at a time. `allow_defer` false never asks for
     /// DEFER_TASKRUN (a kernel without it, simulated).
     pub fn new(allow_defer: bool) -> io::Result<Ring> {
-        const TRIES: [Setup; 5] = [
-            Setup {
-                single_issuer: true,
-                defer_taskrun: true,
-                coop_taskrun: true,
-            },
-            Setup {
-                single_issuer: true,
-                defer_taskrun: true,
-                coop_taskrun: false,
-            },
-            Setup {
-                single_issuer: true,
-                defer_taskrun: false,
-                coop_taskrun: true,
-            },
-            Setup {
-                single_issuer: false,
-                defer_taskrun: false,
-                coop_taskrun: true,
-            },
-            Setup {
-                single_issuer: false,
-                defer_taskrun: false,
-                coop_taskrun: false,
-            },
+        // (SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN), best first.
+        const TRIES: [(bool, bool, bool); 5] = [
+            (true, true, true),
+            (true, true, false),
+            (true, false, true),
+            (false, false, true),
+            (false, false, false),
         ];
+        let tries = TRIES.map(|(si, dt, coop)| Setup {
+            single_issuer: si,
+            defer_taskrun: dt,
+            coop_taskrun: coop,
+            incremental_buffers: false,
+            buffers: 0,
+            buffer_size: 0,
+        });
         let mut last = io::Error::from_raw_os_error(libc::EINVAL);
-        for setup in TRIES.iter().filter(|s| allow_defer || !s.defer_taskrun) {
+        for setup in tries.iter().filter(|s| allow_defer || !s.defer_taskrun) {
             let mut b = IoUring::builder();
             b.setup_cqsize(ENTRIES * 4).setup_submit_all();
             if setup.single_issuer {

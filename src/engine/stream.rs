@@ -28,7 +28,8 @@ use io_uring::{cqueue, opcode, types};
 
 use super::{with_core, Core, Tag};
 
-/// Buffers queued on a connection that is not taking input before its receive is paused.
+/// Buffers queued on a connection that is not waiting for input (busy with its handler)
+/// before its receive is paused.
 const PAUSE_AT: usize = 4;
 /// Queue length under which a paused receive is armed again.
 const RESUME_BELOW: usize = 2;
@@ -58,6 +59,9 @@ struct RecvSide {
     chunks: VecDeque<Bytes>,
     end: Option<End>,
     waker: Option<Waker>,
+    /// The connection's last `poll_recv` found nothing: it is waiting for input and will take
+    /// everything queued when it runs next, so its receive is never paused meanwhile.
+    waiting: bool,
 }
 
 struct SendSide {
@@ -99,6 +103,7 @@ impl Stream {
                 chunks: VecDeque::new(),
                 end: None,
                 waker: None,
+                waiting: false,
             }),
             send: RefCell::new(SendSide {
                 queued: Vec::new(),
@@ -133,11 +138,13 @@ impl Stream {
         let s = &self.shared;
         let mut r = s.recv.borrow_mut();
         if let Some(chunk) = r.chunks.pop_front() {
+            r.waiting = false;
             if r.arm == Arm::Idle && r.end.is_none() && r.chunks.len() < RESUME_BELOW {
                 arm(s, &mut r);
             }
             return Poll::Ready(Ok(Some(chunk)));
         }
+        r.waiting = true;
         match r.end {
             Some(End::Eof) => return Poll::Ready(Ok(None)),
             Some(End::Error(e)) => return Poll::Ready(Err(io::Error::from_raw_os_error(e))),
@@ -265,10 +272,10 @@ pub(crate) fn on_recv(
     let mut starved = false;
     if res > 0 {
         let bid = cqueue::buffer_select(flags).expect("a receive with data names its buffer");
-        let chunk = c.pool.take(bid, res as usize);
+        let chunk = c.pool.take(bid, res as usize, cqueue::buffer_more(flags));
         if !s.released.get() && r.end.is_none() {
             r.chunks.push_back(chunk);
-            if more && r.arm == Arm::Armed && r.chunks.len() >= PAUSE_AT {
+            if more && r.arm == Arm::Armed && !r.waiting && r.chunks.len() >= PAUSE_AT {
                 let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
                     Tag::Recv.user_data(s.key.get()),
                 ))

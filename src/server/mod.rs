@@ -449,11 +449,7 @@ impl<H: Service> Server<H> {
         }
         if self.config.log_ready {
             if let Some(setup) = self.setup {
-                let e = &self.config.engine;
-                eprintln!(
-                    "ringrelay: io_uring engine: {setup}; DATA pool {} x {} octets per shard",
-                    e.buffers, e.buffer_size
-                );
+                eprintln!("ringrelay: io_uring engine: {setup}");
             }
             if let Some(addr) = metrics_addr {
                 eprintln!("ringrelay: metrics on http://{addr}/metrics");
