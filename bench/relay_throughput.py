@@ -4,9 +4,15 @@ directly, (2) `ringrelay proxy` in front of the same kind of sink, and (3) Pytho
 `smtpd.PureProxy` in front of it, with upstream connections opened per message.
 
 Usage: bench/relay_throughput.py [--rounds N] [--messages M] [--sessions S] [--length L]
-                                 [--pureproxy-messages M] [--io auto|uring|epoll]
+                                 [--pureproxy-messages M] [--io uring,epoll]
                                  [--binary PATH] [--no-build]
                                  [--client smtp-source|ringload] [--skip-pureproxy]
+                                 [--syscalls]
+
+--io takes a list: each driver's proxy is measured in the same run (the sink behind it, and
+the direct runs, use the first). --syscalls adds one run per proxy driver with strace attached
+to the proxy, counting epoll_wait and io_uring_enter per thread (the shards are the
+ringrelay-shard-N threads): a uring shard must show no epoll_wait.
 
 smtp-source does not pipeline; `--client ringload` sends MAIL, RCPT and DATA in one write, which
 the relay carries through to its upstream in one write too.
@@ -26,11 +32,13 @@ It answers 250 before relaying and opens one upstream connection per message.
 import argparse
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,15 +114,35 @@ def stop(p, timeout=120):
     return out
 
 
-def run_once(kind, a):
-    sink, sink_port, driver = start_ringrelay(a.binary, "sink", a.io, [])
+def thread_names(pid):
+    names = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names[int(tid)] = f.read().strip()
+        except FileNotFoundError:
+            pass
+    return names
+
+
+def run_once(kind, a, trace=None):
+    sink, sink_port, driver = start_ringrelay(a.binary, "sink", a.ios[0], [])
     front = None
+    tracer = None
     try:
         if kind == "direct":
             port = sink_port
-        elif kind == "ringrelay":
-            front, port, _ = start_ringrelay(
-                a.binary, "proxy", a.io, ["--upstream", f"127.0.0.1:{sink_port}"])
+        elif kind.startswith("ringrelay-"):
+            front, port, driver = start_ringrelay(
+                a.binary, "proxy", kind.split("-", 1)[1],
+                ["--upstream", f"127.0.0.1:{sink_port}"])
+            if trace:
+                names = thread_names(front.pid)
+                tracer = subprocess.Popen(
+                    ["strace", "-f", "-qq", "-e", "trace=epoll_wait,epoll_pwait,epoll_pwait2,"
+                     "io_uring_enter", "-o", trace, "-p", str(front.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
         else:
             front, port = start_pureproxy(sink_port)
         m = a.pureproxy_messages if kind == "pureproxy" else a.messages
@@ -131,10 +159,28 @@ def run_once(kind, a):
         subprocess.run(cmd, check=True, timeout=900, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         cpu = (cpu_seconds(front.pid) - c0) if front else None
+        if tracer:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=30)
+            counts = {}
+            with open(trace) as f:
+                for line in f:
+                    # "TID call(args...", possibly "<unfinished ...>"; "<... call resumed>"
+                    # lines continue a call already counted.
+                    got = re.match(r"(\d+)\s+(\w+)\(", line)
+                    if not got:
+                        continue
+                    call = got.group(2)
+                    who = names.get(int(got.group(1)), "?")
+                    who = "shards" if who.startswith("ringrelay-shar") else who
+                    counts[(who, call)] = counts.get((who, call), 0) + 1
+            return {"syscalls": counts, "messages": m, "driver": driver}
         if kind == "pureproxy":
             # PureProxy said 250 before relaying: wait until the sink has everything.
             time.sleep(1)
     finally:
+        if tracer and tracer.poll() is None:
+            tracer.kill()
         if front:
             stop(front)
         out = stop(sink)
@@ -160,7 +206,11 @@ def main():
                     help="messages for the PureProxy runs (default: --messages)")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--length", type=int, default=1024)
-    ap.add_argument("--io", default="auto")
+    ap.add_argument("--io", default="uring,epoll",
+                    help="proxy drivers to measure, comma-separated (auto, uring, epoll)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="one more run per proxy driver under strace: epoll_wait and "
+                         "io_uring_enter per thread")
     ap.add_argument("--binary", default=None,
                     help="ringrelay binary (default: $CARGO_TARGET_DIR or target/, release)")
     ap.add_argument("--no-build", action="store_true")
@@ -186,7 +236,9 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--bin", "ringrelay", "--bin", "ringload"],
                        cwd=ROOT, check=True)
 
-    kinds = ["direct", "ringrelay"] + ([] if a.skip_pureproxy else ["pureproxy"])
+    a.ios = [x for x in a.io.split(",") if x]
+    relays = [f"ringrelay-{io}" for io in a.ios]
+    kinds = ["direct"] + relays + ([] if a.skip_pureproxy else ["pureproxy"])
     results = {k: [] for k in kinds}
     print(f"client {a.client}: -s {a.sessions} -m {a.messages} -l {a.length} "
           f"(PureProxy: -m {a.pureproxy_messages}); {a.rounds} round(s); {os.cpu_count()} CPUs")
@@ -206,20 +258,34 @@ def main():
     def med(kind, key):
         return statistics.median(x[key] for x in results[kind])
 
-    direct, relay = med("direct", "rate"), med("ringrelay", "rate")
-    print(f"median msgs/s: direct {direct:.0f}, through ringrelay proxy {relay:.0f}")
-    print(f"ringrelay proxy / direct: {relay / direct:.3f}")
-    print(f"relay CPU per message: ringrelay {med('ringrelay', 'cpu_us'):.1f} us; upstream "
-          f"connections per 100 messages: {med('ringrelay', 'conns_per_100'):.2f}")
+    direct = med("direct", "rate")
+    print(f"median msgs/s: direct to the sink {direct:.0f}")
+    for k in relays:
+        relay = med(k, "rate")
+        print(f"{k} proxy: {relay:.0f} msgs/s = {relay / direct:.3f} of direct; relay CPU per "
+              f"message {med(k, 'cpu_us'):.1f} us; upstream connections per 100 messages: "
+              f"{med(k, 'conns_per_100'):.2f}")
+    if a.syscalls:
+        if not shutil.which("strace"):
+            sys.exit("--syscalls needs strace (apt-get install strace)")
+        for k in relays:
+            res = run_once(k, a, trace=os.path.join(tempfile.mkdtemp(), "strace.txt"))
+            c = res["syscalls"]
+            per = ", ".join(f"{who}: {call} {n}" for (who, call), n in sorted(c.items()))
+            shard_epoll = sum(n for (who, call), n in c.items()
+                              if who == "shards" and call.startswith("epoll"))
+            print(f"{k} under strace ({res['messages']} messages): {per or 'no such calls'}; "
+                  f"epoll_wait in the shards: {shard_epoll}")
+    relay = med(relays[0], "rate")
     if a.skip_pureproxy:
         return
     pure = med("pureproxy", "rate")
     print(f"median msgs/s through PureProxy {pure:.0f}")
-    print(f"ringrelay proxy / PureProxy: {relay / pure:.1f}x")
-    print(f"relay CPU per message: ringrelay {med('ringrelay', 'cpu_us'):.1f} us, "
+    print(f"{relays[0]} proxy / PureProxy: {relay / pure:.1f}x")
+    print(f"relay CPU per message: {relays[0]} {med(relays[0], 'cpu_us'):.1f} us, "
           f"PureProxy {med('pureproxy', 'cpu_us'):.1f} us")
-    print(f"upstream connections per 100 messages: ringrelay "
-          f"{med('ringrelay', 'conns_per_100'):.2f}, PureProxy "
+    print(f"upstream connections per 100 messages: {relays[0]} "
+          f"{med(relays[0], 'conns_per_100'):.2f}, PureProxy "
           f"{med('pureproxy', 'conns_per_100'):.2f}")
 
 
