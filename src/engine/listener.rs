@@ -131,13 +131,7 @@ fn stop_accepting(l: &ListenerShared) {
     }
     st.closing = true;
     if st.armed {
-        let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
-            Tag::Accept.user_data(l.key.get()),
-        ))
-        .build()
-        .user_data(Tag::Ignore.user_data(0));
-        // SAFETY: points to nothing.
-        with_core(|c| unsafe { c.ring.borrow_mut().push(&e) });
+        with_core(|c| c.cancel(Tag::Accept.user_data(l.key.get())));
     }
 }
 

@@ -398,6 +398,16 @@ impl Core {
         }
     }
 
+    /// Asks the kernel to cancel the operation submitted with `user_data` (by user data, so
+    /// it runs inline at submission and can only ever hit that operation).
+    pub(crate) fn cancel(&self, user_data: u64) {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(user_data))
+            .build()
+            .user_data(Tag::Ignore.user_data(0));
+        // SAFETY: a cancel entry points to nothing.
+        unsafe { self.ring.borrow_mut().push(&e) };
+    }
+
     /// Keeps a read posted on the wake eventfd, so a wake from another thread ends the wait.
     fn arm_wake(&self) {
         if self.wake_armed.replace(true) {

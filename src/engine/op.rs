@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use io_uring::{opcode, squeue, types};
+use io_uring::squeue;
 
 use super::{with_core, Tag};
 
@@ -120,12 +120,7 @@ impl<T: 'static> Drop for Op<T> {
             slot.state = OpState::Orphaned;
             slot.keep = Some(Box::new(data));
             drop(ops);
-            let cancel =
-                opcode::AsyncCancel2::new(types::CancelBuilder::user_data(Tag::Op.user_data(key)))
-                    .build()
-                    .user_data(Tag::Ignore.user_data(0));
-            // SAFETY: a cancel entry points to nothing.
-            unsafe { c.ring.borrow_mut().push(&cancel) };
+            c.cancel(Tag::Op.user_data(key));
         });
     }
 }

@@ -232,16 +232,9 @@ impl Drop for Stream {
         };
         let busy = s.send.borrow().busy;
         with_core(|c| {
-            let mut ring = c.ring.borrow_mut();
             for (armed, tag) in [(recv_armed, Tag::Recv), (busy, Tag::Send)] {
                 if armed {
-                    let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
-                        tag.user_data(key),
-                    ))
-                    .build()
-                    .user_data(Tag::Ignore.user_data(0));
-                    // SAFETY: points to nothing.
-                    unsafe { ring.push(&e) };
+                    c.cancel(tag.user_data(key));
                 }
             }
         });
@@ -276,13 +269,7 @@ pub(crate) fn on_recv(
         if !s.released.get() && r.end.is_none() {
             r.chunks.push_back(chunk);
             if more && r.arm == Arm::Armed && !r.waiting && r.chunks.len() >= PAUSE_AT {
-                let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
-                    Tag::Recv.user_data(s.key.get()),
-                ))
-                .build()
-                .user_data(Tag::Ignore.user_data(0));
-                // SAFETY: points to nothing.
-                unsafe { c.ring.borrow_mut().push(&e) };
+                c.cancel(Tag::Recv.user_data(s.key.get()));
                 r.arm = Arm::Cancelling;
             }
         }

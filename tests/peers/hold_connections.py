@@ -21,17 +21,7 @@ import smtplib
 import sys
 import time
 
-from smtpwire import check, fail, run_main
-
-
-async def read_reply(reader, what):
-    while True:
-        line = await reader.readline()
-        if not line:
-            fail(f"{what}: EOF instead of a reply")
-        check(line.endswith(b"\r\n") and len(line) >= 5, f"{what}: malformed line {line!r}")
-        if line[3:4] == b" ":
-            return int(line[:3]), line
+from smtpwire import check, fail, read_reply_async as read_reply, run_main
 
 
 async def open_one(host, port, i, sem):

@@ -25,7 +25,7 @@ import resource
 import sys
 import time
 
-from smtpwire import check, fail, run_main
+from smtpwire import check, fail, read_reply_async as read_reply, run_main
 
 
 def body(i, size):
@@ -36,16 +36,6 @@ def body(i, size):
         line = f"conn {i} line {j} ".encode()
         lines.append(line + b"x" * (76 - len(line)) + b"\r\n")
     return b"".join(lines)
-
-
-async def read_reply(reader, what):
-    while True:
-        line = await reader.readline()
-        if not line:
-            fail(f"{what}: EOF instead of a reply")
-        check(line.endswith(b"\r\n") and len(line) >= 5, f"{what}: malformed {line!r}")
-        if line[3:4] == b" ":
-            return int(line[:3]), line
 
 
 async def connect(host, port, i, sem):

@@ -158,3 +158,15 @@ def stuff(body):
     for line in body.split(b"\r\n")[:-1] if body else []:
         out.append(b"." + line if line.startswith(b".") else line)
     return b"".join(l + b"\r\n" for l in out) + b".\r\n"
+
+
+async def read_reply_async(reader, what):
+    """The last line of the next reply on an asyncio stream: (code, line); fails on EOF or a
+    malformed line."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            fail(f"{what}: EOF instead of a reply")
+        check(line.endswith(b"\r\n") and len(line) >= 5, f"{what}: malformed line {line!r}")
+        if line[3:4] == b" ":
+            return int(line[:3]), line
