@@ -71,7 +71,7 @@ SCENARIOS = {
     "1k-s20": (1136, 1024, 20, False, 30000),
     "1k-s100": (1136, 1024, 100, False, 30000),
     "1k-newconn-s20": (1136, 1024, 20, True, 6000),
-    "1m-s10": (1048688, 1048576, 10, False, 300),
+    "1m-s10": (1048688, 1048576, 10, False, 1500),
 }
 SERVERS = ["ringrelay-uring", "ringrelay-epoll", "smtp-sink", "smtp-canned", "aiosmtpd", "py-smtpd"]
 SLOW = {"aiosmtpd": 0.1, "py-smtpd": 0.1}

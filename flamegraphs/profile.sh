@@ -47,7 +47,7 @@ fi
 mkdir -p "$WORK"
 
 # Frames whose inclusive time goes into NAME.top.txt.
-FRAMES='(io_submit_sqes|io_write|io_read|do_epoll_wait|ksys_write|ksys_read|tcp_sendmsg|tcp_recvmsg|tcp_write_xmit|net_rx_action|tcp_v4_rcv|tcp_ack|_copy_to_iter|schedule|__pv_queued_spin_lock_slowpath|Session::handle_input_buf|DataScanner::scan|server::conn::serve::\{\{closure\}\}|canned::on_read|ringload::session::run::\{\{closure\}\}|parse_reply)[ -]*$'
+FRAMES='(io_submit_sqes|io_recv|io_send|io_cqring_wait|__do_sys_io_uring_enter|engine::Core::turn|engine::Core::reap|Session::handle_input_bytes|io_write|io_read|do_epoll_wait|ksys_write|ksys_read|tcp_sendmsg|tcp_recvmsg|tcp_write_xmit|net_rx_action|tcp_v4_rcv|tcp_ack|_copy_to_iter|schedule|__pv_queued_spin_lock_slowpath|Session::handle_input_buf|DataScanner::scan|server::conn::serve::\{\{closure\}\}|canned::on_read|ringload::session::run::\{\{closure\}\}|parse_reply)[ -]*$'
 
 # profile NAME SERVER WHO ARGS...: SERVER is uring, epoll or canned; WHO is "server" or
 # "generator", the process sampled; ARGS go to ringload.
