@@ -179,7 +179,11 @@ fn transcripts() {
             format!("{EHLO_REPLY}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: 2 octets received\r\n503 5.5.1 Error: DATA not allowed after BDAT\r\n")),
         (SessionConfig::default(), "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 1 LAST\r\nx".into(),
             "250 localhost Hello x\r\n250 Ok\r\n250 Ok\r\n502 Error: BDAT not offered\r\n".into()),
+        // Only CRLF ends a command line (RFC 5321 §2.3.8): a line holding a bare LF or CR is
+        // one line up to its CRLF, answered once.
         (SessionConfig::default(), format!("{e}NOOP\nNOOP\rX\r\nNOOP\r\n"),
+            format!("{EHLO_REPLY}500 5.5.2 Error: bare <LF> received\r\n250 2.0.0 Ok\r\n")),
+        (SessionConfig::default(), format!("{e}NOOP\nNOOP\r\nNOOP\rNOOP\nNOOP\r\nNOOP\r\n"),
             format!("{EHLO_REPLY}500 5.5.2 Error: bare <LF> received\r\n500 5.5.2 Error: bare <CR> received\r\n250 2.0.0 Ok\r\n")),
         (SessionConfig::default(), format!("{e}{m}{r}DATA\r\nbare\nline\r\n.\r\nNOOP\r\n"),
             format!("{EHLO_REPLY}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n\

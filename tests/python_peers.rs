@@ -419,3 +419,37 @@ fn config_file_unknown_key_is_an_error() {
     assert!(!out.status.success(), "{out:?}");
     assert!(out.stderr.contains("max_conections"), "{}", out.stderr);
 }
+
+/// RFC 5321 §2.3.8: only CRLF ends a command line. `NOOP<LF>NOOP<CRLF>` is one line with a bare
+/// LF in it, answered once (500); the next line is served as usual.
+#[test]
+fn a_bare_lf_in_a_command_line_gets_one_reply() {
+    use std::io::{BufRead, BufReader, Write};
+    for io in IO_MODES {
+        let server = Server::sink(io, &[]);
+        let s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        let mut next = |r: &mut BufReader<std::net::TcpStream>| {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            line.clone()
+        };
+        assert!(next(&mut r).starts_with("220 "));
+        (&s).write_all(b"EHLO lf.example\r\n").unwrap();
+        while !next(&mut r).starts_with("250 ") {}
+        (&s).write_all(b"NOOP\nNOOP\r\nNOOP\r\nQUIT\r\n").unwrap();
+        let replies: Vec<String> = (0..3).map(|_| next(&mut r)).collect();
+        assert_eq!(
+            replies,
+            [
+                "500 5.5.2 Error: bare <LF> received\r\n",
+                "250 2.0.0 Ok\r\n",
+                "221 2.0.0 Bye\r\n"
+            ],
+            "{io}"
+        );
+        server.stop().assert_success();
+    }
+}

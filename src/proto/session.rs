@@ -94,7 +94,8 @@ struct Decision {
 enum Mode {
     /// CRLF-terminated command lines.
     Command,
-    /// Discarding the rest of an over-long or malformed command line.
+    /// Discarding the rest of an over-long or malformed command line, up to and including
+    /// its CRLF (only CRLF ends a command line, RFC 5321 §2.3.8).
     SkipLine,
     /// DATA body until CRLF.CRLF.
     Data,
@@ -156,6 +157,8 @@ pub struct Session {
     pieces: Vec<Piece>,
     out: Vec<u8>,
     errors: u32,
+    /// While skipping a line: the input seen so far ended with a CR (an LF next ends the line).
+    skip_cr: bool,
     last_activity: Instant,
     /// Accounting, when observing is on.
     observations: Option<VecDeque<Observation>>,
@@ -198,6 +201,7 @@ impl Session {
             pieces: Vec::new(),
             out: Vec::with_capacity(256),
             errors: 0,
+            skip_cr: false,
             last_activity: now,
             observations: None,
             pending_verb: None,

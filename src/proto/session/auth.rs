@@ -130,7 +130,9 @@ impl Session {
             match rest[..p].strip_suffix(b"\r") {
                 Some(line) => self.auth_step(step, line),
                 None => {
-                    self.auth_failed(Reply::new(500, esc(5, 5, 2), "Error: bare <LF> received"))
+                    self.auth_failed(Reply::new(500, esc(5, 5, 2), "Error: bare <LF> received"));
+                    // The rest of the line, up to its CRLF, is not a command.
+                    self.mode = Mode::SkipLine;
                 }
             }
         }

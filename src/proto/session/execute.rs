@@ -57,8 +57,10 @@ impl Session {
         } else if normalize {
             (p, p + 1)
         } else {
+            // The line goes on to its CRLF: one line, one reply (RFC 5321 §2.3.8).
             self.note_line(Verb::of_line(&rest[..p]));
             self.protocol_error(Reply::new(500, esc(5, 5, 2), "Error: bare <LF> received"));
+            self.mode = Mode::SkipLine;
             return p + 1;
         };
         if line_end + 2 > limit {
@@ -76,15 +78,27 @@ impl Session {
         self.mode = Mode::SkipLine;
     }
 
-    /// Discards input up to and including the next LF.
+    /// Discards input up to and including the next CRLF (a CR at the end of one input and
+    /// an LF at the start of the next make one), so a bare LF or CR never ends the line.
     pub(super) fn skip_step(&mut self, rest: &[u8]) -> usize {
-        match memchr::memchr(b'\n', rest) {
-            Some(p) => {
+        let mut after_cr = std::mem::take(&mut self.skip_cr);
+        let mut from = 0;
+        while let Some(off) = memchr::memchr(b'\n', &rest[from..]) {
+            let p = from + off;
+            let crlf = if p == 0 {
+                after_cr
+            } else {
+                rest[p - 1] == b'\r'
+            };
+            if crlf {
                 self.mode = Mode::Command;
-                p + 1
+                return p + 1;
             }
-            None => rest.len(),
+            after_cr = false;
+            from = p + 1;
         }
+        self.skip_cr = rest.last().map_or(after_cr, |&b| b == b'\r');
+        rest.len()
     }
 
     /// Remembers the verb of the line being answered (for observations).
