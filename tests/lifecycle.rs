@@ -312,3 +312,36 @@ fn smtpd_dropin_unknown_class() {
     let out = p.finish(Duration::from_secs(10));
     assert!(!out.status.success(), "{out:?}");
 }
+
+/// SIGHUP does not kill (status 129 before): it is noted on stderr and nothing changes; an open
+/// session and new connections are served, and SIGTERM still drains and prints the summary.
+#[test]
+fn sighup_is_noted_and_changes_nothing() {
+    let mut server = Server::sink("uring", &[]);
+    let mut c = connect(server.port());
+    assert!(read_reply(&mut c).expect("greeting").starts_with("220 "));
+    send(&mut c, "EHLO hup.example\r\n");
+    assert!(read_reply(&mut c).expect("EHLO reply").starts_with("250 "));
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("SIGHUP") {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP line: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.running(), "SIGHUP ended the process");
+    send(&mut c, "NOOP\r\n");
+    assert!(read_reply(&mut c).expect("NOOP reply").starts_with("250 "));
+    let mut d = connect(server.port());
+    assert!(read_reply(&mut d)
+        .expect("a new greeting")
+        .starts_with("220 "));
+    send(&mut d, "QUIT\r\n");
+    send(&mut c, "QUIT\r\n");
+    let stopped = server.stop();
+    stopped.assert_success();
+    assert_eq!(stopped.sink_summary().sessions, 2);
+}

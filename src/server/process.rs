@@ -1,10 +1,12 @@
-//! Process-wide concerns of the control thread: SIGTERM/SIGINT, and the open-files limit that
-//! many connections need.
+//! Process-wide concerns of the control thread: SIGTERM/SIGINT (drain and exit), SIGHUP (no
+//! reload yet: it is noted and changes nothing, instead of killing the process), and the
+//! open-files limit that many connections need.
 
-/// SIGTERM and SIGINT.
+/// SIGTERM, SIGINT and SIGHUP.
 pub(super) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -13,18 +15,24 @@ impl Signals {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 }
 
+/// Waits for SIGTERM or SIGINT; a SIGHUP meanwhile is acknowledged on stderr and ignored.
 pub(super) async fn wait_signal(signals: &mut Option<Signals>) {
     match signals {
-        Some(s) => {
+        Some(s) => loop {
             tokio::select! {
-                _ = s.term.recv() => {}
-                _ = s.int.recv() => {}
+                _ = s.term.recv() => return,
+                _ = s.int.recv() => return,
+                _ = s.hup.recv() => eprintln!(
+                    "ringrelay: SIGHUP: configuration reload is not supported yet; \
+                     nothing changed, still serving"
+                ),
             }
-        }
+        },
         None => std::future::pending().await,
     }
 }
