@@ -91,7 +91,7 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Most recipients per message (default 100; 452 beyond).
+    /// Most recipients per message (default 100; 452 beyond; 0 = no limit).
     #[arg(long, value_name = "N")]
     pub max_recipients: Option<usize>,
     /// Idle timeout between commands in seconds (default 300).

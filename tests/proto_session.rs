@@ -418,3 +418,21 @@ fn over_long_line_gets_one_verdict_however_it_is_split() {
         assert_eq!(h.take_output(), whole, "step {step}");
     }
 }
+
+/// `max_recipients: 0` means no limit (as 0 does for the size, the error budget and the
+/// connection limit), not "refuse every recipient".
+#[test]
+fn max_recipients_zero_is_no_limit() {
+    let config = SessionConfig {
+        max_recipients: 0,
+        ..SessionConfig::default()
+    };
+    let mut input = String::from("EHLO c.example\r\nMAIL FROM:<a@b>\r\n");
+    for i in 0..150 {
+        input.push_str(&format!("RCPT TO:<r{i}@d>\r\n"));
+    }
+    input.push_str("DATA\r\n");
+    let out = transcript(config, input.as_bytes());
+    assert_eq!(out.matches("250 2.1.5 Ok\r\n").count(), 150, "{out}");
+    assert!(out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"), "{out}");
+}

@@ -80,7 +80,8 @@ pub struct SessionConfig {
     pub extensions: Extensions,
     /// Largest message in octets (the seed's `data_size_limit`); 0 means no limit.
     pub data_size_limit: u64,
-    /// Most recipients per transaction; beyond it RCPT gets `452 4.5.3`.
+    /// Most recipients per transaction; beyond it RCPT gets `452 4.5.3`. 0 means no limit
+    /// (as for the size, the error budget and the connection limit).
     pub max_recipients: usize,
     /// Longest command line in octets including CRLF, before extension allowances (RFC 5321 §4.5.3.1.4).
     pub max_command_line: usize,
@@ -96,6 +97,13 @@ pub struct SessionConfig {
     pub bare_line_endings: BareLineEndings,
     /// EXPN answer.
     pub expn: ExpnPolicy,
+}
+
+impl SessionConfig {
+    /// True when a transaction holding `count` recipients may take one more.
+    pub(crate) fn recipient_allowed(&self, count: usize) -> bool {
+        self.max_recipients == 0 || count < self.max_recipients
+    }
 }
 
 impl Default for SessionConfig {

@@ -358,7 +358,7 @@ impl Session {
                 "Error: non-ASCII address requires SMTPUTF8",
             ));
         }
-        if self.recipient_count() >= self.config.max_recipients {
+        if !self.config.recipient_allowed(self.recipient_count()) {
             return self.write(&Reply::new(452, esc(4, 5, 3), "Error: too many recipients"));
         }
         self.pending_rcpts.push_back((to, params));

@@ -60,7 +60,7 @@ impl Session {
                 matches!(state, State::ExpectRcpt | State::ExpectRcptOrData)
                     && params.is_empty()
                     && (!to.is_utf8() || self.envelope.smtputf8)
-                    && self.recipient_count() < self.config.max_recipients
+                    && self.config.recipient_allowed(self.recipient_count())
             }
             Ok(Command::Data) => state == State::ExpectRcptOrData,
             _ => false,
