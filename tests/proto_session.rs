@@ -434,5 +434,8 @@ fn max_recipients_zero_is_no_limit() {
     input.push_str("DATA\r\n");
     let out = transcript(config, input.as_bytes());
     assert_eq!(out.matches("250 2.1.5 Ok\r\n").count(), 150, "{out}");
-    assert!(out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"), "{out}");
+    assert!(
+        out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"),
+        "{out}"
+    );
 }

@@ -1681,3 +1681,78 @@ fn upstream_3xx_to_mail_or_rcpt_is_a_tempfail() {
         assert!(seen.delivered.is_empty(), "{}", seen.stdout);
     }
 }
+
+/// RFC 5321 §4.1.3: an IPv6 client is an `[IPv6:...]` address literal in our Received: field
+/// (Postfix writes the same), and a HELO name with `;`, spaces or 8-bit octets cannot shape it.
+#[test]
+fn received_names_an_ipv6_client_as_an_address_literal() {
+    for io in IO_MODES {
+        let rec = Recorder::start(&[]);
+        let server = proxy(io, &[rec.port], &["--listen", "[::1]:0"]);
+        let v6 = server
+            .addrs
+            .iter()
+            .find(|a| a.is_ipv6())
+            .expect("an IPv6 listening line")
+            .port();
+        let dir = TempDir::new("relay-v6");
+        let msg = dir.write("m.eml", &tagged("v6"));
+        let args = vec![
+            "--host".to_string(),
+            "::1".to_string(),
+            "--port".to_string(),
+            v6.to_string(),
+            "sendmail".to_string(),
+            "--from".to_string(),
+            "a@example.com".to_string(),
+            "--to".to_string(),
+            "b@example.com".to_string(),
+            msg.to_string_lossy().into_owned(),
+        ];
+        run_python("smtplib_client.py", &args, Duration::from_secs(60));
+        // A raw client over IPv6 with a HELO meant to forge the trace.
+        let mut c = std::net::TcpStream::connect(("::1", v6)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        let mut reply = |r: &mut std::io::BufReader<std::net::TcpStream>| loop {
+            line.clear();
+            std::io::BufRead::read_line(r, &mut line).unwrap();
+            if line.as_bytes().get(3) == Some(&b' ') {
+                break line.clone();
+            }
+        };
+        assert!(reply(&mut r).starts_with("220"));
+        c.write_all(b"HELO evil; Thu, 01 Jan 1970 (x)\r\n").unwrap();
+        assert!(reply(&mut r).starts_with("250"));
+        let body = stuff(&tagged("v6-helo"));
+        c.write_all(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            .unwrap();
+        for want in ["250", "250", "354"] {
+            assert!(reply(&mut r).starts_with(want));
+        }
+        c.write_all(&body).unwrap();
+        c.write_all(b".\r\nQUIT\r\n").unwrap();
+        assert!(reply(&mut r).starts_with("250"));
+        server.stop().assert_success();
+        let stored = rec.finish();
+        assert_eq!(stored.len(), 2, "{io}");
+        let first = |s: &Stored| {
+            String::from_utf8_lossy(&s.content)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(
+            first(&stored[0]),
+            "Received: from peer.example ([IPv6:::1])",
+            "{io}"
+        );
+        assert_eq!(
+            first(&stored[1]),
+            "Received: from evil? ([IPv6:::1])",
+            "{io}"
+        );
+    }
+}

@@ -32,11 +32,17 @@ pub struct TraceInfo<'a> {
 
 /// Builds the `Received:` field, folded, ending in CRLF. Its lines never start with a dot.
 pub fn received(info: &TraceInfo<'_>, now: SystemTime) -> String {
-    let ip = info.peer.ip();
+    // RFC 5321 §4.1.3 address literals: [192.0.2.1], [IPv6:2001:db8::1].
+    let literal = match info.peer.ip() {
+        std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{v6}]"),
+        },
+    };
     let mut s = format!(
-        "Received: from {} ([{}])\r\n\tby {} (ringrelay) with {} id {}",
-        sanitize(info.helo),
-        ip,
+        "Received: from {} ({literal})\r\n\tby {} (ringrelay) with {} id {}",
+        helo_name(info.helo),
         sanitize(info.by),
         info.protocol,
         info.id
@@ -46,6 +52,27 @@ pub fn received(info: &TraceInfo<'_>, now: SystemTime) -> String {
     }
     s.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(now)));
     s
+}
+
+/// The client's HELO name as it may stand in the field: what a domain or an address literal
+/// can hold; anything else (spaces, `;` that would start the date, `(` a comment, 8-bit
+/// octets) becomes `?`, so a client cannot shape the trace.
+fn helo_name(s: &str) -> String {
+    let name: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._:[]".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "unknown".into()
+    } else {
+        name
+    }
 }
 
 fn sanitize(s: &str) -> String {
@@ -223,6 +250,31 @@ mod tests {
         );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn ipv6_clients_and_odd_helo_names() {
+        let mut info = TraceInfo {
+            helo: "x; Thu, 01 Jan 1970 (forged) é",
+            peer: "[::1]:4000".parse().unwrap(),
+            by: "relay.example",
+            protocol: "ESMTP",
+            id: "abc123",
+            recipient: None,
+        };
+        let t = SystemTime::UNIX_EPOCH;
+        let field = received(&info, t);
+        assert_eq!(
+            field.lines().next(),
+            Some("Received: from x??Thu??01?Jan?1970??forged??? ([IPv6:::1])")
+        );
+        info.peer = "[::ffff:192.0.2.7]:25".parse().unwrap();
+        info.helo = "[192.0.2.7]";
+        assert!(received(&info, t).starts_with("Received: from [192.0.2.7] ([192.0.2.7])\r\n"));
+        info.peer = "[2001:db8::1]:25".parse().unwrap();
+        info.helo = "[IPv6:2001:db8::1]";
+        assert!(received(&info, t)
+            .starts_with("Received: from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])\r\n"));
     }
 
     #[test]
