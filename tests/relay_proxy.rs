@@ -1756,3 +1756,35 @@ fn received_names_an_ipv6_client_as_an_address_literal() {
         );
     }
 }
+
+/// A pooled connection that received more than the replies it owed, whether a stray line
+/// right after its reply to the final dot or one that arrives while it sits idle, is never
+/// reused: that line would otherwise answer the next client's MAIL (issue 16, item 4).
+#[test]
+fn upstream_unsolicited_lines_retire_the_connection() {
+    for io in IO_MODES {
+        for mode in ["extra-after-dot", "extra-while-idle"] {
+            let up = Scripted::start(mode);
+            let server = proxy(io, &[up.port], &[]);
+            let mut c = Client::connect(server.port());
+            c.ehlo("client.example");
+            let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("x1"));
+            assert_eq!(code, 250, "{io} {mode}: {line}");
+            std::thread::sleep(Duration::from_millis(300));
+            let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("x2"));
+            assert_eq!(code, 250, "{io} {mode}: {line}");
+            assert!(
+                line.contains("delivered"),
+                "{io} {mode}: not the upstream's: {line}"
+            );
+            c.quit();
+            server.stop().assert_success();
+            let seen = up.finish();
+            assert_eq!(seen.delivered, ["x1", "x2"], "{io} {mode}");
+            assert_eq!(
+                seen.connects, 2,
+                "{io} {mode}: the stray line's connection was reused"
+            );
+        }
+    }
+}

@@ -265,6 +265,12 @@ impl ClientCore {
     pub fn take_buffered_input(&mut self) -> BytesMut {
         self.input.split()
     }
+
+    /// True when input arrived that no reply owed accounts for yet (left over after the last
+    /// reply that was read).
+    pub fn has_buffered_input(&self) -> bool {
+        !self.input.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -446,6 +446,14 @@ impl SmtpClient {
         self.stream.is_some()
     }
 
+    /// True when the server sent something no reply owed accounts for (input left after the
+    /// last reply read, or waiting in the socket), or closed the connection: a connection
+    /// between transactions in that state is out of step and must not be used again.
+    pub fn has_unsolicited_input(&self) -> bool {
+        self.core.has_buffered_input()
+            || self.stream.as_ref().is_some_and(Stream::has_pending_input)
+    }
+
     /// Sends one command and waits for its reply.
     pub(super) async fn cmd(&mut self, line: &str, phase: Phase) -> Result<Reply, ClientError> {
         self.cmd_quiet(line, phase, false).await

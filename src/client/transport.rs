@@ -70,6 +70,29 @@ impl Plain {
         }
     }
 
+    /// True when the socket holds unread input, or the peer has closed it (a peek that does
+    /// not wait and consumes nothing). Unknown for a supplied stream: false.
+    fn has_pending_input(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Plain::Tcp(s) => s.as_raw_fd(),
+            Plain::Unix(s) => s.as_raw_fd(),
+            Plain::Ring(s) => s.fd().as_raw_fd(),
+            Plain::Supplied(_) => return false,
+        };
+        let mut byte = 0u8;
+        // SAFETY: a one-octet peek into a local; MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n >= 0 || std::io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+    }
+
     fn shutdown(&self) {
         let how = std::net::Shutdown::Both;
         let _ = match self {
@@ -170,6 +193,15 @@ impl Stream {
         match self {
             Stream::Plain(p) => p.shutdown(),
             Stream::Tls(t) => t.inner.shutdown(),
+        }
+    }
+
+    /// True when the socket holds unread input or the peer has closed it (TLS: ciphertext
+    /// counts too).
+    pub fn has_pending_input(&self) -> bool {
+        match self {
+            Stream::Plain(p) => p.has_pending_input(),
+            Stream::Tls(t) => t.inner.has_pending_input(),
         }
     }
 

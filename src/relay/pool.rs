@@ -225,6 +225,12 @@ impl UpstreamPool {
     /// Takes an idle connection that is still fit, dropping the unfit ones.
     fn take_idle(&mut self, now: Instant) -> Option<Upstream> {
         while let Some(idle) = self.idle.pop() {
+            if idle.up.client.has_unsolicited_input() {
+                // Something arrived while it sat idle (a stray line, a 421, a close): out of
+                // step, so it is dropped without QUIT.
+                drop(idle.up);
+                continue;
+            }
             if self.fit(&idle, now) {
                 return Some(idle.up);
             }
@@ -339,7 +345,8 @@ impl UpstreamPool {
     pub fn checkin(&mut self, up: Upstream, reusable: bool) {
         let c = &self.config;
         let now = Instant::now();
-        if !reusable {
+        if !reusable || up.client.has_unsolicited_input() {
+            // Out of step (more than the replies it owed arrived): never reused.
             drop(up);
         } else if self.closed {
             retire(up);

@@ -26,6 +26,9 @@ MODE says how it misbehaves:
   idle-421      a normal server that, 0.3 s after each 250 to a final dot, sends
                 "421 4.4.2 idle, closing" and closes the connection
   idle-close    the same, but closes without a word
+  extra-after-dot   a server that follows its 250 to a final dot with an unsolicited
+                "250 2.0.0 extra" at once, then serves on
+  extra-while-idle  the same line 0.1 s later, while the connection sits idle
   xforward      a normal server that also offers XFORWARD (Postfix's) and answers it 250
   xclient       a normal server that also offers XCLIENT (Postfix's): 220 to it, as a new greeting
   mail-354      a broken server: 354 to MAIL (no 3xx answers MAIL)
@@ -249,6 +252,11 @@ class Conn:
                         % (k, hashlib.sha256(content).hexdigest(), len(content), tok)
                     )
                     self.send("250 2.0.0 delivered")
+                    if mode == "extra-after-dot":
+                        self.send("250 2.0.0 extra")
+                    elif mode == "extra-while-idle":
+                        time.sleep(0.1)
+                        self.send("250 2.0.0 extra")
                     if mode in ("idle-421", "idle-close"):
                         time.sleep(0.3)
                         if mode == "idle-421":
