@@ -642,7 +642,29 @@ fn upstream_down() {
         c.ehlo("client.example");
         let (code, line) = c.cmd("MAIL FROM:<a@example.com>");
         assert_eq!(code, 451, "{io}: {line}");
-        assert!(line.starts_with("451 4.4.1 "), "{io}: {line}");
+        // The client learns that the upstream is unavailable and an incident id, not our
+        // upstream's address or the system's error (issue 16, item 8); stderr has both.
+        assert!(
+            line.starts_with("451 4.4.1 Upstream unavailable (incident "),
+            "{io}: {line}"
+        );
+        assert!(
+            !line.contains(&dead.to_string()) && !line.contains("os error"),
+            "{io}: {line}"
+        );
+        let id = line
+            .split("incident ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .expect("an incident id")
+            .to_string();
+        let logged = server
+            .stderr()
+            .lines()
+            .find(|l| l.contains(&format!("incident {id}:")))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{io}: incident {id} not on stderr: {}", server.stderr()));
+        assert!(logged.contains(&dead.to_string()), "{io}: {logged}");
         // The session stays usable, and the next attempt fails the same way.
         let (code, _) = c.cmd("MAIL FROM:<a@example.com>");
         assert_eq!(code, 451, "{io}");

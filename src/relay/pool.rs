@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::connector::{self, Connector, Tcp};
-use super::reply_map::unavailable;
+use super::reply_map::{incident, unavailable};
 use crate::client::core::Timeouts;
 use crate::client::{SmtpClient, TlsOptions};
 use crate::metrics::snapshot::{Distribution, Snapshot};
@@ -335,8 +335,8 @@ impl UpstreamPool {
             }
         }
         drop(slot);
-        Err(unavailable(format!(
-            "Upstream unavailable ({})",
+        Err(incident(&format!(
+            "no upstream reachable; last: {}",
             one_line(&last)
         )))
     }

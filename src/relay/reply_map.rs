@@ -4,6 +4,10 @@
 //! may not give to that command, a broken or timed-out connection, no connection at all —
 //! becomes a 4xx. Pure functions: nothing here talks to anyone.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use crate::client::ClientError;
 use crate::proto::{EnhancedCode, Reply};
 
@@ -36,19 +40,63 @@ pub(super) fn unavailable(text: impl Into<std::borrow::Cow<'static, str>>) -> Re
 
 /// A reply the upstream may not give to that command (a 3xx to MAIL or RCPT): temporary.
 pub(super) fn out_of_protocol(r: &Reply) -> Reply {
-    unavailable(format!(
-        "Upstream protocol error: unexpected reply {}",
-        r.code()
-    ))
+    incident(&format!("protocol error: unexpected reply {r}"))
 }
 
 /// A failure talking to the upstream, for the client: always temporary.
 pub(super) fn failure(e: &ClientError) -> Reply {
-    let text = e.to_string().replace(['\r', '\n'], " ");
-    unavailable(format!(
-        "Upstream error: {}",
-        text.chars().take(200).collect::<String>()
-    ))
+    incident(&e.to_string())
+}
+
+/// A temporary failure whose details are for the operator, not the client (addresses, system
+/// errors, what a broken upstream said): the client gets `451 4.4.1 Upstream unavailable
+/// (incident ID)` and stderr gets the same ID with the details.
+pub(super) fn incident(details: &str) -> Reply {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = format!(
+        "{:x}.{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let details: String = details
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    note_incident(&id, &details);
+    unavailable(format!("Upstream unavailable (incident {id})"))
+}
+
+thread_local! {
+    /// Incident lines written in the current second on this thread, and the second's start.
+    static NOTED: Cell<(u32, Option<Instant>, u64)> = const { Cell::new((0, None, 0)) };
+}
+
+/// Writes an incident line to stderr: at most 10 a second per shard (an outage fails every
+/// message), the number left out said on the next line written.
+fn note_incident(id: &str, details: &str) {
+    const PER_SECOND: u32 = 10;
+    NOTED.with(|n| {
+        let (count, since, skipped) = n.get();
+        let now = Instant::now();
+        let fresh = since.is_none_or(|s| now.duration_since(s).as_secs() >= 1);
+        let (count, since) = if fresh {
+            (0, now)
+        } else {
+            (count, since.unwrap_or(now))
+        };
+        if count >= PER_SECOND {
+            n.set((count, Some(since), skipped + 1));
+            return;
+        }
+        let more = if skipped > 0 {
+            format!(" ({skipped} similar incidents not shown)")
+        } else {
+            String::new()
+        };
+        eprintln!("ringrelay: upstream incident {id}: {details}{more}");
+        n.set((count + 1, Some(since), 0));
+    });
 }
 
 /// True when a failure on a reused connection means it had gone stale before we used it.
@@ -78,6 +126,25 @@ pub(super) fn mail_loop() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incidents_keep_the_details_from_the_client() {
+        let e = ClientError::Connect {
+            addr: "127.0.0.1:36041".into(),
+            source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        let mut out = Vec::new();
+        failure(&e).write_to(&mut out, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("451 4.4.1 Upstream unavailable (incident "),
+            "{text}"
+        );
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("os error"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn mirror_keeps_one_enhanced_code() {
