@@ -100,9 +100,13 @@ pub struct ServeArgs {
     /// Timeout inside DATA/BDAT in seconds (default 600).
     #[arg(long, value_name = "SECS")]
     pub data_timeout: Option<u64>,
-    /// Protocol errors before 421 and close (default 10; 0 = no limit).
+    /// Protocol errors before 421 and close (default 20; 0 = no limit).
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u32>,
+    /// Junk commands (NOOP, RSET, VRFY, EXPN, HELP, and refusals that only follow an earlier
+    /// one) before each further one counts as an error (default 100; 0 = no limit).
+    #[arg(long, value_name = "N")]
+    pub max_junk_commands: Option<u32>,
     /// Bare CR or LF: reject (default) or normalize to CRLF.
     #[arg(long, value_enum, value_name = "POLICY")]
     pub bare_line_endings: Option<BareLineEndings>,
@@ -329,6 +333,9 @@ fn serve_config(
     }
     if let Some(v) = cli.max_errors.or(file.max_errors) {
         s.max_errors = v;
+    }
+    if let Some(v) = cli.max_junk_commands.or(file.max_junk_commands) {
+        s.max_junk_commands = v;
     }
     if let Some(v) = cli.bare_line_endings.or(file.bare_line_endings) {
         s.bare_line_endings = v;

@@ -196,8 +196,13 @@ fn transcripts() {
         (SessionConfig::default(), format!("{e}{m}{r}DATA\r\n{}\r\n.\r\n", "z".repeat(1000)),
             format!("{EHLO_REPLY}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n554 5.6.0 Error: message has a line longer than 1000 octets\r\n")),
         (SessionConfig::default(), format!("{e}QUIT\r\nNOOP\r\n"), format!("{EHLO_REPLY}221 2.0.0 Bye\r\n")),
-        (SessionConfig::default(), format!("{e}{}", "BAD\r\n".repeat(12)),
-            format!("{EHLO_REPLY}{}421 4.7.0 localhost Error: too many errors\r\n", "500 5.5.1 Error: command \"BAD\" not recognized\r\n".repeat(10))),
+        // The error budget: 20 by default, as Postfix's smtpd_hard_error_limit.
+        (SessionConfig::default(), format!("{e}{}", "BAD\r\n".repeat(22)),
+            format!("{EHLO_REPLY}{}421 4.7.0 localhost Error: too many errors\r\n", "500 5.5.1 Error: command \"BAD\" not recognized\r\n".repeat(20))),
+        // Junk commands are free up to their own limit; beyond it each one spends the budget.
+        (SessionConfig { max_junk_commands: 3, max_errors: 2, ..SessionConfig::default() },
+            format!("{e}{}", "NOOP\r\n".repeat(7)),
+            format!("{EHLO_REPLY}{}421 4.7.0 localhost Error: too many errors\r\n", "250 2.0.0 Ok\r\n".repeat(5))),
     ];
     for (i, (config, input, want)) in rows.into_iter().enumerate() {
         let got = transcript(config, input.as_bytes());
@@ -436,6 +441,81 @@ fn max_recipients_zero_is_no_limit() {
     assert_eq!(out.matches("250 2.1.5 Ok\r\n").count(), 150, "{out}");
     assert!(
         out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"),
+        "{out}"
+    );
+}
+
+/// A refusal that only follows from an earlier one is not a protocol error (issue 16, item 3):
+/// a pipelining client sends RCPT, DATA and BDAT chunks before it can know that its MAIL or
+/// every recipient was refused, and six such transactions must not exhaust the budget.
+#[test]
+fn follow_on_refusals_spare_the_error_budget() {
+    let config = SessionConfig {
+        max_errors: 5,
+        ..SessionConfig::default()
+    };
+    // Six refused transactions: MAIL refused, two RCPT and DATA pipelined behind it.
+    let mut input = String::from("EHLO c.example\r\n");
+    for _ in 0..6 {
+        input.push_str("MAIL FROM:<refused@x>\r\nRCPT TO:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+    }
+    // Then a transaction whose recipients are all refused, with DATA and BDAT behind them.
+    input.push_str(
+        "MAIL FROM:<ok@x>\r\nRCPT TO:<bad@b>\r\nDATA\r\nBDAT 3\r\nabcBDAT 2 LAST\r\nxyRSET\r\n",
+    );
+    input.push_str("NOOP\r\n");
+    let mut d = Harness::new(config).with_policy(|ev, s| match ev {
+        Event::Mail
+            if s.envelope()
+                .mail_from
+                .as_ref()
+                .is_some_and(|m| m.as_str().starts_with("refused")) =>
+        {
+            Some(Reply::new(
+                550,
+                EnhancedCode::new(5, 7, 1),
+                "sender refused",
+            ))
+        }
+        Event::Rcpt
+            if s.pending_recipient()
+                .is_some_and(|(m, _)| m.as_str().starts_with("bad")) =>
+        {
+            Some(Reply::new(550, EnhancedCode::new(5, 1, 1), "no such user"))
+        }
+        _ => None,
+    });
+    let out = d.feed(input.as_bytes(), usize::MAX).take_output();
+    assert!(
+        !out.contains("421"),
+        "the budget was spent on follow-on refusals:\n{out}"
+    );
+    assert_eq!(
+        out.matches("503 5.5.1 Error: need MAIL command").count(),
+        12,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("503 5.5.1 Error: need RCPT command").count(),
+        6,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("554 5.5.1 Error: no valid recipients").count(),
+        3,
+        "{out}"
+    );
+    assert!(out.ends_with("250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n"), "{out}");
+    // The same commands without a refusal before them are the client's errors.
+    let mut d = Harness::new(SessionConfig {
+        max_errors: 5,
+        ..SessionConfig::default()
+    });
+    let out = d
+        .feed(b"EHLO c.example\r\nRCPT TO:<a@b>\r\nRCPT TO:<a@b>\r\nDATA\r\nDATA\r\nRCPT TO:<a@b>\r\n", usize::MAX)
+        .take_output();
+    assert!(
+        out.ends_with("421 4.7.0 localhost Error: too many errors\r\n"),
         "{out}"
     );
 }

@@ -235,3 +235,44 @@ fn stale_pooled_connection_under_a_pipelined_envelope() {
         assert_eq!(seen.connects, 2, "{io}: {}", seen.stdout);
     }
 }
+
+/// The error budget spares correct pipelining (issue 16, item 3): six refused transactions
+/// with their RCPTs and DATA pipelined behind each MAIL, then a refused MAIL followed by twelve
+/// BDAT chunks, all in one write, get exactly the replies a waiting client would, and the
+/// session goes on (it used to end with "421 too many errors" after the tenth 503).
+#[test]
+fn pipelined_follow_on_refusals_do_not_end_the_session() {
+    for io in IO_MODES {
+        let (up, server, mut c) = start("ok", io, &[]);
+        let mut batch = Vec::new();
+        for _ in 0..6 {
+            batch.extend(pipelined(
+                "refused@example.com",
+                &["b@example.com", "c@example.com"],
+            ));
+        }
+        batch.extend_from_slice(b"MAIL FROM:<refused@example.com>\r\n");
+        for i in 0..12 {
+            let last = if i == 11 { " LAST" } else { "" };
+            batch.extend_from_slice(format!("BDAT 5{last}\r\nhello").as_bytes());
+        }
+        c.send(&batch);
+        for _ in 0..6 {
+            assert_eq!(c.reply().0, 550, "{io}");
+            assert_eq!(c.reply().0, 503, "{io}");
+            assert_eq!(c.reply().0, 503, "{io}");
+            assert_eq!(c.reply().0, 503, "{io}");
+        }
+        assert_eq!(c.reply().0, 550, "{io}");
+        for i in 0..12 {
+            let (code, line) = c.reply();
+            assert_eq!(code, 503, "{io}: chunk {i}: {line}");
+        }
+        // Still in business: a message goes through.
+        relay_pipelined(&mut c, io, &["b@example.com"], "after-refusals");
+        c.quit();
+        server.stop().assert_success();
+        let seen = up.finish();
+        assert_eq!(seen.delivered, ["after-refusals"], "{io}");
+    }
+}

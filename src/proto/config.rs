@@ -87,8 +87,14 @@ pub struct SessionConfig {
     pub max_command_line: usize,
     /// Longest text line of a message in octets including CRLF (RFC 5321 §4.5.3.1.6).
     pub max_text_line: usize,
-    /// Protocol errors tolerated before `421 4.7.0` and close.
+    /// Protocol errors tolerated before `421 4.7.0` and close (0 = no limit). A reply that
+    /// only follows from an earlier refusal (RCPT pipelined behind a refused MAIL, DATA after
+    /// every recipient was refused) is not an error: it counts as junk.
     pub max_errors: u32,
+    /// Junk commands (NOOP, RSET, VRFY, EXPN, HELP, and those follow-on replies) tolerated
+    /// before each further one spends the error budget, as Postfix's
+    /// `smtpd_junk_command_limit` (0 = no limit).
+    pub max_junk_commands: u32,
     /// Silence allowed between commands before `421 4.4.2`.
     pub idle_timeout: Duration,
     /// Silence allowed inside DATA or a BDAT chunk before `421 4.4.2`.
@@ -116,7 +122,8 @@ impl Default for SessionConfig {
             max_recipients: 100,
             max_command_line: 512,
             max_text_line: 1000,
-            max_errors: 10,
+            max_errors: 20,
+            max_junk_commands: 100,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             bare_line_endings: BareLineEndings::Reject,

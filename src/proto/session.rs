@@ -112,6 +112,8 @@ struct BdatChunk {
     last: bool,
     /// Reply to give once the octets are consumed, when the chunk is refused.
     refusal: Option<Reply>,
+    /// The refusal only follows from an earlier one (junk, not an error).
+    follow_on: bool,
 }
 
 /// The body being received in the current transaction.
@@ -157,6 +159,15 @@ pub struct Session {
     pieces: Vec<Piece>,
     out: Vec<u8>,
     errors: u32,
+    /// Junk commands so far (`SessionConfig::max_junk_commands`).
+    junk: u32,
+    /// The handler refused this transaction's MAIL: RCPT, DATA and BDAT that follow (a
+    /// pipelining client sent them in the same batch) get their 503 without spending the
+    /// error budget. Cleared by the next MAIL, RSET or HELO/EHLO.
+    mail_refused: bool,
+    /// A recipient of this transaction was refused: DATA or BDAT with none accepted gets its
+    /// 554 without spending the error budget.
+    rcpt_refused: bool,
     /// While skipping a line: the input seen so far ended with a CR (an LF next ends the line).
     skip_cr: bool,
     last_activity: Instant,
@@ -201,6 +212,9 @@ impl Session {
             pieces: Vec::new(),
             out: Vec::with_capacity(256),
             errors: 0,
+            junk: 0,
+            mail_refused: false,
+            rcpt_refused: false,
             skip_cr: false,
             last_activity: now,
             observations: None,
@@ -437,6 +451,7 @@ impl Session {
         self.starttls_pending = false;
         self.tls = true;
         self.abort_transaction();
+        self.mail_refused = false;
         self.helo = None;
         self.esmtp = false;
         self.authenticated = None;
@@ -548,11 +563,32 @@ impl Session {
     /// Writes a reply to a protocol error and spends one unit of the error budget.
     fn protocol_error(&mut self, reply: Reply) {
         self.write(&reply);
+        self.spend_error();
+    }
+
+    fn spend_error(&mut self) {
         self.errors += 1;
         if self.config.max_errors != 0 && self.errors >= self.config.max_errors {
             let text = format!("{} Error: too many errors", self.config.hostname);
             self.close_with(Reply::new(421, EnhancedCode::new(4, 7, 0), text));
         }
+    }
+
+    /// Counts a junk command (its reply already written); beyond the junk limit each one
+    /// spends the error budget.
+    fn junk(&mut self) {
+        self.junk = self.junk.saturating_add(1);
+        let limit = self.config.max_junk_commands;
+        if limit != 0 && self.junk > limit {
+            self.spend_error();
+        }
+    }
+
+    /// Writes a refusal that only follows from an earlier one in the same transaction: junk,
+    /// not an error (a pipelining client sent the command before it could know).
+    fn follow_on_refusal(&mut self, reply: Reply) {
+        self.write(&reply);
+        self.junk();
     }
 
     /// Drops the transaction in progress (if any), telling the handler.
@@ -569,6 +605,7 @@ impl Session {
 
     /// Clears the envelope and body and returns to command mode after a greeting.
     fn end_transaction(&mut self) {
+        self.rcpt_refused = false;
         self.envelope.clear();
         self.body = None;
         if !matches!(self.mode, Mode::SkipLine) {

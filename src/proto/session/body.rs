@@ -48,7 +48,11 @@ impl Session {
             return;
         };
         if let Some(refusal) = chunk.refusal {
-            return self.protocol_error(refusal);
+            return if chunk.follow_on {
+                self.follow_on_refusal(refusal)
+            } else {
+                self.protocol_error(refusal)
+            };
         }
         let too_big = self.body.as_ref().is_some_and(|b| b.too_big);
         if too_big {

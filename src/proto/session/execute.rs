@@ -133,20 +133,28 @@ impl Session {
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
                 self.abort_transaction();
+                self.mail_refused = false;
                 self.write(&Reply::new(250, esc(2, 0, 0), "Ok"));
+                self.junk();
             }
-            Command::Noop => self.write(&Reply::new(250, esc(2, 0, 0), "Ok")),
+            Command::Noop => {
+                self.write(&Reply::new(250, esc(2, 0, 0), "Ok"));
+                self.junk();
+            }
             Command::Quit => {
                 self.abort_transaction();
                 self.write(&Reply::new(221, esc(2, 0, 0), "Bye"));
                 self.events.push_back(Event::Quit);
                 self.state = State::Closed;
             }
-            Command::Help => self.write(&Reply::new(
-                214,
-                esc(2, 0, 0),
-                "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
-            )),
+            Command::Help => {
+                self.write(&Reply::new(
+                    214,
+                    esc(2, 0, 0),
+                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
+                ));
+                self.junk();
+            }
             Command::Vrfy => {
                 if line.len() <= 5 || line[5..].iter().all(|&b| b == b' ') {
                     self.protocol_error(Reply::new(501, esc(5, 5, 4), "Syntax: VRFY address"));
@@ -156,18 +164,22 @@ impl Session {
                         esc(2, 0, 0),
                         "Cannot VRFY user, but will accept message and attempt delivery",
                     ));
+                    self.junk();
                 }
             }
-            Command::Expn => match self.config.expn {
-                ExpnPolicy::Disabled => self.write(&Reply::new(
-                    502,
-                    esc(5, 5, 1),
-                    "Error: EXPN not implemented",
-                )),
-                ExpnPolicy::CannotExpand => {
-                    self.write(&Reply::new(252, esc(2, 1, 5), "Cannot expand list"))
+            Command::Expn => {
+                match self.config.expn {
+                    ExpnPolicy::Disabled => self.write(&Reply::new(
+                        502,
+                        esc(5, 5, 1),
+                        "Error: EXPN not implemented",
+                    )),
+                    ExpnPolicy::CannotExpand => {
+                        self.write(&Reply::new(252, esc(2, 1, 5), "Cannot expand list"))
+                    }
                 }
-            },
+                self.junk();
+            }
             Command::Auth => self.auth_command(line),
             Command::StartTls => self.starttls(),
         }
@@ -243,6 +255,7 @@ impl Session {
     }
 
     fn mail(&mut self, from: ReversePath, params: Vec<String>) {
+        self.mail_refused = false;
         match self.state {
             State::ExpectHelo => {
                 return self.protocol_error(bad_sequence("Error: send HELO/EHLO first"))
@@ -342,6 +355,9 @@ impl Session {
     fn rcpt(&mut self, to: Mailbox, params: Vec<String>) {
         match self.effective_state() {
             State::ExpectRcpt | State::ExpectRcptOrData => {}
+            State::ExpectMail if self.mail_refused => {
+                return self.follow_on_refusal(bad_sequence("Error: need MAIL command"))
+            }
             State::ExpectHelo | State::ExpectMail => {
                 return self.protocol_error(bad_sequence("Error: need MAIL command"))
             }
@@ -352,6 +368,7 @@ impl Session {
             return self.unsupported_param(&key);
         }
         if to.is_utf8() && !self.envelope.smtputf8 {
+            self.rcpt_refused = true;
             return self.write(&Reply::new(
                 553,
                 esc(5, 6, 7),
@@ -359,6 +376,7 @@ impl Session {
             ));
         }
         if !self.config.recipient_allowed(self.recipient_count()) {
+            self.rcpt_refused = true;
             return self.write(&Reply::new(452, esc(4, 5, 3), "Error: too many recipients"));
         }
         self.pending_rcpts.push_back((to, params));
@@ -368,8 +386,14 @@ impl Session {
     fn data(&mut self) {
         match self.effective_state() {
             State::ExpectRcptOrData => self.decide(Awaiting::DataStart, Event::DataStart),
+            State::ExpectRcpt if self.rcpt_refused => {
+                self.follow_on_refusal(Reply::new(554, esc(5, 5, 1), "Error: no valid recipients"))
+            }
             State::ExpectRcpt => {
                 self.protocol_error(Reply::new(554, esc(5, 5, 1), "Error: no valid recipients"))
+            }
+            State::ExpectMail if self.mail_refused => {
+                self.follow_on_refusal(bad_sequence("Error: need RCPT command"))
             }
             State::InBdat => {
                 self.protocol_error(bad_sequence("Error: DATA not allowed after BDAT"))
@@ -390,6 +414,13 @@ impl Session {
                 _ => Some(bad_sequence("Error: need RCPT command")),
             }
         };
+        // Every chunk of a BDAT transaction whose MAIL or recipients were refused gets the
+        // same answer; only the first one is the client's mistake, if any is.
+        let follow_on = refusal.is_some()
+            && self.extensions.chunking
+            && self.esmtp
+            && (self.mail_refused && self.state == State::ExpectMail
+                || self.rcpt_refused && self.state == State::ExpectRcpt);
         if refusal.is_none() && self.state == State::ExpectRcptOrData {
             self.observe(Observation::DataStart);
             self.state = State::InBdat;
@@ -403,6 +434,7 @@ impl Session {
             size,
             last,
             refusal,
+            follow_on,
         });
         if size == 0 {
             self.finish_bdat_chunk();
@@ -445,6 +477,7 @@ impl Session {
                     return self.write(&r);
                 }
                 self.abort_transaction();
+                self.mail_refused = false;
                 self.esmtp = extended;
                 let text = if extended {
                     self.ehlo_text(&name)
@@ -458,6 +491,7 @@ impl Session {
             Awaiting::Mail => {
                 if refused {
                     self.envelope.clear();
+                    self.mail_refused = true;
                 } else {
                     self.state = State::ExpectRcpt;
                     self.observe(Observation::TransactionStart);
@@ -469,6 +503,8 @@ impl Session {
                     self.envelope.rcpt_tos.push(to);
                     self.envelope.rcpt_options.push(params);
                     self.state = State::ExpectRcptOrData;
+                } else if refused {
+                    self.rcpt_refused = true;
                 }
                 self.write(&reply.unwrap_or_else(|| Reply::new(250, esc(2, 1, 5), "Ok")));
             }
