@@ -4,6 +4,7 @@ mod cli;
 mod cli_proxy;
 mod send_cmd;
 
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -40,10 +41,23 @@ fn main() -> ExitCode {
             r
         }
         cli::Kind::Debug => {
-            let printer = Printer::start(std::io::stdout());
+            // Its own descriptor for stdout, not std's locked handle: a write blocked on an
+            // output nobody reads must not hold the lock everything else on stdout needs.
+            let out = match std::io::stdout().as_fd().try_clone_to_owned() {
+                Ok(fd) => std::fs::File::from(fd),
+                Err(e) => {
+                    eprintln!("ringrelay: stdout: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let printer = Printer::start(out);
             let tx = printer.handler();
             let r = builder.handler_factory(move |_| tx.clone()).run();
-            printer.finish();
+            // Every acknowledged message is already written; an output nobody reads must not
+            // keep the process from exiting.
+            if !printer.finish(std::time::Duration::from_secs(5)) {
+                eprintln!("ringrelay: the output is not being read; exiting without waiting");
+            }
             r
         }
         cli::Kind::Proxy(relay) => builder

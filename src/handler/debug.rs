@@ -10,65 +10,66 @@
 //! ------------ END MESSAGE ------------
 //! ```
 //!
-//! A shard formats the whole block and hands it to one printer thread over a channel, so
-//! printing never blocks a shard and two messages never interleave.
+//! A shard formats the whole block and hands it to the printer thread (`printer`), so
+//! printing never blocks a shard and two messages never interleave; the reply to the end of
+//! data waits until the block is written (the seed's DebuggingServer printed before it
+//! replied), so a message is never acknowledged that was not printed.
 
-use std::io::Write;
-use std::sync::mpsc;
-use std::thread;
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use super::Handler;
-use crate::proto::{Reply, Session};
+use super::printer::PrintQueue;
+use super::{Answer, Connection, Service};
+use crate::proto::{Event, Session};
 
-/// The printer thread; dropping every `Debug` handler and calling `finish` flushes it.
-#[derive(Debug)]
-pub struct Printer {
-    tx: mpsc::Sender<Vec<u8>>,
-    thread: thread::JoinHandle<()>,
-}
+pub use super::printer::Printer;
 
 impl Printer {
-    /// Starts a printer writing blocks to `out` (normally stdout).
-    pub fn start(mut out: impl Write + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
-        let thread = thread::Builder::new()
-            .name("ringrelay-printer".into())
-            .spawn(move || {
-                // An empty block is the stop mark sent by `finish`.
-                for block in rx.iter().take_while(|b| !b.is_empty()) {
-                    if out.write_all(&block).and_then(|_| out.flush()).is_err() {
-                        break;
-                    }
-                }
-            })
-            .expect("spawn printer thread");
-        Self { tx, thread }
-    }
-
     /// A handler for one shard that prints through this printer.
     pub fn handler(&self) -> Debug {
         Debug {
-            tx: self.tx.clone(),
+            queue: self.queue(),
         }
     }
+}
 
-    /// Waits until every block sent before this call is written, then stops the printer.
-    pub fn finish(self) {
-        let _ = self.tx.send(Vec::new());
-        let _ = self.thread.join();
+/// One shard's DebuggingServer.
+#[derive(Debug, Clone)]
+pub struct Debug {
+    queue: PrintQueue,
+}
+
+/// One connection of the DebuggingServer: collects the message, prints it at its end.
+pub struct DebugConn {
+    queue: PrintQueue,
+    message: Vec<u8>,
+}
+
+impl Service for Debug {
+    type Conn = DebugConn;
+
+    fn open(this: &Rc<RefCell<Self>>, _session: &Session) -> DebugConn {
+        DebugConn {
+            queue: this.borrow().queue.clone(),
+            message: Vec::new(),
+        }
     }
 }
 
-/// One shard's DebuggingServer handler.
-#[derive(Debug, Clone)]
-pub struct Debug {
-    tx: mpsc::Sender<Vec<u8>>,
-}
-
-impl Handler for Debug {
-    fn process_message(&mut self, session: &Session, message: &[u8]) -> Option<Reply> {
-        let _ = self.tx.send(format_message(session, message));
-        None
+impl Connection for DebugConn {
+    fn event(&mut self, session: &Session, event: Event) -> Answer {
+        match event {
+            Event::DataChunk(chunk) => chunk.extend_content(&mut self.message),
+            Event::DataEnd => {
+                let block = format_message(session, &self.message);
+                self.message = Vec::new();
+                let queue = self.queue.clone();
+                return Answer::Later(Box::pin(async move { queue.print(block).await }));
+            }
+            Event::Reset => self.message.clear(),
+            _ => {}
+        }
+        Answer::Now(None)
     }
 }
 

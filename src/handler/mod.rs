@@ -7,6 +7,7 @@
 //! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
 
 pub mod debug;
+mod printer;
 pub mod service;
 pub mod sink;
 
