@@ -225,3 +225,72 @@ fn metrics_listen_none_serves_nothing() {
     );
     server.stop().assert_success();
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The admin listener is bounded (issue 16, item 2): a request whose headers run to 200 MiB
+/// is cut off after 16 KiB (431, or the connection closed) without the server's memory
+/// growing, and 1,000 idle connections cost no threads: those over the cap are closed at
+/// once, the others when their headers do not arrive in time, and scrapes work again.
+#[test]
+fn admin_listener_is_bounded() {
+    use std::io::{Read, Write};
+    let server = Server::sink("epoll", &[]);
+    let admin = metrics_addr(&server);
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    let pid = server.pid();
+    let rss_before = rss_kib(pid);
+    let threads_before = threads(pid);
+
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0usize;
+    while sent < 200 << 20 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut answer = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        sent < 200 << 20 || answer.starts_with("HTTP/1.1 431"),
+        "200 MiB of header accepted: {answer:?}"
+    );
+    let grew = rss_kib(pid).saturating_sub(rss_before);
+    assert!(grew < 16 * 1024, "RSS grew by {grew} KiB for one request");
+
+    let idle: Vec<std::net::TcpStream> = (0..1000)
+        .filter_map(|_| std::net::TcpStream::connect(admin).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = threads(pid);
+    assert!(
+        t <= threads_before + 2,
+        "{t} threads with 1,000 idle admin connections"
+    );
+    // The header timeout (5 s) frees the slots; scrapes are served again.
+    std::thread::sleep(Duration::from_secs(6));
+    let (code, body) = http_get(admin, "/metrics");
+    assert_eq!(code, 200);
+    promtool_check(&body);
+    drop(idle);
+    server.stop().assert_success();
+}

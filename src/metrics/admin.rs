@@ -1,37 +1,51 @@
 //! The admin HTTP listener: one thread serving `/metrics`, `/healthz`, `/readyz` and
-//! `/stats.json` with tiny_http. It never touches a shard: it reads the published slots.
+//! `/stats.json` with hyper (HTTP/1.1) on a current-thread tokio runtime. It never touches a
+//! shard: it reads the published slots.
+//!
+//! Bounded whatever a client does: request headers at most `MAX_HEADER` octets (hyper answers
+//! 431 beyond), at most `MAX_CONNECTIONS` connections at once (more are closed at once), a
+//! request's headers must arrive within `HEADER_TIMEOUT` and a connection lives at most
+//! `CONNECTION_LIFETIME`; request bodies are never read. A scrape waits for the shards on a
+//! blocking thread, so a slow one does not stall the others.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::exposition::{prometheus_text, stats_json, TEXT_CONTENT_TYPE};
 use super::hub::Hub;
 
 /// How long a scrape waits for the shards to publish fresh figures.
 const SCRAPE_WAIT: Duration = Duration::from_millis(250);
+/// Largest request head (request line and headers), in octets.
+const MAX_HEADER: usize = 16 * 1024;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Time allowed for a request's headers to arrive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection is kept, however busy.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// A bound admin listener, not yet serving.
+#[derive(Debug)]
 pub(crate) struct AdminListener {
-    server: Arc<tiny_http::Server>,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
-}
-
-impl std::fmt::Debug for AdminListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminListener")
-            .field("addr", &self.addr)
-            .finish()
-    }
 }
 
 /// The running admin thread; dropping it stops the thread.
 pub(crate) struct AdminThread {
-    server: Arc<tiny_http::Server>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -39,12 +53,9 @@ impl AdminListener {
     /// Binds `addr` (port 0 picks a free port).
     pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
         let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-        Ok(Self {
-            server: Arc::new(server),
-            addr,
-        })
+        Ok(Self { listener, addr })
     }
 
     /// The bound address.
@@ -54,49 +65,96 @@ impl AdminListener {
 
     /// Starts serving on a thread of its own.
     pub(crate) fn start(self, hub: Arc<Hub>) -> io::Result<AdminThread> {
-        let server = self.server.clone();
+        let (stop, stopped) = oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(2)
+            .build()?;
+        let listener = self.listener;
         let thread = std::thread::Builder::new()
             .name("ringrelay-admin".into())
-            .spawn(move || {
-                while let Ok(req) = server.recv() {
-                    respond(&hub, req);
-                }
-            })?;
+            .spawn(move || rt.block_on(serve(listener, hub, stopped)))?;
         Ok(AdminThread {
-            server: self.server,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
 }
 
 impl Drop for AdminThread {
-    /// Stops serving and waits for the thread (it finishes the request in hand, if any).
+    /// Stops serving and waits for the thread.
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
+/// Accepts until told to stop; each connection is served by a task of its own.
+async fn serve(listener: std::net::TcpListener, hub: Arc<Hub>, mut stop: oneshot::Receiver<()>) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the cap: closed at once, costing nothing.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| respond(hub.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(MAX_HEADER)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(slot);
+        });
+    }
 }
 
-fn respond(hub: &Hub, req: Request) {
-    let path = req.url().split('?').next().unwrap_or("");
-    let (status, content_type, body) = if !matches!(req.method(), Method::Get | Method::Head) {
+async fn respond(
+    hub: Arc<Hub>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let (status, content_type, body) = if !matches!(*req.method(), Method::GET | Method::HEAD) {
         (405, "text/plain", "method not allowed\n".to_string())
     } else {
-        match path {
-            "/metrics" => {
-                hub.refresh(SCRAPE_WAIT);
-                (200, TEXT_CONTENT_TYPE, prometheus_text(hub, &hub.merged()))
-            }
-            "/stats.json" => {
-                hub.refresh(SCRAPE_WAIT);
-                let doc = stats_json(hub, &hub.merged());
-                (200, "application/json", format!("{doc:#}\n"))
+        match path.as_str() {
+            "/metrics" | "/stats.json" => {
+                let json = path == "/stats.json";
+                let scraped = tokio::task::spawn_blocking(move || {
+                    hub.refresh(SCRAPE_WAIT);
+                    let merged = hub.merged();
+                    if json {
+                        format!("{:#}\n", stats_json(&hub, &merged))
+                    } else {
+                        prometheus_text(&hub, &merged)
+                    }
+                })
+                .await;
+                match scraped {
+                    Ok(text) if json => (200, "application/json", text),
+                    Ok(text) => (200, TEXT_CONTENT_TYPE, text),
+                    Err(_) => (500, "text/plain", "scrape failed\n".to_string()),
+                }
             }
             "/healthz" => (200, "text/plain", "ok\n".to_string()),
             "/readyz" if hub.ready() => (200, "text/plain", "ready\n".to_string()),
@@ -110,8 +168,11 @@ fn respond(hub: &Hub, req: Request) {
             _ => (404, "text/plain", "not found\n".to_string()),
         }
     };
-    let response = Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", content_type));
-    let _ = req.respond(response);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    Ok(response)
 }
