@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// Open connections allowed in the whole process (0 = unlimited); beyond it 421 4.3.2.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Open connections allowed from one client address (0 = unlimited; default 0, and 50 in
+    /// `proxy` for clients outside --relay-networks); beyond it 421 4.7.0.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
     /// Seconds a shutdown waits for transactions in flight (default 30).
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
@@ -267,11 +271,13 @@ pub enum CliError {
 /// Turns the parsed command line into a kind and a server configuration.
 pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
     match mode {
-        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a)?.0)),
-        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a)?.0)),
+        // Load tests connect from one address: no per-client limit by default.
+        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a, 0)?.0)),
+        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a, 0)?.0)),
         Mode::Proxy(a) => {
             let a = *a;
-            let (mut cfg, file_relay) = serve_config(a.serve)?;
+            // Per client address outside the relay networks (the MTA in front is exempt).
+            let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
             let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
             // AUTH is offered exactly when there are users to check it against.
             cfg.session.extensions.auth = relay.policy.users.is_some();
@@ -282,9 +288,14 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
     }
 }
 
-/// The server configuration, and the file's `[proxy]` table if it has one.
+/// `--max-connections-per-client` in `proxy` when neither the flag nor the file sets it.
+const PROXY_PER_CLIENT: usize = 50;
+
+/// The server configuration, and the file's `[proxy]` table if it has one;
+/// `per_client_default` is the mode's `--max-connections-per-client`.
 fn serve_config(
     cli: ServeArgs,
+    per_client_default: usize,
 ) -> Result<(ServerConfig, Option<crate::cli_proxy::RelayArgs>), CliError> {
     let file = match &cli.config {
         Some(path) => {
@@ -355,6 +366,10 @@ fn serve_config(
     if let Some(v) = cli.max_connections.or(file.max_connections) {
         cfg.max_connections = v;
     }
+    cfg.max_connections_per_client = cli
+        .max_connections_per_client
+        .or(file.max_connections_per_client)
+        .unwrap_or(per_client_default);
     if let Some(v) = cli.drain_timeout.or(file.drain_timeout) {
         cfg.drain_timeout = Duration::from_secs(v);
     }
@@ -405,6 +420,9 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
         metrics: metrics_config(None),
         ..ServerConfig::default()
     };
+    if matches!(kind, Kind::Proxy(_)) {
+        cfg.max_connections_per_client = PROXY_PER_CLIENT;
+    }
     cfg.session.hostname = system_hostname();
     if let Some(size) = a.size {
         cfg.session.data_size_limit = size;

@@ -1810,3 +1810,67 @@ fn upstream_unsolicited_lines_retire_the_connection() {
         }
     }
 }
+
+/// A raw connection from `src` to the relay; the first line it reads.
+fn first_line_from(src: &str, port: u16) -> (std::net::TcpStream, String) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let a: std::net::SocketAddr = format!("{src}:0").parse().unwrap();
+    sock.bind(&a.into()).unwrap();
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    sock.connect_timeout(&to.into(), Duration::from_secs(10))
+        .unwrap();
+    let s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(s.try_clone().unwrap()),
+        &mut line,
+    );
+    (s, line)
+}
+
+/// `--max-connections-per-client` (issue 16, item 5): a client outside the relay networks
+/// gets 421 4.7.0 beyond its share, counted across shards; the relay networks (the MTA in
+/// front) are not limited; a closed connection frees its slot.
+#[test]
+fn connections_per_client_are_limited_outside_the_relay_networks() {
+    for io in IO_MODES {
+        let up = Scripted::start("ok");
+        let server = proxy(
+            io,
+            &[up.port],
+            &[
+                "--shards",
+                "2",
+                "--max-connections-per-client",
+                "3",
+                "--relay-networks",
+                "127.0.0.1/32",
+            ],
+        );
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let (s, line) = first_line_from("127.0.0.2", server.port());
+            assert!(line.starts_with("220 "), "{io}: connection {i}: {line:?}");
+            held.push(s);
+        }
+        let (_, line) = first_line_from("127.0.0.2", server.port());
+        assert!(line.starts_with("421 4.7.0 "), "{io}: the fourth: {line:?}");
+        // Another address has its own share; the relay networks are not limited.
+        let (_other, line) = first_line_from("127.0.0.3", server.port());
+        assert!(line.starts_with("220 "), "{io}: {line:?}");
+        let local: Vec<_> = (0..8)
+            .map(|_| first_line_from("127.0.0.1", server.port()))
+            .collect();
+        assert!(local.iter().all(|(_, l)| l.starts_with("220 ")), "{io}");
+        // A closed connection gives its slot back.
+        drop(held.pop());
+        std::thread::sleep(Duration::from_millis(200));
+        let (_again, line) = first_line_from("127.0.0.2", server.port());
+        assert!(line.starts_with("220 "), "{io}: after one closed: {line:?}");
+        drop((held, local));
+        server.stop().assert_success();
+        drop(up);
+    }
+}

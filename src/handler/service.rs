@@ -84,6 +84,11 @@ pub trait Service: 'static {
     /// Adds the upstream latencies measured since the last call to `into` (the shard's
     /// metrics delta) and forgets them; relaying services only.
     fn drain_upstream_timings(&mut self, _into: &mut crate::metrics::snapshot::Snapshot) {}
+    /// True when connections from `ip` do not count against `--max-connections-per-client`
+    /// (a relay exempts its relay networks: the MTA in front opens many).
+    fn exempt_from_client_limit(&self, _ip: std::net::IpAddr) -> bool {
+        false
+    }
     /// Upstream pool counters, for a service that relays (None otherwise).
     fn upstream_stats(&self) -> Option<UpstreamStats> {
         None

@@ -96,19 +96,26 @@ pub enum RejectReason {
     MaxConnections,
     /// The server was draining (421 4.3.2).
     Draining,
+    /// The client's address had `--max-connections-per-client` open (421 4.7.0).
+    PerClient,
 }
 
 impl RejectReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 2] = [RejectReason::MaxConnections, RejectReason::Draining];
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::MaxConnections,
+        RejectReason::Draining,
+        RejectReason::PerClient,
+    ];
 
     /// The label value.
     pub fn name(self) -> &'static str {
         match self {
             RejectReason::MaxConnections => "max_connections",
             RejectReason::Draining => "draining",
+            RejectReason::PerClient => "per_client",
         }
     }
 }

@@ -150,6 +150,11 @@ impl Service for Relay {
         self.pool.borrow_mut().drain_timings(into);
     }
 
+    /// The relay networks (the MTA in front) are not limited per address.
+    fn exempt_from_client_limit(&self, ip: std::net::IpAddr) -> bool {
+        self.policy.client_allowed(ip)
+    }
+
     fn upstream_stats(&self) -> Option<crate::handler::UpstreamStats> {
         Some(self.pool_stats())
     }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::conn::{serve, ConnStream};
-use super::shard::{Shard, TOO_MANY};
+use super::shard::Shard;
 use crate::handler::Service;
 use crate::metrics::labels::RejectReason;
 use crate::rt;
@@ -39,14 +39,17 @@ pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<
                 if shard.draining() {
                     shard.count_rejected(RejectReason::Draining);
                     refuse(stream, SHUTTING_DOWN);
-                } else if let Some(key) = shard.admit() {
-                    let shard = shard.clone();
-                    rt::spawn_local(async move {
-                        serve(stream, peer, key, shard.clone()).await;
-                        shard.release(key);
-                    });
                 } else {
-                    refuse(stream, TOO_MANY);
+                    match shard.admit(peer.ip()) {
+                        Ok(key) => {
+                            let shard = shard.clone();
+                            rt::spawn_local(async move {
+                                serve(stream, peer, key, shard.clone()).await;
+                                shard.release(key);
+                            });
+                        }
+                        Err(reply) => refuse(stream, reply),
+                    }
                 }
             }
             Err(e) => {

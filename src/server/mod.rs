@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// Open connections allowed in the whole process (one budget shared by all shards, counted
     /// at connect and close only); 0 = unlimited.
     pub max_connections: usize,
+    /// Open connections allowed from one client address (process-wide), unless the service
+    /// exempts it; beyond it `421 4.7.0`. 0 = unlimited.
+    pub max_connections_per_client: usize,
     /// How long a shutdown waits for transactions in flight.
     pub drain_timeout: Duration,
     /// Install SIGTERM/SIGINT handling in `run`.
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
             io: IoMode::Auto,
             engine: EngineOptions::default(),
             max_connections: 0,
+            max_connections_per_client: 0,
             drain_timeout: Duration::from_secs(30),
             handle_signals: true,
             log_ready: true,
@@ -394,7 +398,10 @@ impl<H: Service> Server<H> {
         let session = Arc::new(session);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), std::io::Error>>();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-        let limit = shard::ConnLimit::new(self.config.max_connections);
+        let limit = shard::ConnLimit::new(
+            self.config.max_connections,
+            self.config.max_connections_per_client,
+        );
         let metrics_addr = self.metrics_addr();
         let admin = match (self.admin, &self.hub) {
             (Some(listener), Some(hub)) => Some(

@@ -6,9 +6,11 @@
 //! wait costs a slab look-up, not a subscription to a cross-thread channel.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
@@ -70,18 +72,27 @@ impl<H: Service> Shard<H> {
         })
     }
 
-    /// Registers a connection; `None` when the process is at its limit.
-    pub fn admit(&self) -> Option<usize> {
-        let mut conns = self.conns.borrow_mut();
-        if !self.limit.try_acquire() {
+    /// Registers a connection from `peer`; the reply to refuse it with when the process is at
+    /// its limit, or the client's address at its own.
+    pub fn admit(&self, peer: IpAddr) -> Result<usize, &'static [u8]> {
+        let per_client = (self.limit.per_client != 0
+            && !self.handler.borrow().exempt_from_client_limit(peer))
+        .then_some(peer);
+        if let Err(reason) = self.limit.try_acquire(per_client) {
             self.refused.set(self.refused.get() + 1);
-            self.count_rejected(RejectReason::MaxConnections);
-            return None;
+            self.count_rejected(reason);
+            return Err(match reason {
+                RejectReason::PerClient => TOO_MANY_FROM_CLIENT,
+                _ => TOO_MANY,
+            });
         }
         if let Some(m) = &self.metrics {
             m.record().counters.connections_accepted += 1;
         }
-        Some(conns.insert(ConnEntry { idle: None }))
+        Ok(self.conns.borrow_mut().insert(ConnEntry {
+            idle: None,
+            per_client,
+        }))
     }
 
     /// Counts a connection turned away before any session.
@@ -94,8 +105,8 @@ impl<H: Service> Shard<H> {
     /// Forgets a connection.
     pub fn release(&self, key: usize) {
         let mut conns = self.conns.borrow_mut();
-        if conns.try_remove(key).is_some() {
-            self.limit.release();
+        if let Some(e) = conns.try_remove(key) {
+            self.limit.release(e.per_client);
         }
         if conns.is_empty() {
             self.idle.notify_waiters();
@@ -154,41 +165,74 @@ impl<H: Service> Shard<H> {
 pub(crate) struct ConnEntry {
     /// The connection's waker while it waits idle.
     idle: Option<Waker>,
+    /// The client's address, when it counts against `--max-connections-per-client`.
+    per_client: Option<IpAddr>,
 }
 
-/// The process-wide connection budget. Touched once when a connection opens and once when it
-/// closes (never per command or message), so one shared counter keeps `--max-connections`
+/// The process-wide connection budgets: all connections (`--max-connections`), and each
+/// client address's (`--max-connections-per-client`). Touched once when a connection opens
+/// and once when it closes (never per command or message), so shared counters keep both
 /// exact whichever shard the kernel hands a connection to.
 #[derive(Debug)]
 pub(crate) struct ConnLimit {
     max: usize,
     open: AtomicUsize,
+    /// Connections allowed per client address; 0 = no limit.
+    pub per_client: usize,
+    by_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl ConnLimit {
-    /// A budget of `max` connections; 0 = unlimited.
-    pub fn new(max: usize) -> Arc<Self> {
+    /// A budget of `max` connections, `per_client` from one address; 0 = unlimited.
+    pub fn new(max: usize, per_client: usize) -> Arc<Self> {
         Arc::new(Self {
             max: if max == 0 { usize::MAX } else { max },
             open: AtomicUsize::new(0),
+            per_client,
+            by_client: Mutex::new(HashMap::new()),
         })
     }
 
-    fn try_acquire(&self) -> bool {
+    /// Takes one connection (and one of `client`'s, when it counts), or says which budget
+    /// is spent.
+    fn try_acquire(&self, client: Option<IpAddr>) -> Result<(), RejectReason> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return Err(RejectReason::MaxConnections);
         }
-        true
+        if let Some(ip) = client {
+            let mut by = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+            let n = by.entry(ip).or_insert(0);
+            if *n >= self.per_client {
+                drop(by);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(RejectReason::PerClient);
+            }
+            *n += 1;
+        }
+        Ok(())
     }
 
-    fn release(&self) {
+    fn release(&self, client: Option<IpAddr>) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = client {
+            let mut by = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = by.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by.remove(&ip);
+                }
+            }
+        }
     }
 }
 
 /// The `421 4.3.2` written to a connection over the limit.
 pub(crate) const TOO_MANY: &[u8] = b"421 4.3.2 Too many connections, try again later\r\n";
+
+/// The `421 4.7.0` written to a connection over its address's limit.
+pub(crate) const TOO_MANY_FROM_CLIENT: &[u8] =
+    b"421 4.7.0 Too many connections from your address, try again later\r\n";
 
 /// The CPUs this process may run on.
 pub(crate) fn allowed_cpus() -> Vec<usize> {
