@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// Timeout inside DATA/BDAT in seconds (default 600).
     #[arg(long, value_name = "SECS")]
     pub data_timeout: Option<u64>,
+    /// Octets per second a message body must keep up while more than half of
+    /// --max-connections is in use (default 500; 0 = no minimum).
+    #[arg(long, value_name = "BYTES")]
+    pub min_data_rate: Option<u64>,
     /// Protocol errors before 421 and close (default 20; 0 = no limit).
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u32>,
@@ -341,6 +345,9 @@ fn serve_config(
     }
     if let Some(v) = cli.data_timeout.or(file.data_timeout) {
         s.data_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = cli.min_data_rate.or(file.min_data_rate) {
+        s.min_data_rate = v;
     }
     if let Some(v) = cli.max_errors.or(file.max_errors) {
         s.max_errors = v;

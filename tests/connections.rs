@@ -142,3 +142,111 @@ fn shards_share_port_zero_and_two_listeners() {
     stopped.assert_success();
     assert_eq!(stopped.sink_summary().sessions, 102);
 }
+
+/// A raw client: connects, reads the greeting, says EHLO.
+fn greeted(port: u16) -> (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>) {
+    use std::io::{BufRead, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    (&s).write_all(b"EHLO t.example\r\n").unwrap();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("250 ") {
+            break;
+        }
+    }
+    (s, r)
+}
+
+/// Sends `bytes` one every `every`, for at most `limit`; returns the first line the server
+/// sent meanwhile (it ended the wait) and how long after the first octet it came.
+fn trickle(
+    s: &std::net::TcpStream,
+    r: &mut std::io::BufReader<std::net::TcpStream>,
+    bytes: &[u8],
+    every: Duration,
+) -> Option<(String, Duration)> {
+    use std::io::{BufRead, Write};
+    r.get_ref().set_nonblocking(true).unwrap();
+    let t0 = std::time::Instant::now();
+    for b in bytes {
+        if (&*s).write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(every);
+        let mut line = String::new();
+        if let Ok(n) = r.read_line(&mut line) {
+            if n > 0 {
+                return Some((line, t0.elapsed()));
+            }
+        }
+    }
+    None
+}
+
+/// A client trickling a command line one octet every 0.5 s used to live forever; the line
+/// must complete within --timeout of its first octet (issue 16, item 5).
+#[test]
+fn a_trickled_command_line_gets_421_within_the_timeout() {
+    for io in IO_MODES {
+        let server = Server::sink(io, &["--timeout", "2"]);
+        let (s, mut r) = greeted(server.port());
+        let got = trickle(&s, &mut r, &[b'N'; 12], Duration::from_millis(500));
+        let (line, after) = got.unwrap_or_else(|| panic!("{io}: 6 s of trickle and no reply"));
+        assert!(line.starts_with("421 4.4.2"), "{io}: {line}");
+        assert!(after < Duration::from_secs(4), "{io}: after {after:?}");
+        server.stop().assert_success();
+    }
+}
+
+/// Under stress (more than half of --max-connections in use) a message body must keep
+/// --min-data-rate; without stress the same slow body is fine (issue 16, item 5).
+#[test]
+fn a_slow_body_is_cut_only_under_stress() {
+    use std::io::Write;
+    for io in IO_MODES {
+        let server = Server::sink(
+            io,
+            &[
+                "--max-connections",
+                "4",
+                "--min-data-rate",
+                "1000",
+                "--timeout",
+                "30",
+            ],
+        );
+        let start_body = |s: &std::net::TcpStream, r: &mut std::io::BufReader<_>| {
+            (&*s)
+                .write_all(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+                .unwrap();
+            for want in ["250", "250", "354"] {
+                let mut line = String::new();
+                std::io::BufRead::read_line(r, &mut line).unwrap();
+                assert!(line.starts_with(want), "{line}");
+            }
+        };
+        // Alone: 1 of 4 connections, no stress: 3 s at 10 octets/s is fine.
+        let (s, mut r) = greeted(server.port());
+        start_body(&s, &mut r);
+        let got = trickle(&s, &mut r, &[b'x'; 30], Duration::from_millis(100));
+        assert!(got.is_none(), "{io}: cut without stress: {got:?}");
+        drop((s, r));
+        // With two more connections open (3 of 4): cut within a few seconds.
+        let _a = greeted(server.port());
+        let _b = greeted(server.port());
+        let (s, mut r) = greeted(server.port());
+        start_body(&s, &mut r);
+        let got = trickle(&s, &mut r, &[b'x'; 60], Duration::from_millis(100));
+        let (line, after) = got.unwrap_or_else(|| panic!("{io}: not cut under stress"));
+        assert!(line.starts_with("421 4.4.2"), "{io}: {line}");
+        assert!(after < Duration::from_secs(5), "{io}: after {after:?}");
+        drop((_a, _b));
+        server.stop().assert_success();
+    }
+}

@@ -519,3 +519,67 @@ fn follow_on_refusals_spare_the_error_budget() {
         "{out}"
     );
 }
+
+/// A command line gets the idle timeout from its first octet: a client trickling one octet
+/// at a time cannot keep a session alive (issue 16, item 5).
+#[test]
+fn a_trickled_command_line_cannot_extend_its_deadline() {
+    let mut h = Harness::new(SessionConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..SessionConfig::default()
+    });
+    let t0 = h.now;
+    h.feed(b"EHLO c\r\n", 100);
+    h.take_output();
+    for (i, b) in b"NOOPxxxxxx".iter().enumerate() {
+        h.now = t0 + Duration::from_secs(2 * i as u64);
+        h.feed(&[*b], 1);
+    }
+    // The last octet came at t0 + 18 s; the line began at t0.
+    assert_eq!(h.s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    h.s.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(h.s.is_closed());
+    h.pump();
+    assert_eq!(
+        h.take_output(),
+        "421 4.4.2 localhost Error: timeout exceeded\r\n"
+    );
+    // A line that completes resets it: the next one gets its own deadline.
+    let mut h = Harness::new(SessionConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..SessionConfig::default()
+    });
+    let t0 = h.now;
+    h.feed(b"EHLO c\r\nNO", 100);
+    h.now = t0 + Duration::from_secs(8);
+    h.feed(b"OP\r\nNO", 100);
+    assert_eq!(h.s.poll_timeout(), Some(t0 + Duration::from_secs(18)));
+}
+
+/// Under stress (the driver says so) a message body must keep `min_data_rate` after its
+/// first second; otherwise only the data timeout applies (issue 16, item 5).
+#[test]
+fn under_stress_a_body_must_keep_the_minimum_rate() {
+    let mut h = Harness::new(SessionConfig {
+        min_data_rate: 100,
+        data_timeout: Duration::from_secs(600),
+        ..SessionConfig::default()
+    });
+    let t0 = h.now;
+    h.feed(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+        100,
+    );
+    h.now = t0 + Duration::from_millis(200);
+    h.feed(&[b'x'; 50], 100);
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(t0 + Duration::from_millis(200) + Duration::from_secs(600))
+    );
+    h.s.set_stressed(true);
+    // 50 octets in: due by 1.5 s after the body began.
+    assert_eq!(h.s.poll_timeout(), Some(t0 + Duration::from_millis(1500)));
+    h.take_output();
+    h.s.handle_timeout(t0 + Duration::from_millis(1500));
+    assert!(h.s.is_closed());
+}

@@ -95,10 +95,15 @@ pub struct SessionConfig {
     /// before each further one spends the error budget, as Postfix's
     /// `smtpd_junk_command_limit` (0 = no limit).
     pub max_junk_commands: u32,
-    /// Silence allowed between commands before `421 4.4.2`.
+    /// Silence allowed between commands before `421 4.4.2`; also the most time a command line
+    /// may take from its first octet to its CRLF (a client trickling octets cannot extend it).
     pub idle_timeout: Duration,
     /// Silence allowed inside DATA or a BDAT chunk before `421 4.4.2`.
     pub data_timeout: Duration,
+    /// Octets per second a message body must keep up, after its first second, while the
+    /// server is under stress (`Session::set_stressed`): Postfix's `smtpd_min_data_rate`.
+    /// 0 = no minimum.
+    pub min_data_rate: u64,
     /// Bare CR / LF handling.
     pub bare_line_endings: BareLineEndings,
     /// EXPN answer.
@@ -126,6 +131,7 @@ impl Default for SessionConfig {
             max_junk_commands: 100,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            min_data_rate: 500,
             bare_line_endings: BareLineEndings::Reject,
             expn: ExpnPolicy::Disabled,
         }

@@ -32,7 +32,7 @@ pub use auth::Credentials;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use core::net::SocketAddr;
@@ -170,6 +170,13 @@ pub struct Session {
     rcpt_refused: bool,
     /// While skipping a line: the input seen so far ended with a CR (an LF next ends the line).
     skip_cr: bool,
+    /// When the first octet of the command line still incomplete arrived.
+    line_started: Option<Instant>,
+    /// When the current message body began (354, or the first BDAT chunk), and its octets.
+    data_started: Option<Instant>,
+    data_octets: u64,
+    /// The server is under stress: message bodies must keep `min_data_rate`.
+    stressed: bool,
     last_activity: Instant,
     /// Accounting, when observing is on.
     observations: Option<VecDeque<Observation>>,
@@ -216,6 +223,10 @@ impl Session {
             mail_refused: false,
             rcpt_refused: false,
             skip_cr: false,
+            line_started: None,
+            data_started: None,
+            data_octets: 0,
+            stressed: false,
             last_activity: now,
             observations: None,
             pending_verb: None,
@@ -348,11 +359,32 @@ impl Session {
         if !self.decisions.is_empty() || self.state == State::Closed {
             return None;
         }
-        let limit = match self.mode {
-            Mode::Data | Mode::Bdat(_) => self.config.data_timeout,
-            _ => self.config.idle_timeout,
+        let in_body = matches!(self.mode, Mode::Data | Mode::Bdat(_));
+        let limit = if in_body {
+            self.config.data_timeout
+        } else {
+            self.config.idle_timeout
         };
-        Some(self.last_activity + limit)
+        let mut deadline = self.last_activity + limit;
+        if let Some(started) = self.line_started {
+            // A command line gets the idle timeout from its first octet, however it trickles.
+            deadline = deadline.min(started + self.config.idle_timeout);
+        }
+        let rate = self.config.min_data_rate;
+        if let (true, true, Some(started)) = (in_body, self.stressed && rate > 0, self.data_started)
+        {
+            // Under stress a body must keep `rate` octets a second after its first second.
+            let due = Duration::from_secs_f64((self.data_octets + rate) as f64 / rate as f64);
+            deadline = deadline.min(started + due);
+        }
+        Some(deadline)
+    }
+
+    /// Tells the session whether the server is under stress (the driver decides: more than
+    /// half of its connection budget in use); message bodies must then keep the configured
+    /// minimum rate.
+    pub fn set_stressed(&mut self, stressed: bool) {
+        self.stressed = stressed;
     }
 
     /// Ends the session with `421 4.4.2` if its deadline has passed.
@@ -497,7 +529,29 @@ impl Session {
             // Nothing after QUIT or a 421 is read; report it consumed so the driver drops it.
             return input.len();
         }
+        if !input.is_empty() {
+            // Octets left over in command mode, not held for a decision: a partial line.
+            let partial = pos < input.len()
+                && self.decisions.is_empty()
+                && !self.starttls_pending
+                && matches!(self.mode, Mode::Command | Mode::AuthResponse(_));
+            if partial && pos > 0 {
+                // A line was completed in this input (a partial one consumes nothing): what
+                // is left is the start of the next one.
+                self.line_started = Some(now);
+            } else if partial {
+                self.line_started.get_or_insert(now);
+            } else {
+                self.line_started = None;
+            }
+        }
         pos
+    }
+
+    /// A message body begins now (354 given, or the first BDAT chunk taken).
+    pub(super) fn body_started(&mut self) {
+        self.data_started = Some(self.last_activity);
+        self.data_octets = 0;
     }
 
     fn resolve_fixups(&mut self, mut bytes_of: impl FnMut(std::ops::Range<usize>) -> Bytes) {
@@ -606,6 +660,7 @@ impl Session {
     /// Clears the envelope and body and returns to command mode after a greeting.
     fn end_transaction(&mut self) {
         self.rcpt_refused = false;
+        self.data_started = None;
         self.envelope.clear();
         self.body = None;
         if !matches!(self.mode, Mode::SkipLine) {

@@ -134,6 +134,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             break;
         }
         input.settle(&session);
+        session.set_stressed(shard.limit.stressed());
         let deadline = session.poll_timeout();
         // Watched whenever idle: a drain that began after the check above still wakes us.
         let watch_drain = is_idle(&session);

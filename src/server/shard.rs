@@ -213,6 +213,11 @@ impl ConnLimit {
         Ok(())
     }
 
+    /// More than half of `--max-connections` is in use (never when it is unlimited).
+    pub fn stressed(&self) -> bool {
+        self.max != usize::MAX && self.open.load(Ordering::Relaxed) > self.max / 2
+    }
+
     fn release(&self, client: Option<IpAddr>) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = client {

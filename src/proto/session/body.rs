@@ -13,6 +13,7 @@ impl Session {
             return 0;
         };
         let r = body.scanner.scan(&input[pos..], &mut self.pieces);
+        self.data_octets += r.consumed as u64;
         self.emit_pieces(pos);
         if r.done {
             self.finish_body();
@@ -28,6 +29,7 @@ impl Session {
         let avail = (input.len() - pos) as u64;
         let take = chunk.remaining.min(avail) as usize;
         chunk.remaining -= take as u64;
+        self.data_octets += take as u64;
         let accept = chunk.refusal.is_none();
         let done = chunk.remaining == 0;
         if accept {

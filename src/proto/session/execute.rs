@@ -423,6 +423,7 @@ impl Session {
                 || self.rcpt_refused && self.state == State::ExpectRcpt);
         if refusal.is_none() && self.state == State::ExpectRcptOrData {
             self.observe(Observation::DataStart);
+            self.body_started();
             self.state = State::InBdat;
             self.body = Some(Body {
                 scanner: self.new_scanner(Framing::Chunked),
@@ -513,6 +514,7 @@ impl Session {
                     reply.unwrap_or_else(|| Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
                 if reply.class() == 3 {
                     self.observe(Observation::DataStart);
+                    self.body_started();
                     self.state = State::InData;
                     self.mode = Mode::Data;
                     self.body = Some(Body {
