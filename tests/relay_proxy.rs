@@ -658,12 +658,19 @@ fn upstream_down() {
             .and_then(|r| r.split(')').next())
             .expect("an incident id")
             .to_string();
-        let logged = server
-            .stderr()
-            .lines()
-            .find(|l| l.contains(&format!("incident {id}:")))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("{io}: incident {id} not on stderr: {}", server.stderr()));
+        // stderr is read by a thread of the harness: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let logged = loop {
+            let err = server.stderr();
+            if let Some(l) = err.lines().find(|l| l.contains(&format!("incident {id}:"))) {
+                break l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{io}: incident {id} not on stderr: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(logged.contains(&dead.to_string()), "{io}: {logged}");
         // The session stays usable, and the next attempt fails the same way.
         let (code, _) = c.cmd("MAIL FROM:<a@example.com>");
