@@ -151,31 +151,50 @@ fn second_signal_exits_at_once() {
 }
 
 /// `--drain-timeout 1`: a transaction that never finishes delays the exit by about a second,
-/// not more.
+/// not more, and its client is told 421 4.3.2 (not left with a bare close).
 #[test]
 fn drain_timeout_bounds_the_exit() {
-    let server = Server::sink("epoll", &["--drain-timeout", "1"]);
-    let mut peer = Peer::python(
-        "lifecycle.py",
-        &port_args(server.port(), &["stuck-in-data"]),
-    );
-    peer.wait_for_line("READY", Duration::from_secs(20));
-    let t0 = Instant::now();
-    server.signal(libc::SIGTERM);
-    let stopped = server.wait(Duration::from_secs(10), t0);
-    eprintln!(
-        "drain timeout: exit {:?} after {:?}",
-        stopped.status, stopped.took
-    );
-    assert!(
-        stopped.took >= Duration::from_millis(800) && stopped.took < Duration::from_secs(5),
-        "exit after {:?} with --drain-timeout 1",
-        stopped.took
-    );
-    // The stuck session counts although its shard never finished (it printed 0 before).
-    let sum = stopped.sink_summary();
-    assert_eq!((sum.sessions, sum.messages), (1, 0), "{sum:?}");
-    drop(peer);
+    for io in ["epoll", "uring"] {
+        let server = Server::sink(io, &["--drain-timeout", "1"]);
+        let mut c = connect(server.port());
+        assert!(read_reply(&mut c).unwrap().starts_with("220"));
+        for (line, code) in [
+            ("EHLO stuck.example\r\n", "250"),
+            ("MAIL FROM:<a@example.org>\r\n", "250"),
+            ("RCPT TO:<b@example.org>\r\n", "250"),
+            ("DATA\r\n", "354"),
+        ] {
+            send(&mut c, line);
+            let reply = read_reply(&mut c).unwrap();
+            assert!(reply.starts_with(code), "{io}: {line:?} -> {reply:?}");
+        }
+        send(&mut c, "Subject: in flight\r\n\r\nthe rest never comes\r\n");
+        let t0 = Instant::now();
+        server.signal(libc::SIGTERM);
+        let reply = read_reply(&mut c);
+        let told = t0.elapsed();
+        let reply =
+            reply.unwrap_or_else(|| panic!("{io}: EOF instead of 421 at the drain timeout"));
+        assert!(reply.starts_with("421 4.3.2"), "{io}: {reply:?}");
+        assert!(
+            told >= Duration::from_millis(800),
+            "{io}: 421 after {told:?}"
+        );
+        assert_eof(&mut c, io);
+        let stopped = server.wait(Duration::from_secs(10), t0);
+        eprintln!(
+            "{io} drain timeout: 421 after {told:?}, exit {:?} after {:?}",
+            stopped.status, stopped.took
+        );
+        assert!(
+            stopped.took < Duration::from_secs(5),
+            "{io}: exit after {:?} with --drain-timeout 1",
+            stopped.took
+        );
+        // The stuck session counts, and its message does not.
+        let sum = stopped.sink_summary();
+        assert_eq!((sum.sessions, sum.messages), (1, 0), "{io}: {sum:?}");
+    }
 }
 
 fn smtpd(args: &[&str]) -> Server {

@@ -725,6 +725,51 @@ fn upstream_never_answers_the_dot() {
     }
 }
 
+/// SIGTERM while the upstream sits on the dot: once the drain timeout passes the client is
+/// told 421 4.3.2 (never 250, never a bare close) and the process exits.
+#[test]
+fn drain_timeout_while_upstream_hangs() {
+    for io in IO_MODES {
+        let mut up = Scripted::start("hang-eod");
+        let server = proxy(
+            io,
+            &[up.port],
+            &["--upstream-timeout", "60", "--drain-timeout", "1"],
+        );
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        c.ok("MAIL FROM:<a@example.com>");
+        c.ok("RCPT TO:<b@example.com>");
+        let (code, line) = c.cmd("DATA");
+        assert_eq!(code, 354, "{io}: {line}");
+        let mut wire = stuff(&tagged("drain"));
+        wire.extend_from_slice(b".\r\n");
+        c.send(&wire);
+        up.wait_for("HANGING 1 drain");
+        let t0 = Instant::now();
+        server.signal(libc::SIGTERM);
+        let (code, line) = c.reply();
+        let told = t0.elapsed();
+        assert_eq!(code, 421, "{io}: {line}");
+        assert!(line.starts_with("421 4.3.2"), "{io}: {line}");
+        assert!(told < Duration::from_secs(5), "{io}: 421 after {told:?}");
+        let mut rest = String::new();
+        assert_eq!(
+            std::io::BufRead::read_line(&mut c.r, &mut rest).unwrap_or(0),
+            0,
+            "{io}: {rest:?}"
+        );
+        let stopped = server.wait(Duration::from_secs(10), t0);
+        assert!(
+            stopped.took < Duration::from_secs(5),
+            "{io}: {:?}",
+            stopped.took
+        );
+        let seen = up.finish();
+        assert!(seen.delivered.is_empty(), "{io}");
+    }
+}
+
 /// The upstream closes the connection in the middle of the message: 4xx at the dot, and
 /// nothing delivered; the next message goes through on a new connection.
 #[test]

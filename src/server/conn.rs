@@ -15,7 +15,7 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -28,6 +28,9 @@ use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
 use crate::proto::{EnhancedCode, Reply, Session, State};
 use crate::rt;
+
+/// Past the drain timeout, how long the last replies get to be written.
+const ABANDON_FLUSH: Duration = Duration::from_secs(1);
 
 /// Output queued beyond this waits for the peer to read before more input is taken.
 const OUTPUT_HIGH: usize = 64 * 1024;
@@ -56,6 +59,8 @@ enum Woke {
     Input(io::Result<Option<Bytes>>),
     Timer,
     Drain,
+    /// The drain timeout passed with the session still open.
+    Abandon,
 }
 
 /// Serves one accepted connection until it closes.
@@ -99,7 +104,18 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
                 Poll::Ready(reply) => reply,
                 Poll::Pending => {
                     send_output(&stream, &mut session, &shard, metrics);
-                    future.await
+                    match answer_or_abandon(&mut future, &shard, key).await {
+                        Some(reply) => reply,
+                        None => {
+                            // The drain timeout passed: say 421 rather than a bare close.
+                            drop(future);
+                            pending.clear();
+                            session.close_with(shutdown_reply(&session));
+                            finish_pending(&mut session, &mut conn, &mut pending, &shard, key)
+                                .await;
+                            break;
+                        }
+                    }
                 }
             };
             if needs_reply {
@@ -157,6 +173,9 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             if watch_drain && shard.poll_drain(key, cx).is_ready() {
                 return Poll::Ready(Woke::Drain);
             }
+            if shard.poll_abandon(key, cx).is_ready() {
+                return Poll::Ready(Woke::Abandon);
+            }
             Poll::Pending
         })
         .await;
@@ -174,7 +193,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             Woke::Timer => {
                 session.handle_timeout(rt::now());
                 if session.is_closed() {
-                    finish_pending(&mut session, &mut conn, &mut pending).await;
+                    finish_pending(&mut session, &mut conn, &mut pending, &shard, key).await;
                     break;
                 }
                 // Fired early (the deadline moved on): wait for the real one.
@@ -182,9 +201,10 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
                     t.reset(d);
                 }
             }
-            Woke::Drain => {
+            Woke::Drain | Woke::Abandon => {
+                // Idle when the drain began, or still busy (mid-message) when its time ran out.
                 session.close_with(shutdown_reply(&session));
-                finish_pending(&mut session, &mut conn, &mut pending).await;
+                finish_pending(&mut session, &mut conn, &mut pending, &shard, key).await;
                 break;
             }
         }
@@ -196,7 +216,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             EnhancedCode::new(4, 4, 0),
             "connection lost",
         ));
-        finish_pending(&mut session, &mut conn, &mut pending).await;
+        finish_pending(&mut session, &mut conn, &mut pending, &shard, key).await;
     }
     if silent {
         // What the session says last is counted, not sent.
@@ -208,8 +228,13 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         stream.goodbye();
     }
     // What was queued goes out (the 220 before a failed STARTTLS, the 221 after QUIT), within
-    // the idle timeout: a peer that does not read must not keep the task alive.
-    let limit = session.config().idle_timeout;
+    // the idle timeout: a peer that does not read must not keep the task alive. Past the
+    // drain timeout the process is about to go: a moment is all it gets.
+    let limit = if shard.abandoned() {
+        ABANDON_FLUSH
+    } else {
+        session.config().idle_timeout
+    };
     let _ = rt::timeout(limit, flush(&stream)).await;
     stream.close();
     if let (Some(obs), Some(rec)) = (observer.as_mut(), &shard.metrics) {
@@ -331,13 +356,25 @@ fn dispatch<C: Connection>(session: &mut Session, conn: &mut C, pending: &mut An
     progressed
 }
 
-/// Ends a closing session's events: awaits what is pending, then hands over the rest.
-async fn finish_pending<C: Connection>(session: &mut Session, conn: &mut C, pending: &mut Answers) {
+/// Ends a closing session's events: awaits what is pending, then hands over the rest. Once
+/// the drain timeout has passed it waits for nothing: answers still pending are dropped and
+/// the session closes with 421 (if it had not closed already).
+async fn finish_pending<H: Service>(
+    session: &mut Session,
+    conn: &mut H::Conn,
+    pending: &mut Answers,
+    shard: &Shard<H>,
+    key: usize,
+) {
     loop {
-        while let Some((future, needs_reply)) = pending.pop_front() {
-            let reply = future.await;
-            if needs_reply {
-                session.handler_reply(reply);
+        while let Some((mut future, needs_reply)) = pending.pop_front() {
+            match answer_or_abandon(&mut future, shard, key).await {
+                Some(reply) if needs_reply => session.handler_reply(reply),
+                Some(_) => {}
+                None => {
+                    pending.clear();
+                    session.close_with(shutdown_reply(session));
+                }
             }
         }
         dispatch(session, conn, pending);
@@ -345,4 +382,22 @@ async fn finish_pending<C: Connection>(session: &mut Session, conn: &mut C, pend
             break;
         }
     }
+}
+
+/// Awaits a pending answer; `None` if the drain timeout passes first.
+async fn answer_or_abandon<H: Service>(
+    future: &mut Pending,
+    shard: &Shard<H>,
+    key: usize,
+) -> Option<Option<Reply>> {
+    poll_fn(|cx| {
+        if let Poll::Ready(reply) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(reply));
+        }
+        if shard.poll_abandon(key, cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }

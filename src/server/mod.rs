@@ -39,6 +39,9 @@ use crate::proto::SessionConfig;
 use process::{raise_fd_limit, wait_signal, Signals};
 use shard_thread::ShardStart;
 
+/// After the drain timeout, how long connections get to say 421 and close.
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
+
 /// Which event loop the shards run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -266,6 +269,7 @@ impl<H: Service> HandledBuilder<H> {
             }
         }
         let (drain_tx, drain_rx) = watch::channel(false);
+        let abandon = Arc::new(watch::channel(false).0);
         let (hub, admin) = match &cfg.metrics {
             None => (None, None),
             Some(m) => {
@@ -299,6 +303,7 @@ impl<H: Service> HandledBuilder<H> {
             listeners: per_shard,
             local_addrs,
             drain: Arc::new(drain_tx),
+            abandon,
             hub,
             admin,
         })
@@ -320,6 +325,8 @@ pub struct Server<H> {
     listeners: Vec<Vec<std::net::TcpListener>>,
     local_addrs: Vec<SocketAddr>,
     drain: Arc<watch::Sender<bool>>,
+    /// Raised when the drain timeout has passed: connections stop waiting for handlers.
+    abandon: Arc<watch::Sender<bool>>,
     hub: Option<Arc<Hub>>,
     admin: Option<AdminListener>,
 }
@@ -422,6 +429,7 @@ impl<H: Service> Server<H> {
                 factory: self.factory.clone(),
                 session: session.clone(),
                 drain: self.drain.subscribe(),
+                abandon: self.abandon.subscribe(),
                 limit: limit.clone(),
                 hub: self.hub.clone(),
                 tls: self.config.tls.clone(),
@@ -469,6 +477,7 @@ impl<H: Service> Server<H> {
             }
         }
         let drain = self.drain.clone();
+        let abandon = self.abandon.clone();
         let timeout = self.config.drain_timeout;
         let drained = control.block_on(async move {
             let mut signals = signals;
@@ -490,14 +499,22 @@ impl<H: Service> Server<H> {
                     finished += 1;
                 }
             };
-            tokio::select! {
-                _ = all_done => true,
+            tokio::pin!(all_done);
+            let drained = tokio::select! {
+                _ = &mut all_done => true,
                 _ = tokio::time::sleep(timeout) => false,
                 _ = wait_signal(&mut signals) => {
                     eprintln!("ringrelay: second signal, exiting at once");
                     std::process::exit(1);
                 }
+            };
+            if !drained {
+                // Connections still waiting for their handler (an upstream that hangs) are
+                // told 421 before the process goes, rather than left to a bare close.
+                abandon.send_replace(true);
+                let _ = tokio::time::timeout(ABANDON_GRACE, &mut all_done).await;
             }
+            drained
         });
         drop(admin);
         Ok(RunReport { drained })

@@ -31,6 +31,10 @@ pub(crate) struct Shard<H> {
     pub drain: watch::Receiver<bool>,
     /// The shard has seen the drain (set by `watch_drain`).
     draining: Cell<bool>,
+    /// Becomes true when the drain timeout has passed: stop waiting for handlers.
+    abandon: watch::Receiver<bool>,
+    /// The shard has seen the abandon signal.
+    abandoned: Cell<bool>,
     /// Open connections, keyed by slab index, with the waker of the connection's task while
     /// it waits idle (woken when the drain begins).
     pub conns: RefCell<Slab<ConnEntry>>,
@@ -53,6 +57,7 @@ impl<H: Service> Shard<H> {
         session_config: Arc<SessionConfig>,
         handler: H,
         drain: watch::Receiver<bool>,
+        abandon: watch::Receiver<bool>,
         limit: Arc<ConnLimit>,
         metrics: Option<ShardRecorder>,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -62,6 +67,8 @@ impl<H: Service> Shard<H> {
             handler: Rc::new(RefCell::new(handler)),
             drain,
             draining: Cell::new(false),
+            abandon,
+            abandoned: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(64)),
             limit,
             idle: Notify::new(),
@@ -90,7 +97,7 @@ impl<H: Service> Shard<H> {
             m.record().counters.connections_accepted += 1;
         }
         Ok(self.conns.borrow_mut().insert(ConnEntry {
-            idle: None,
+            waker: None,
             per_client,
         }))
     }
@@ -129,30 +136,57 @@ impl<H: Service> Shard<H> {
         self.draining.get() || *self.drain.borrow()
     }
 
+    /// True once the drain timeout has passed.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.get() || *self.abandon.borrow()
+    }
+
     /// Ready once draining started; otherwise connection `key` is woken when it does.
     pub fn poll_drain(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
         if self.draining.get() {
             return Poll::Ready(());
         }
-        if let Some(e) = self.conns.borrow_mut().get_mut(key) {
-            match &e.idle {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => e.idle = Some(cx.waker().clone()),
-            }
-        }
+        self.register(key, cx);
         Poll::Pending
     }
 
-    /// Waits for the process-wide drain signal, then wakes every connection waiting idle.
+    /// Ready once the drain timeout has passed; otherwise connection `key` is woken then.
+    pub fn poll_abandon(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
+        if self.abandoned.get() {
+            return Poll::Ready(());
+        }
+        self.register(key, cx);
+        Poll::Pending
+    }
+
+    fn register(&self, key: usize, cx: &mut Context<'_>) {
+        if let Some(e) = self.conns.borrow_mut().get_mut(key) {
+            match &e.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => e.waker = Some(cx.waker().clone()),
+            }
+        }
+    }
+
+    /// Waits for the process-wide drain signal, then wakes every connection waiting idle;
+    /// then for the end of the drain timeout, and wakes every connection still waiting.
     pub async fn watch_drain(&self) {
         let mut drain = self.drain.clone();
         let _ = drain.wait_for(|&d| d).await;
         self.draining.set(true);
+        self.wake_all();
+        let mut abandon = self.abandon.clone();
+        let _ = abandon.wait_for(|&a| a).await;
+        self.abandoned.set(true);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         let wakers: Vec<Waker> = self
             .conns
             .borrow_mut()
             .iter_mut()
-            .filter_map(|(_, e)| e.idle.take())
+            .filter_map(|(_, e)| e.waker.take())
             .collect();
         for w in wakers {
             w.wake();
@@ -163,8 +197,9 @@ impl<H: Service> Shard<H> {
 /// One open connection, as the shard knows it.
 #[derive(Debug)]
 pub(crate) struct ConnEntry {
-    /// The connection's waker while it waits idle.
-    idle: Option<Waker>,
+    /// The connection's waker while it waits (idle, for the drain; on its handler, for the
+    /// end of the drain timeout).
+    waker: Option<Waker>,
     /// The client's address, when it counts against `--max-connections-per-client`.
     per_client: Option<IpAddr>,
 }

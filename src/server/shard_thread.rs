@@ -26,6 +26,7 @@ pub(super) struct ShardStart<H> {
     pub factory: Factory<H>,
     pub session: Arc<SessionConfig>,
     pub drain: watch::Receiver<bool>,
+    pub abandon: watch::Receiver<bool>,
     pub limit: Arc<ConnLimit>,
     pub hub: Option<Arc<Hub>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -43,17 +44,18 @@ impl<H: Service> ShardStart<H> {
         let ready = self.ready.clone();
         let (listeners, shard_ready) = (self.listeners, self.ready);
         // One shard state for either event loop, built on the shard's own thread.
-        let (session, factory, drain, limit, hub, tls) = (
+        let (session, factory, drain, abandon, limit, hub, tls) = (
             self.session,
             self.factory,
             self.drain,
+            self.abandon,
             self.limit,
             self.hub,
             self.tls,
         );
         let make_shard = move || {
             let metrics = hub.map(|h| ShardRecorder::new(h, index));
-            Shard::new(session, factory(index), drain, limit, metrics, tls)
+            Shard::new(session, factory(index), drain, abandon, limit, metrics, tls)
         };
         let result = match self.driver {
             Driver::Uring => Engine::new(&self.engine).map(|engine| {
