@@ -520,6 +520,53 @@ fn follow_on_refusals_spare_the_error_budget() {
     );
 }
 
+/// A handler that fails a BDAT transaction at the end of an intermediate chunk (a relay whose
+/// upstream dropped): that chunk gets the refusal, the transaction is reset, the chunks the
+/// client pipelined behind it get the same reply without spending the error budget, and the
+/// next MAIL starts clean (RFC 3030 §4.2).
+#[test]
+fn a_chunk_refused_by_the_handler_fails_the_transaction() {
+    let config = SessionConfig {
+        max_errors: 3,
+        ..SessionConfig::default()
+    };
+    let lost = Reply::new(451, EnhancedCode::new(4, 4, 2), "Upstream connection lost");
+    let mut chunks = 0;
+    let mut h = Harness::new(config).with_policy(move |ev, _| match ev {
+        Event::ChunkEnd => {
+            chunks += 1;
+            (chunks == 2).then(|| lost.clone())
+        }
+        _ => None,
+    });
+    let mut input = String::from("EHLO c.example\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+    input.push_str("BDAT 3\r\nabcBDAT 3\r\ndefBDAT 2\r\nghBDAT 2\r\nijBDAT 1 LAST\r\nk");
+    input.push_str("NOOP\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 2 LAST\r\nok");
+    let out = h.feed(input.as_bytes(), usize::MAX).take_output();
+    let replies: Vec<&str> = out.lines().skip(8).collect();
+    assert_eq!(
+        replies,
+        [
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "250 2.0.0 Ok: 3 octets received",
+            "451 4.4.2 Upstream connection lost",
+            "451 4.4.2 Upstream connection lost",
+            "451 4.4.2 Upstream connection lost",
+            "451 4.4.2 Upstream connection lost",
+            "250 2.0.0 Ok",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "250 2.0.0 Ok: queued",
+        ],
+        "{out}"
+    );
+    assert_eq!(h.s.error_count(), 0, "{out}");
+    assert_eq!(h.events.iter().filter(|e| **e == Event::Reset).count(), 1);
+    // Only the second transaction's message reached the end of data, and whole.
+    assert_eq!(h.messages, [b"ok".to_vec()]);
+}
+
 /// A command line gets the idle timeout from its first octet: a client trickling one octet
 /// at a time cannot keep a session alive (issue 16, item 5).
 #[test]

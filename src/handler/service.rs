@@ -154,7 +154,7 @@ impl<H: Handler> Connection for HandlerConn<H> {
                 h.reset(session);
                 None
             }
-            Event::Quit => None,
+            Event::Quit | Event::ChunkEnd => None,
         })
     }
 

@@ -27,6 +27,11 @@ pub enum Event {
     /// *Decision*: the whole body arrived (after CRLF.CRLF or BDAT LAST); default `250 2.0.0`.
     /// The transaction ends whatever the answer.
     DataEnd,
+    /// *Decision*: every octet of an intermediate BDAT chunk arrived (its `DataChunk` events
+    /// came first); default `250 2.0.0 Ok: N octets received`. A 4xx/5xx answer fails the
+    /// transaction at once (RFC 3030 §4.2): the chunk gets it, `Reset` follows, and the
+    /// chunks the client already pipelined after it get the same reply.
+    ChunkEnd,
     /// Notification: the transaction was abandoned (RSET, HELO/EHLO, a refused body, timeout,
     /// too many errors); chunks already delivered for it are void.
     Reset,

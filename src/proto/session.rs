@@ -73,6 +73,8 @@ enum Awaiting {
     Rcpt,
     DataStart,
     DataEnd,
+    /// The end of an intermediate BDAT chunk of this many octets.
+    ChunkEnd(u64),
     Auth,
 }
 
@@ -168,6 +170,10 @@ pub struct Session {
     /// A recipient of this transaction was refused: DATA or BDAT with none accepted gets its
     /// 554 without spending the error budget.
     rcpt_refused: bool,
+    /// The handler failed this BDAT transaction at the end of a chunk: the chunks that follow
+    /// (a pipelining client sent them already) get the same reply without spending the error
+    /// budget. Cleared by the next MAIL, RSET or HELO/EHLO.
+    failed_chunks: Option<Reply>,
     /// While skipping a line: the input seen so far ended with a CR (an LF next ends the line).
     skip_cr: bool,
     /// When the first octet of the command line still incomplete arrived.
@@ -222,6 +228,7 @@ impl Session {
             junk: 0,
             mail_refused: false,
             rcpt_refused: false,
+            failed_chunks: None,
             skip_cr: false,
             line_started: None,
             data_started: None,
@@ -484,6 +491,7 @@ impl Session {
         self.tls = true;
         self.abort_transaction();
         self.mail_refused = false;
+        self.failed_chunks = None;
         self.helo = None;
         self.esmtp = false;
         self.authenticated = None;

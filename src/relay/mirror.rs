@@ -164,6 +164,9 @@ impl Connection for RelayConn {
                     None
                 }))
             }
+            // A message that will fail anyway (upstream gone, DATA refused, a loop) fails
+            // now, so the client stops sending its chunks.
+            Event::ChunkEnd => Answer::Now(self.tx.chunk_verdict()),
             Event::DataEnd => {
                 // An empty BDAT message opens the upstream's DATA only now.
                 let opening = self.bdat_opening(session);

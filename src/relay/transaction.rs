@@ -307,6 +307,33 @@ impl Transaction {
         }
     }
 
+    /// Our verdict at the end of an intermediate BDAT chunk: the reason the message will be
+    /// refused at its end, when already known — a failed write, a refused DATA, a loop, or
+    /// an upstream that closed or spoke while it owed no reply (its connection is then
+    /// closed). `None` while the message is still on its way.
+    pub fn chunk_verdict(&self) -> Option<Reply> {
+        let dropped = {
+            let st = self.state();
+            st.failed.is_none()
+                && st.data_open
+                && self
+                    .0
+                    .up
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|up| up.client.has_unsolicited_input())
+        };
+        if dropped {
+            if let Some(up) = self.lease() {
+                up.discard();
+            }
+            let mut st = self.state();
+            st.data_open = false;
+            st.failed = Some(unavailable("Upstream connection lost"));
+        }
+        self.state().failed.clone()
+    }
+
     /// The end of the message: `last` (the final pieces) and the terminator go upstream in
     /// one write, its reply becomes ours, and the connection goes back to the pool.
     pub async fn end_data(&self, last: Vec<Bytes>) -> Reply {

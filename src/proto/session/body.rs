@@ -74,8 +74,28 @@ impl Session {
             }
             self.finish_body();
         } else {
-            let text = format!("Ok: {} octets received", chunk.size);
-            self.write(&Reply::new(250, EnhancedCode::new(2, 0, 0), text));
+            self.decide(Awaiting::ChunkEnd(chunk.size), Event::ChunkEnd);
+        }
+    }
+
+    /// The handler's verdict on an intermediate BDAT chunk: the default `250`, or a refusal
+    /// that fails the whole transaction (RFC 3030 §4.2) and answers its remaining chunks.
+    pub(super) fn apply_chunk_verdict(&mut self, size: u64, reply: Option<Reply>) {
+        match reply {
+            Some(r) if r.class() >= 4 => {
+                self.abort_transaction();
+                self.observe(Observation::Message {
+                    code: r.code(),
+                    size: None,
+                });
+                self.write(&r);
+                self.failed_chunks = Some(r);
+            }
+            Some(r) if r.class() == 2 => self.write(&r),
+            _ => {
+                let text = format!("Ok: {size} octets received");
+                self.write(&Reply::new(250, EnhancedCode::new(2, 0, 0), text));
+            }
         }
     }
 

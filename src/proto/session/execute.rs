@@ -134,6 +134,7 @@ impl Session {
             Command::Rset => {
                 self.abort_transaction();
                 self.mail_refused = false;
+                self.failed_chunks = None;
                 self.write(&Reply::new(250, esc(2, 0, 0), "Ok"));
                 self.junk();
             }
@@ -256,6 +257,7 @@ impl Session {
 
     fn mail(&mut self, from: ReversePath, params: Vec<String>) {
         self.mail_refused = false;
+        self.failed_chunks = None;
         match self.state {
             State::ExpectHelo => {
                 return self.protocol_error(bad_sequence("Error: send HELO/EHLO first"))
@@ -403,11 +405,13 @@ impl Session {
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
-        let refusal = if !self.extensions.chunking || !self.esmtp {
+        let offered = self.extensions.chunking && self.esmtp;
+        let refusal = if !offered {
             Some(Reply::new(502, esc(5, 5, 1), "Error: BDAT not offered"))
         } else {
             match self.state {
                 State::ExpectRcptOrData | State::InBdat => None,
+                State::ExpectMail if self.failed_chunks.is_some() => self.failed_chunks.clone(),
                 State::ExpectRcpt => {
                     Some(Reply::new(554, esc(5, 5, 1), "Error: no valid recipients"))
                 }
@@ -417,9 +421,9 @@ impl Session {
         // Every chunk of a BDAT transaction whose MAIL or recipients were refused gets the
         // same answer; only the first one is the client's mistake, if any is.
         let follow_on = refusal.is_some()
-            && self.extensions.chunking
-            && self.esmtp
-            && (self.mail_refused && self.state == State::ExpectMail
+            && offered
+            && ((self.mail_refused || self.failed_chunks.is_some())
+                && self.state == State::ExpectMail
                 || self.rcpt_refused && self.state == State::ExpectRcpt);
         if refusal.is_none() && self.state == State::ExpectRcptOrData {
             self.observe(Observation::DataStart);
@@ -479,6 +483,7 @@ impl Session {
                 }
                 self.abort_transaction();
                 self.mail_refused = false;
+                self.failed_chunks = None;
                 self.esmtp = extended;
                 let text = if extended {
                     self.ehlo_text(&name)
@@ -525,6 +530,7 @@ impl Session {
                 self.write(&reply);
             }
             Awaiting::Auth => self.apply_auth(reply),
+            Awaiting::ChunkEnd(size) => self.apply_chunk_verdict(size, reply),
             Awaiting::DataEnd => {
                 let reply = reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued"));
                 self.observe(Observation::Message {
