@@ -37,6 +37,10 @@ MODE says how it misbehaves:
                 many complete lines were already waiting behind it (pipelined)
   no-pipelining a normal server without PIPELINING in its EHLO reply; before answering each
                 MAIL, RCPT and DATA it waits 0.05 s and reports the lines waiting behind it
+  chaos         each DATA picks one of ok (most often), extra-after-dot, extra-while-idle,
+                idle-421, idle-close, drop-mid-data, data-451 and eod-452 at random
+                (--seed, per connection), for soak tests
+With --record FILE every delivered message is appended to FILE before its 250 is sent.
 
 Output lines (flushed as they happen):
   ready
@@ -55,6 +59,7 @@ Exits on stdin EOF or after --lifetime seconds (default 120), printing "exit".
 """
 import argparse
 import hashlib
+import random
 import re
 import socket
 import sys
@@ -65,10 +70,25 @@ ap = argparse.ArgumentParser()
 ap.add_argument("port", type=int)
 ap.add_argument("mode")
 ap.add_argument("--lifetime", type=float, default=120)
+ap.add_argument("--record")
+ap.add_argument("--seed", type=int, default=1)
 args = ap.parse_args()
 mode = args.mode
 
+CHAOS = [
+    ("ok", 60), ("extra-after-dot", 6), ("extra-while-idle", 6), ("idle-421", 6),
+    ("idle-close", 6), ("drop-mid-data", 6), ("data-451", 5), ("eod-452", 5),
+]
+
 out_lock = threading.Lock()
+record_lock = threading.Lock()
+
+
+def record(content):
+    if args.record:
+        with record_lock, open(args.record, "ab") as f:
+            f.write(content + b"\r\n\r\n")
+            f.flush()
 
 
 def say(line):
@@ -88,7 +108,14 @@ class Conn:
         self.s = sock
         self.k = k
         self.buf = b""
+        self.rng = random.Random(args.seed * 100003 + k)
         sock.settimeout(60)
+
+    def pick(self):
+        """The behaviour for this message: the mode, or in chaos mode a random one."""
+        if mode != "chaos":
+            return mode
+        return self.rng.choices([m for m, _ in CHAOS], [w for _, w in CHAOS])[0]
 
     def send(self, text):
         self.s.sendall(text.encode() + b"\r\n")
@@ -121,15 +148,16 @@ class Conn:
             self.s.settimeout(60)
         return self.buf.count(b"\r\n")
 
-    def data(self):
-        """Reads the message up to the final dot; returns the unstuffed content."""
+    def data(self, m):
+        """Reads the message up to the final dot; returns the unstuffed content (None when
+        behaviour `m` drops the connection instead)."""
         lines = []
         total = 0
         try:
             while True:
                 line = self.line()
                 total += len(line) + 2
-                if mode == "drop-mid-data" and total >= 64:
+                if m == "drop-mid-data" and total >= 64:
                     return None
                 if line == b".":
                     break
@@ -208,58 +236,60 @@ class Conn:
                     rcpts += 1
                     self.send("250 2.1.5 recipient ok")
             elif verb == b"DATA":
-                if mode == "data-554":
+                m = self.pick()
+                if m == "data-554":
                     self.send("554 5.3.0 no data for you")
                     continue
-                if mode == "data-451":
+                if m == "data-451":
                     self.send("451 4.3.0 cannot take data now")
                     continue
-                if mode == "data-334":
+                if m == "data-334":
                     self.send("334 go on then")
                     continue
-                if mode == "data-250":
+                if m == "data-250":
                     self.send("250 2.0.0 whatever")
                     continue
                 if rcpts == 0:
                     self.send("554 5.5.1 no valid recipients")
                     continue
                 self.send("354 go ahead")
-                if mode == "stall-data":
+                if m == "stall-data":
                     say("STALLED %d" % k)
                     time.sleep(60)
                     return
-                content = self.data()
+                content = self.data(m)
                 if content is None:
                     say("DROPPED %d" % k)
                     return
                 tok = token_of(content)
-                if mode == "hang-eod":
+                if m == "hang-eod":
                     say("HANGING %d %s" % (k, tok))
                     time.sleep(60)
                     return
-                if mode == "slow-eod":
+                if m == "slow-eod":
                     say("SLOW %d %s" % (k, tok))
                     time.sleep(1.5)
-                if mode == "eod-554":
+                if m == "eod-554":
                     say("REFUSED %d 554 %s" % (k, tok))
                     self.send("554 5.6.0 content refused")
-                elif mode == "eod-452":
+                elif m == "eod-452":
                     say("REFUSED %d 452 %s" % (k, tok))
                     self.send("452 4.3.1 insufficient storage, later")
                 else:
+                    record(content)
                     say(
                         "DELIVERED %d %s %d %s"
                         % (k, hashlib.sha256(content).hexdigest(), len(content), tok)
                     )
                     self.send("250 2.0.0 delivered")
-                    if mode == "extra-after-dot":
+                    if m == "extra-after-dot":
                         self.send("250 2.0.0 extra")
-                    elif mode == "extra-while-idle":
+                    elif m == "extra-while-idle":
                         time.sleep(0.1)
                         self.send("250 2.0.0 extra")
-                    if mode in ("idle-421", "idle-close"):
+                    if m in ("idle-421", "idle-close"):
                         time.sleep(0.3)
-                        if mode == "idle-421":
+                        if m == "idle-421":
                             self.send("421 4.4.2 idle, closing")
                         return
                 rcpts = 0
