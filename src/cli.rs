@@ -149,6 +149,17 @@ pub struct ServeArgs {
     /// and serve no metrics (default 127.0.0.1:9465; if that is taken, ringrelay runs without).
     #[arg(long, value_name = "ADDR|none")]
     pub metrics_listen: Option<MetricsListen>,
+    /// Log level (error, warn, info, debug, trace, off) or a filter such as
+    /// `warn,ringrelay::transaction=info`; RUST_LOG wins when set (default info).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log lines as text or JSON, on stderr (default text).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<ringrelay::log::LogFormat>,
+    /// Log lines queued for the writer before further ones are dropped (and counted in
+    /// ringrelay_log_lines_dropped_total) rather than delay mail (default 16384).
+    #[arg(long, value_name = "LINES")]
+    pub log_queue: Option<usize>,
     /// Relay options from the config file's `[proxy]` table (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -381,6 +392,15 @@ fn serve_config(
         cfg.drain_timeout = Duration::from_secs(v);
     }
     cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
+    if let Some(v) = cli.log_level.or(file.log_level) {
+        cfg.log.level = v;
+    }
+    if let Some(v) = cli.log_format.or(file.log_format) {
+        cfg.log.format = v;
+    }
+    if let Some(v) = cli.log_queue.or(file.log_queue) {
+        cfg.log.queue_lines = v;
+    }
     let cert = cli.tls_cert.or(file.tls_cert);
     let key = cli.tls_key.or(file.tls_key);
     match (cert, key) {

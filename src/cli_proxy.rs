@@ -83,6 +83,10 @@ pub struct RelayArgs {
     /// Seconds before an upstream connection is retired (default 600).
     #[arg(long, value_name = "SECS")]
     pub pool_max_age: Option<u64>,
+    /// Seconds without any reachable upstream before /readyz answers 503 with the last error
+    /// (default 30; 0 = never).
+    #[arg(long, value_name = "SECS")]
+    pub upstream_unready_after: Option<u64>,
 }
 
 /// Merges command line and file options (the command line wins) into a relay configuration.
@@ -119,6 +123,11 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         ..UpstreamConfig::default()
     };
     up.helo = cli.upstream_helo.or(file.upstream_helo);
+    if let Some(s) = cli.upstream_unready_after.or(file.upstream_unready_after) {
+        up.health = std::sync::Arc::new(ringrelay::relay::health::UpstreamHealth::new(
+            Duration::from_secs(s),
+        ));
+    }
     up.xforward = cli.upstream_xforward || file.upstream_xforward;
     up.xclient = cli.upstream_xclient || file.upstream_xclient;
     if let Some(s) = cli.upstream_timeout.or(file.upstream_timeout) {

@@ -29,6 +29,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let log = match ringrelay::log::init(&config.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("ringrelay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = config;
+    if let (cli::Kind::Proxy(relay), Some(m)) = (&kind, config.metrics.as_mut()) {
+        // /readyz also says whether any upstream is reachable.
+        let health: Arc<dyn ringrelay::metrics::Readiness> = relay.upstream.health.clone();
+        m.readiness = ringrelay::metrics::ReadinessCheck(Some(health));
+    }
     let builder = Server::builder().config(config);
     let result = match kind {
         cli::Kind::Sink => {
@@ -71,6 +84,8 @@ fn main() -> ExitCode {
             }
             use std::io::Write;
             let _ = std::io::stdout().flush();
+            // Writes out the queued log lines (the writer waits at most a second).
+            drop(log);
             // Shards that outlived the drain timeout are abandoned here.
             std::process::exit(0);
         }

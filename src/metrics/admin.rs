@@ -157,9 +157,12 @@ async fn respond(
                 }
             }
             "/healthz" => (200, "text/plain", "ok\n".to_string()),
-            "/readyz" if hub.ready() => (200, "text/plain", "ready\n".to_string()),
             "/readyz" if hub.draining() => (503, "text/plain", "draining\n".to_string()),
-            "/readyz" => (503, "text/plain", "not accepting\n".to_string()),
+            "/readyz" if !hub.ready() => (503, "text/plain", "not accepting\n".to_string()),
+            "/readyz" => match hub.readiness.not_ready() {
+                Some(why) => (503, "text/plain", format!("not ready: {why}\n")),
+                None => (200, "text/plain", "ready\n".to_string()),
+            },
             "/" => (
                 200,
                 "text/plain",

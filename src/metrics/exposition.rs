@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::hub::{Hub, Merged};
 use super::labels::{
-    error_code_label, MessageResult, RejectReason, Verb, ERROR_CODE_SLOTS, REPLY_CLASSES,
+    error_code_label, MessageResult, RefusalStage, RejectReason, Verb, ERROR_CODE_SLOTS,
+    REPLY_CLASSES,
 };
 use super::snapshot::Distribution;
 
@@ -172,6 +173,12 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             vec![gauge(&[], if hub.draining() { 1.0 } else { 0.0 })],
         ),
         family(
+            "ringrelay_log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full (mail is never delayed).",
+            COUNTER,
+            vec![counter(&[], crate::log::dropped_lines())],
+        ),
+        family(
             "ringrelay_uptime_seconds",
             "Seconds since the server was built.",
             GAUGE,
@@ -233,6 +240,23 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             MessageResult::ALL
                 .iter()
                 .map(|r| counter(&[("result", r.name())], c.messages[*r as usize]))
+                .collect(),
+        ),
+        family(
+            "ringrelay_refusals_total",
+            "4xx and 5xx replies by where they were given: helo, mail, rcpt, data (DATA or a \
+             BDAT chunk), end_of_data (a message's verdict) or other; class 4xx or 5xx.",
+            COUNTER,
+            RefusalStage::ALL
+                .iter()
+                .flat_map(|s| {
+                    ["4xx", "5xx"].iter().enumerate().map(move |(i, class)| {
+                        counter(
+                            &[("stage", s.name()), ("class", class)],
+                            c.refusals[*s as usize][i],
+                        )
+                    })
+                })
                 .collect(),
         ),
         family(
@@ -357,7 +381,14 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
 pub(crate) fn prometheus_text(hub: &Hub, m: &Merged) -> String {
     let mut buf = Vec::with_capacity(16 * 1024);
     // Every family built above has a name and at least one metric, so encoding cannot fail.
-    let _ = TextEncoder::new().encode(&families(hub, m), &mut buf);
+    let mut all = families(hub, m);
+    // The standard process_* families: CPU seconds, resident and virtual memory, open and
+    // maximum file descriptors, start time (read from /proc at each scrape).
+    {
+        use prometheus::core::Collector;
+        all.extend(prometheus::process_collector::ProcessCollector::for_self().collect());
+    }
+    let _ = TextEncoder::new().encode(&all, &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
 
@@ -455,6 +486,11 @@ pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
         "message_bytes": c.message_bytes,
         "recipients": { "accepted": c.recipients_accepted, "rejected": c.recipients_rejected },
         "received_bytes": c.received_bytes,
+        "refusals": RefusalStage::ALL.iter().map(|s| (
+            s.name().to_string(),
+            named(["4xx", "5xx"].map(String::from), &c.refusals[*s as usize]),
+        )).collect::<serde_json::Map<_, _>>(),
+        "log_lines_dropped": crate::log::dropped_lines(),
         "latency_us": latency,
         "message_size_bytes": percentiles(&t.message_size),
         "buffer_pool_by_shard": m.pool_by_shard.iter().map(|p| json!({

@@ -50,6 +50,8 @@ pub(crate) struct Hub {
     pub(crate) jemalloc: bool,
     pub(crate) started: Instant,
     drain: watch::Receiver<bool>,
+    /// A condition besides the shards' for `/readyz`.
+    pub(crate) readiness: super::ReadinessCheck,
 }
 
 /// A merged view: the sum over shards plus what is reported per shard.
@@ -89,7 +91,14 @@ impl Hub {
             jemalloc,
             started: Instant::now(),
             drain,
+            readiness: super::ReadinessCheck::default(),
         }
+    }
+
+    /// The hub with `readiness` consulted by `/readyz`.
+    pub(crate) fn with_readiness(mut self, readiness: super::ReadinessCheck) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// Number of shards.

@@ -89,6 +89,60 @@ impl MessageResult {
     }
 }
 
+/// Where in a session a 4xx or 5xx was given (`ringrelay_refusals_total{stage}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalStage {
+    /// HELO or EHLO.
+    Helo,
+    /// MAIL.
+    Mail,
+    /// RCPT.
+    Rcpt,
+    /// DATA, or a BDAT chunk before the last.
+    Data,
+    /// The final verdict on a message (the reply to its final dot or BDAT LAST).
+    EndOfData,
+    /// Anything else (AUTH, STARTTLS, syntax errors, unknown commands, timeouts).
+    Other,
+}
+
+impl RefusalStage {
+    /// How many stages there are.
+    pub const COUNT: usize = 6;
+    /// Every stage, in label order.
+    pub const ALL: [RefusalStage; 6] = [
+        RefusalStage::Helo,
+        RefusalStage::Mail,
+        RefusalStage::Rcpt,
+        RefusalStage::Data,
+        RefusalStage::EndOfData,
+        RefusalStage::Other,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalStage::Helo => "helo",
+            RefusalStage::Mail => "mail",
+            RefusalStage::Rcpt => "rcpt",
+            RefusalStage::Data => "data",
+            RefusalStage::EndOfData => "end_of_data",
+            RefusalStage::Other => "other",
+        }
+    }
+
+    /// The stage of the reply to a command line with this verb.
+    pub fn of_verb(verb: Verb) -> RefusalStage {
+        match verb {
+            Verb::Helo | Verb::Ehlo => RefusalStage::Helo,
+            Verb::Mail => RefusalStage::Mail,
+            Verb::Rcpt => RefusalStage::Rcpt,
+            Verb::Data | Verb::Bdat => RefusalStage::Data,
+            _ => RefusalStage::Other,
+        }
+    }
+}
+
 /// Why a connection was turned away before any session started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RejectReason {

@@ -41,7 +41,38 @@ pub struct MetricsConfig {
     /// Export jemalloc's allocated/resident bytes; only meaningful when jemalloc is the
     /// global allocator (as in the `ringrelay` binary).
     pub jemalloc: bool,
+    /// A condition besides the shards' that `/readyz` reports (a relay's upstream health).
+    pub readiness: ReadinessCheck,
 }
+
+/// Something that can make `/readyz` say "not ready", with the reason for its body.
+pub trait Readiness: Send + Sync + std::fmt::Debug {
+    /// `Some(why)` while not ready.
+    fn not_ready(&self) -> Option<String>;
+}
+
+/// An optional `Readiness`, compared by identity.
+#[derive(Clone, Debug, Default)]
+pub struct ReadinessCheck(pub Option<Arc<dyn Readiness>>);
+
+impl ReadinessCheck {
+    /// Why not ready, if the check says so.
+    pub fn not_ready(&self) -> Option<String> {
+        self.0.as_ref()?.not_ready()
+    }
+}
+
+impl PartialEq for ReadinessCheck {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ReadinessCheck {}
 
 impl Default for MetricsConfig {
     fn default() -> Self {
@@ -50,6 +81,7 @@ impl Default for MetricsConfig {
             listen_optional: false,
             publish_interval: Duration::from_secs(1),
             jemalloc: false,
+            readiness: ReadinessCheck::default(),
         }
     }
 }
@@ -79,8 +111,9 @@ impl Metrics {
         exposition::stats_json(&self.0, &self.0.merged()).to_string()
     }
 
-    /// What `/readyz` says: no drain started and every shard accepting.
+    /// What `/readyz` says: no drain started, every shard accepting, and the readiness
+    /// check (`MetricsConfig::readiness`) content.
     pub fn ready(&self) -> bool {
-        self.0.ready()
+        self.0.ready() && self.0.readiness.not_ready().is_none()
     }
 }

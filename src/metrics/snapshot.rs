@@ -5,7 +5,8 @@
 use hdrhistogram::Histogram;
 
 use super::labels::{
-    error_code_slot, MessageResult, RejectReason, Verb, ERROR_CODE_SLOTS, REPLY_CLASSES,
+    error_code_slot, MessageResult, RefusalStage, RejectReason, Verb, ERROR_CODE_SLOTS,
+    REPLY_CLASSES,
 };
 
 /// Latency histograms cover 1 µs to one hour (longer values are clamped to the top).
@@ -38,6 +39,8 @@ pub struct Counters {
     pub recipients_rejected: u64,
     /// Octets read from clients.
     pub received_bytes: u64,
+    /// 4xx (`[0]`) and 5xx (`[1]`) replies by `RefusalStage`.
+    pub refusals: [[u64; 2]; RefusalStage::COUNT],
 }
 
 impl Counters {
@@ -58,6 +61,9 @@ impl Counters {
         self.recipients_accepted += other.recipients_accepted;
         self.recipients_rejected += other.recipients_rejected;
         self.received_bytes += other.received_bytes;
+        for (a, b) in self.refusals.iter_mut().zip(&other.refusals) {
+            add(a, b);
+        }
     }
 
     /// Counts one reply by its code.

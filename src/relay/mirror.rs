@@ -20,6 +20,7 @@ use super::identity::Identity;
 use super::pool::UpstreamPool;
 use super::reply_map::relay_denied;
 use super::transaction::Transaction;
+use super::txlog::{Outcome, TxLog};
 use crate::client::core::Phase;
 use crate::handler::{Answer, Connection};
 use crate::proto::{EnhancedCode, Event, Reply, Session, State};
@@ -35,6 +36,12 @@ pub struct RelayConn {
     tx: Transaction,
     /// The current message's content on its way out (from DATA, or the first BDAT chunk).
     outgoing: Option<Outgoing>,
+    /// This connection's id in the log.
+    session_id: Rc<str>,
+    /// The current transaction's id (its `Received:` id and log line), from its MAIL.
+    tx_id: String,
+    /// The current transaction's log record.
+    log: TxLog,
 }
 
 impl RelayConn {
@@ -45,6 +52,7 @@ impl RelayConn {
         shard: usize,
         next_id: Rc<Cell<u64>>,
         ip: IpAddr,
+        session_id: Rc<str>,
     ) -> Self {
         let allowed = policy.client_allowed(ip);
         Self {
@@ -55,15 +63,52 @@ impl RelayConn {
             allowed,
             tx: Transaction::new(pool),
             outgoing: None,
+            session_id,
+            tx_id: String::new(),
+            log: TxLog::default(),
         }
     }
 
-    fn trace(&self, session: &Session) -> Trace {
+    /// A new transaction id: PID, shard and a per-shard number, in hex. An RFC 5321 `id` is
+    /// an Atom or a msg-id: no dots.
+    fn new_tx_id(&mut self) {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
-        // An RFC 5321 `id` is an Atom or a msg-id: no dots.
-        let id = format!("{:x}-{}-{n:x}", std::process::id(), self.shard);
-        Trace::of(session, id, self.x_peer)
+        self.tx_id = format!("{:x}-{}-{n:x}", std::process::id(), self.shard);
+    }
+
+    fn trace(&self, session: &Session) -> Trace {
+        Trace::of(session, self.tx_id.clone(), self.x_peer)
+    }
+
+    /// Ends the transaction's log record (no-op when none is open).
+    fn log_end(&self, outcome: Outcome, reply: Option<&Reply>) {
+        let upstream = self.tx.upstream_outcome();
+        self.log
+            .end(outcome, reply, &self.session_id, self.shard, Some(upstream));
+    }
+
+    /// A future's way to end the log record once it knows our reply.
+    fn log_ender(&self) -> impl Fn(&Reply) + 'static {
+        let (log, tx, sid, shard) = (
+            self.log.clone(),
+            self.tx.clone(),
+            self.session_id.clone(),
+            self.shard,
+        );
+        move |reply| {
+            let upstream = tx.upstream_outcome();
+            log.end(Outcome::Replied, Some(reply), &sid, shard, Some(upstream));
+        }
+    }
+
+    /// MAIL from a client that may not relay: the session's 250 stands, and RCPT refuses.
+    fn mail_not_relaying(&mut self, session: &Session) -> Answer {
+        self.new_tx_id();
+        self.log
+            .begin(&self.tx_id, session, &self.session_id, self.shard);
+        self.log.mail(250);
+        Answer::Now(None)
     }
 
     /// The client is in the relay networks or has authenticated.
@@ -76,13 +121,26 @@ impl RelayConn {
         let (users, c) = (self.policy.users.as_ref()?, session.pending_auth()?);
         // Acting as someone else (a PLAIN authzid) is not supported.
         let own = c.authzid.is_empty() || c.authzid == c.username;
-        (own && users.check(&c.username, &c.password))
-            .then(|| Reply::new(235, EnhancedCode::new(2, 7, 0), "Authentication successful"))
+        let ok = own && users.check(&c.username, &c.password);
+        // Never the password; the user name a client claimed is the operator's to see.
+        tracing::info!(
+            target: crate::log::CONNECTION,
+            session = %self.session_id,
+            client = %session.peer(),
+            user = %crate::log::clean(&c.username),
+            "AUTH {}",
+            if ok { "succeeded" } else { "failed" }
+        );
+        ok.then(|| Reply::new(235, EnhancedCode::new(2, 7, 0), "Authentication successful"))
     }
 
     /// MAIL: a new transaction, whose future checks a connection out and sends the envelope.
     fn mail(&mut self, session: &Session) -> Answer {
         self.outgoing = None;
+        self.new_tx_id();
+        self.log
+            .begin(&self.tx_id, session, &self.session_id, self.shard);
+        let (log, end) = (self.log.clone(), self.log_ender());
         let env = session.envelope();
         let from = env
             .mail_from
@@ -94,7 +152,12 @@ impl RelayConn {
         let seq = self.tx.begin();
         let tx = self.tx.clone();
         Answer::Later(Box::pin(async move {
-            Some(tx.send_mail(seq, &from, &options, &identity).await)
+            let reply = tx.send_mail(seq, &from, &options, &identity).await;
+            log.mail(reply.code());
+            if reply.class() != 2 {
+                end(&reply);
+            }
+            Some(reply)
         }))
     }
 
@@ -104,12 +167,18 @@ impl RelayConn {
             return Answer::Now(None);
         };
         if !self.may_relay(session) || !self.policy.domain_allowed(to.domain()) {
-            return Answer::Now(Some(relay_denied()));
+            let denied = relay_denied();
+            self.log.rcpt(to.as_str(), denied.code());
+            return Answer::Now(Some(denied));
         }
         let seq = self.tx.queue(rcpt_line(to, params), Phase::Rcpt);
         let to = to.as_str().to_string();
-        let tx = self.tx.clone();
-        Answer::Later(Box::pin(async move { Some(tx.rcpt_reply(seq, to).await) }))
+        let (tx, log) = (self.tx.clone(), self.log.clone());
+        Answer::Later(Box::pin(async move {
+            let reply = tx.rcpt_reply(seq, to.clone()).await;
+            log.rcpt(&to, reply.code());
+            Some(reply)
+        }))
     }
 
     /// DATA: queued upstream; its 354 opens the message with our trace field.
@@ -141,7 +210,7 @@ impl Connection for RelayConn {
             Event::Auth => Answer::Now(self.check_auth(session)),
             // Outside the relay networks and not authenticated: refused at RCPT (554 5.7.1),
             // where the client expects relay decisions.
-            Event::Mail if !self.may_relay(session) => Answer::Now(None),
+            Event::Mail if !self.may_relay(session) => self.mail_not_relaying(session),
             Event::Mail => self.mail(session),
             Event::Rcpt => self.rcpt(session),
             Event::DataStart => self.data_start(session),
@@ -166,20 +235,31 @@ impl Connection for RelayConn {
             }
             // A message that will fail anyway (upstream gone, DATA refused, a loop) fails
             // now, so the client stops sending its chunks.
-            Event::ChunkEnd => Answer::Now(self.tx.chunk_verdict()),
+            Event::ChunkEnd => {
+                let verdict = self.tx.chunk_verdict();
+                if let Some(reply) = &verdict {
+                    self.log_end(Outcome::Replied, Some(reply));
+                }
+                Answer::Now(verdict)
+            }
             Event::DataEnd => {
                 // An empty BDAT message opens the upstream's DATA only now.
                 let opening = self.bdat_opening(session);
                 let last = self.outgoing.take().map(Outgoing::finish);
                 let tx = self.tx.clone();
+                self.log.size(session.envelope().data_size);
+                let end = self.log_ender();
                 Answer::Later(Box::pin(async move {
                     if let Some((seq, trace)) = opening {
                         tx.open_data(seq, &trace).await;
                     }
-                    Some(tx.end_data(last.unwrap_or_default()).await)
+                    let reply = tx.end_data(last.unwrap_or_default()).await;
+                    end(&reply);
+                    Some(reply)
                 }))
             }
             Event::Reset => {
+                self.log_end(Outcome::Abandoned, None);
                 self.outgoing = None;
                 match self.tx.reset() {
                     Some(rset) => Answer::Later(Box::pin(async move {
@@ -193,6 +273,7 @@ impl Connection for RelayConn {
     }
 
     fn close(&mut self, _session: &Session) {
+        self.log_end(Outcome::Abandoned, None);
         // A client gone mid-transaction: never send the terminator; close the upstream side.
         self.tx.abandon();
     }

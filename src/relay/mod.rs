@@ -19,7 +19,9 @@
 //!  commands         the envelope commands: MAIL/RCPT lines, queued then in flight, in order
 //!  identity         XCLIENT / XFORWARD: the client's identity for the upstream
 //!  reply_map        the upstream's replies and failures as ours (never a 250 it did not give)
+//!  txlog            the log line per transaction (ids, envelope, verdicts, upstream reply)
 //!  pool             per-shard upstream connections: checkout, checkin, idle sweep
+//!  health           whether any upstream is reachable: /readyz, and probes while not
 //!  connector        how the pool reaches an upstream: TCP, or a stream a test supplies
 //!  headers, x_peer  the Received: field and what it says, the loop guard; X-Peer:
 //!  acl              relay networks, recipient domains, AUTH users
@@ -30,11 +32,13 @@ mod commands;
 pub mod connector;
 mod content;
 pub mod headers;
+pub mod health;
 mod identity;
 mod mirror;
 pub mod pool;
 mod reply_map;
 mod transaction;
+mod txlog;
 mod x_peer;
 
 use std::cell::RefCell;
@@ -68,6 +72,7 @@ pub struct Relay {
     x_peer: bool,
     shard: usize,
     next_id: Rc<std::cell::Cell<u64>>,
+    next_session: std::cell::Cell<u64>,
 }
 
 impl Relay {
@@ -90,6 +95,7 @@ impl Relay {
             x_peer: config.x_peer,
             shard,
             next_id: Rc::new(std::cell::Cell::new(0)),
+            next_session: std::cell::Cell::new(0),
         }
     }
 
@@ -104,18 +110,34 @@ impl Service for Relay {
 
     /// Sweeps the pool's idle connections (QUIT to those past their TTL, age or message
     /// count) until the shard closes.
+    /// While no upstream is reachable, the first shard also probes them (a connection that
+    /// opens joins the pool), so readiness returns without client traffic.
     fn start(this: &Rc<RefCell<Self>>) {
         let pool = Rc::downgrade(&this.borrow().pool);
+        let prober = this.borrow().shard == 0;
         crate::rt::spawn_local(async move {
             loop {
                 let every = match pool.upgrade() {
                     Some(p) if !p.borrow().is_closed() => p.borrow().sweep_interval(),
                     _ => return,
                 };
+                let every = if prober {
+                    every.min(health::PROBE_EVERY)
+                } else {
+                    every
+                };
                 crate::rt::sleep(every).await;
-                match pool.upgrade() {
-                    Some(p) if !p.borrow().is_closed() => p.borrow_mut().sweep(Instant::now()),
-                    _ => return,
+                let Some(p) = pool.upgrade().filter(|p| !p.borrow().is_closed()) else {
+                    return;
+                };
+                p.borrow_mut().sweep(Instant::now());
+                let due = prober && p.borrow().config().health.probe_due();
+                if due {
+                    crate::rt::spawn_local(async move {
+                        if let Ok(up) = UpstreamPool::checkout(&p, true).await {
+                            p.borrow_mut().checkin(up, true);
+                        }
+                    });
                 }
             }
         });
@@ -161,6 +183,9 @@ impl Service for Relay {
 
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> RelayConn {
         let r = this.borrow();
+        let n = r.next_session.get();
+        r.next_session.set(n + 1);
+        let session_id: Rc<str> = format!("{:x}-{}-c{n:x}", std::process::id(), r.shard).into();
         RelayConn::new(
             r.pool.clone(),
             r.policy.clone(),
@@ -168,6 +193,7 @@ impl Service for Relay {
             r.shard,
             r.next_id.clone(),
             session.peer().ip(),
+            session_id,
         )
     }
 }

@@ -70,6 +70,8 @@ pub struct UpstreamConfig {
     pub xforward: bool,
     /// Pass them with Postfix's XCLIENT when offered (preferred over XFORWARD).
     pub xclient: bool,
+    /// Whether any upstream is reachable, shared by every shard (and `/readyz`).
+    pub health: std::sync::Arc<super::health::UpstreamHealth>,
 }
 
 impl Default for UpstreamConfig {
@@ -87,6 +89,7 @@ impl Default for UpstreamConfig {
             max_age: Duration::from_secs(600),
             xforward: false,
             xclient: false,
+            health: Default::default(),
         }
     }
 }
@@ -155,6 +158,8 @@ pub struct UpstreamPool {
     end_of_data_us: Distribution,
     /// Counters.
     pub stats: PoolStats,
+    /// Per upstream: when a connect failure was last logged, and how many were not since.
+    failure_notes: Vec<(Option<Instant>, u64)>,
 }
 
 /// The extensions of an upstream that a client's message depends on.
@@ -187,6 +192,7 @@ impl UpstreamPool {
             connect_us: Distribution::latency(),
             end_of_data_us: Distribution::latency(),
             stats: PoolStats::default(),
+            failure_notes: Vec::new(),
         }))
     }
 
@@ -247,6 +253,11 @@ impl UpstreamPool {
             .partition(|i| self.fit(i, now));
         self.idle = keep;
         for idle in unfit {
+            tracing::debug!(
+                target: crate::log::UPSTREAM,
+                upstream = %self.server_name(idle.up.server),
+                "retiring an idle upstream connection (TTL, age or message count)"
+            );
             retire(idle.up);
         }
     }
@@ -311,6 +322,15 @@ impl UpstreamPool {
             let started = Instant::now();
             match connector::open(&*connector, &config, server).await {
                 Ok(client) => {
+                    if index > 0 {
+                        tracing::info!(
+                            target: crate::log::UPSTREAM,
+                            upstream = %server,
+                            "failover: connected to {server} (before it: {})",
+                            one_line(&last)
+                        );
+                    }
+                    config.health.reached();
                     let mut p = pool.borrow_mut();
                     p.stats.connects += 1;
                     p.connect_us.record(micros(started.elapsed()));
@@ -329,12 +349,15 @@ impl UpstreamPool {
                     });
                 }
                 Err(e) => {
-                    pool.borrow_mut().stats.connect_failures += 1;
+                    let mut p = pool.borrow_mut();
+                    p.stats.connect_failures += 1;
                     last = format!("{server}: {e}");
+                    p.note_connect_failure(index, &last);
                 }
             }
         }
         drop(slot);
+        config.health.unreachable(&one_line(&last));
         Err(incident(&format!(
             "no upstream reachable; last: {}",
             one_line(&last)
@@ -363,6 +386,34 @@ impl UpstreamPool {
     /// Forgets a connection that was dropped instead of checked in.
     pub fn discard(&mut self, up: Upstream) {
         drop(up);
+    }
+
+    /// The configured `host:port` of upstream `index`.
+    fn server_name(&self, index: usize) -> &str {
+        self.config.servers.get(index).map_or("?", String::as_str)
+    }
+
+    /// Logs a failed connection attempt (warn): at most one line a second per upstream and
+    /// shard, saying how many were left out, since an outage fails every checkout.
+    fn note_connect_failure(&mut self, index: usize, what: &str) {
+        if self.failure_notes.len() <= index {
+            self.failure_notes.resize(index + 1, (None, 0));
+        }
+        let now = Instant::now();
+        let (last, skipped) = &mut self.failure_notes[index];
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            *skipped += 1;
+            return;
+        }
+        let more = std::mem::take(skipped);
+        *last = Some(now);
+        tracing::warn!(
+            target: crate::log::UPSTREAM,
+            upstream = %self.server_name(index),
+            "cannot connect to upstream {}{}",
+            one_line(what),
+            if more > 0 { format!(" ({more} more failures not shown)") } else { String::new() }
+        );
     }
 
     /// Connections open (idle or checked out).

@@ -72,7 +72,7 @@ thread_local! {
     static NOTED: Cell<(u32, Option<Instant>, u64)> = const { Cell::new((0, None, 0)) };
 }
 
-/// Writes an incident line to stderr: at most 10 a second per shard (an outage fails every
+/// Logs an incident line (target `ringrelay::upstream`, warn): at most 10 a second per shard (an outage fails every
 /// message), the number left out said on the next line written.
 fn note_incident(id: &str, details: &str) {
     const PER_SECOND: u32 = 10;
@@ -94,7 +94,11 @@ fn note_incident(id: &str, details: &str) {
         } else {
             String::new()
         };
-        eprintln!("ringrelay: upstream incident {id}: {details}{more}");
+        tracing::warn!(
+            target: crate::log::UPSTREAM,
+            incident = %id,
+            "upstream incident {id}: {details}{more}"
+        );
         n.set((count + 1, Some(since), 0));
     });
 }

@@ -55,6 +55,10 @@ struct State {
     data_open: bool,
     /// Why the message will be refused at its end (set while data streams).
     failed: Option<Reply>,
+    /// For the log: which upstream (index into the configured servers) took MAIL, and its
+    /// own reply to the final dot. Kept past the end of the transaction, until the next MAIL.
+    upstream: Option<usize>,
+    upstream_reply: Option<String>,
 }
 
 /// What became of one command.
@@ -135,7 +139,20 @@ impl Transaction {
     /// Returns the number of MAIL, which `send_mail` writes.
     pub fn begin(&self) -> Seq {
         self.release(false);
-        self.state().commands.reserve()
+        let mut st = self.state();
+        st.upstream = None;
+        st.upstream_reply = None;
+        st.commands.reserve()
+    }
+
+    /// For the log: the upstream (`host:port` as configured) that took this transaction's
+    /// MAIL, and its own reply to the final dot (which names its queue id), once known.
+    pub fn upstream_outcome(&self) -> (Option<String>, Option<String>) {
+        let st = self.state();
+        let name = st
+            .upstream
+            .and_then(|i| self.0.pool.borrow().config().servers.get(i).cloned());
+        (name, st.upstream_reply.clone())
     }
 
     /// Queues RCPT or DATA behind the commands already queued; returns its number, for
@@ -163,7 +180,10 @@ impl Transaction {
         let mut fresh = false;
         loop {
             let mut up = match UpstreamPool::checkout(&pool, fresh).await {
-                Ok(up) => self.lend(up),
+                Ok(up) => {
+                    self.state().upstream = Some(up.server);
+                    self.lend(up)
+                }
                 Err(reply) => {
                     self.state().commands.clear();
                     return reply;
@@ -357,7 +377,13 @@ impl Transaction {
                 .borrow_mut()
                 .record_end_of_data(started.elapsed());
         }
-        self.state().data_open = false;
+        {
+            let mut st = self.state();
+            st.data_open = false;
+            if let Ok(reply) = &r {
+                st.upstream_reply = Some(reply.to_string().replace('\n', " / "));
+            }
+        }
         match r {
             Ok(reply) => {
                 if reply.class() == 2 {

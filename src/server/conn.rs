@@ -86,6 +86,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         session.set_pipelined_decisions(service.pipelines_decisions());
         session.set_extensions(service.session_extensions(session.extensions()));
     }
+    tracing::debug!(target: crate::log::CONNECTION, client = %peer, "connected");
     // Nothing more may be written: the peer is gone, or TLS could not start after its 220.
     let mut silent = false;
     loop {
@@ -147,6 +148,15 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             session.tls_started();
         }
         if session.is_closed() {
+            let max = session.config().max_errors;
+            if max != 0 && session.error_count() >= max {
+                tracing::info!(
+                    target: crate::log::CONNECTION,
+                    client = %peer,
+                    errors = session.error_count(),
+                    "error budget spent: 421 and close"
+                );
+            }
             break;
         }
         input.settle(&session);
@@ -193,6 +203,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             Woke::Timer => {
                 session.handle_timeout(rt::now());
                 if session.is_closed() {
+                    tracing::info!(target: crate::log::CONNECTION, client = %peer, "timeout: 421 and close");
                     finish_pending(&mut session, &mut conn, &mut pending, &shard, key).await;
                     break;
                 }
@@ -241,6 +252,13 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         obs.record(&mut session, rec);
     }
     conn.close(&session);
+    tracing::debug!(
+        target: crate::log::CONNECTION,
+        client = %peer,
+        duration_ms = started.elapsed().as_millis() as u64,
+        errors = session.error_count(),
+        "closed"
+    );
     if let Some(m) = metrics {
         let lived = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         m.record().session.record(lived);

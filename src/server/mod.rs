@@ -142,6 +142,9 @@ pub struct ServerConfig {
     /// STARTTLS (RFC 3207) with this certificate (`tls_server_config` builds one from PEM
     /// files); `None` does not offer it. It decides `session.extensions.starttls`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The operator's log (the binary installs it with `crate::log::init`; a library user
+    /// may install its own `tracing` subscriber instead).
+    pub log: crate::log::LogConfig,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +162,7 @@ impl Default for ServerConfig {
             session: SessionConfig::default(),
             metrics: None,
             tls: None,
+            log: crate::log::LogConfig::default(),
         }
     }
 }
@@ -273,13 +277,16 @@ impl<H: Service> HandledBuilder<H> {
         let (hub, admin) = match &cfg.metrics {
             None => (None, None),
             Some(m) => {
-                let hub = Arc::new(Hub::new(
-                    shards,
-                    m.publish_interval,
-                    driver.to_string(),
-                    m.jemalloc,
-                    drain_rx,
-                ));
+                let hub = Arc::new(
+                    Hub::new(
+                        shards,
+                        m.publish_interval,
+                        driver.to_string(),
+                        m.jemalloc,
+                        drain_rx,
+                    )
+                    .with_readiness(m.readiness.clone()),
+                );
                 let admin = match m.listen.map(|a| (a, AdminListener::bind(a))) {
                     None => None,
                     Some((_, Ok(l))) => Some(l),

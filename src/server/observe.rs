@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::metrics::labels::{MessageResult, Verb};
+use crate::metrics::labels::{MessageResult, RefusalStage, Verb};
 use crate::metrics::ShardRecorder;
 use crate::proto::{Observation, Session};
 
@@ -15,6 +15,18 @@ use crate::proto::{Observation, Session};
 pub(crate) struct Observer {
     transaction_start: Option<Instant>,
     data_start: Option<Instant>,
+    /// A message verdict was just counted: the BDAT LAST reply that carries it is not
+    /// counted again as a data-stage refusal.
+    verdict_counted: bool,
+}
+
+/// Counts a 4xx or 5xx reply at `stage` (other classes are not refusals).
+fn refusal(counts: &mut [[u64; 2]; RefusalStage::COUNT], stage: RefusalStage, code: u16) {
+    match code / 100 {
+        4 => counts[stage as usize][0] += 1,
+        5 => counts[stage as usize][1] += 1,
+        _ => {}
+    }
 }
 
 fn micros(d: std::time::Duration) -> u64 {
@@ -34,6 +46,10 @@ impl Observer {
             match o {
                 Observation::Command { verb, code } => {
                     r.counters.commands[verb as usize] += 1;
+                    let counted = std::mem::take(&mut self.verdict_counted);
+                    if !(counted && verb == Verb::Bdat) {
+                        refusal(&mut r.counters.refusals, RefusalStage::of_verb(verb), code);
+                    }
                     if verb == Verb::Rcpt {
                         if (200..300).contains(&code) {
                             r.counters.recipients_accepted += 1;
@@ -48,6 +64,8 @@ impl Observer {
                     if let Some(result) = MessageResult::of_code(code) {
                         r.counters.messages[result as usize] += 1;
                     }
+                    refusal(&mut r.counters.refusals, RefusalStage::EndOfData, code);
+                    self.verdict_counted = true;
                     if let Some(t) = self.transaction_start.take() {
                         r.transaction.record(micros(now - t));
                     }

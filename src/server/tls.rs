@@ -70,6 +70,8 @@ struct Tls {
     cipher: Bytes,
     /// Scratch for ciphertext on its way to the driver.
     out: Vec<u8>,
+    /// The completed handshake was logged.
+    announced: bool,
 }
 
 /// A connection's stream, plain until `start`, TLS after (boxed: most connections never
@@ -96,6 +98,7 @@ impl<S: ConnStream> Wire<S> {
             conn,
             cipher: Bytes::new(),
             out: Vec::new(),
+            announced: false,
         }));
         Ok(())
     }
@@ -125,7 +128,19 @@ impl<S: ConnStream> Wire<S> {
             let state = t.conn.process_new_packets();
             // Whatever rustls has to say (handshake messages, or an alert before failing).
             self.queue_tls(t)?;
-            let state = state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let state = state.map_err(|e| {
+                tracing::info!(target: crate::log::CONNECTION, "TLS handshake or record failed: {e}");
+                io::Error::new(io::ErrorKind::InvalidData, e)
+            })?;
+            if !t.announced && !t.conn.is_handshaking() {
+                t.announced = true;
+                tracing::debug!(
+                    target: crate::log::CONNECTION,
+                    version = ?t.conn.protocol_version(),
+                    cipher = ?t.conn.negotiated_cipher_suite().map(|c| c.suite()),
+                    "TLS established"
+                );
+            }
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
                 let mut plain = BytesMut::zeroed(n);

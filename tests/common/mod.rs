@@ -210,6 +210,8 @@ pub struct Server {
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Arc<Mutex<String>>,
     stderr_thread: Option<JoinHandle<()>>,
+    /// The stderr reader: 0 reads, 1 holds the pipe open without reading, 2 ends.
+    stderr_state: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// `ringrelay: listening on ADDR (io=IO, shards=N)`
@@ -242,10 +244,19 @@ impl Server {
         let (tx, rx) = mpsc::channel::<String>();
         let stderr = child.stderr.take().unwrap();
         let buf = stderr_buf.clone();
+        let stderr_state = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let state = stderr_state.clone();
         let stderr_thread = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
             let mut r = BufReader::new(stderr);
             let mut line = Vec::new();
             loop {
+                while state.load(Ordering::Acquire) == 1 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if state.load(Ordering::Acquire) == 2 {
+                    break;
+                }
                 line.clear();
                 match r.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
@@ -266,6 +277,7 @@ impl Server {
             stdout: Some(stdout),
             stderr: stderr_buf,
             stderr_thread: Some(stderr_thread),
+            stderr_state,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while server.addrs.len() < expected_lines {
@@ -331,6 +343,12 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// From now on nobody reads the server's stderr (the pipe stays open, and fills).
+    pub fn stop_reading_stderr(&self) {
+        self.stderr_state
+            .store(1, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn signal(&self, sig: libc::c_int) {
         signal(self.child.as_ref().unwrap(), sig);
     }
@@ -369,6 +387,12 @@ impl Server {
         };
         let took = since.elapsed();
         let stdout = self.stdout.take().unwrap().join().unwrap_or_default();
+        if self.stderr_state.load(std::sync::atomic::Ordering::Acquire) == 1 {
+            // Nobody reads any more: end the reader instead of waiting for an EOF it never
+            // looks for.
+            self.stderr_state
+                .store(2, std::sync::atomic::Ordering::Release);
+        }
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }

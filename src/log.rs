@@ -1,0 +1,130 @@
+//! The operator's log: `tracing` events, formatted as text or JSON lines on stderr (where
+//! journald and container runtimes collect them).
+//!
+//! Contract: no shard ever waits for the log. An event is formatted on the thread that
+//! records it (a line's worth of work) and handed to a writer thread through a bounded
+//! queue (`tracing-appender`'s non-blocking writer); when the queue is full the line is
+//! dropped and counted (`dropped_lines`, exported as `ringrelay_log_lines_dropped_total`),
+//! never delaying mail. `RUST_LOG`, when set, wins over `--log-level`.
+//!
+//! Targets, for filtering (`RUST_LOG=ringrelay::transaction=info,warn`):
+//! - `ringrelay::transaction`: one line per mail transaction (info);
+//! - `ringrelay::connection`: connects and closes (debug), TLS and AUTH (info), timeouts and
+//!   the error budget (info);
+//! - `ringrelay::upstream`: connect and TLS failures, incidents, retirements (warn / debug).
+
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::EnvFilter;
+
+/// Target of the per-transaction lines.
+pub const TRANSACTION: &str = "ringrelay::transaction";
+/// Target of connection-level lines.
+pub const CONNECTION: &str = "ringrelay::connection";
+/// Target of upstream events.
+pub const UPSTREAM: &str = "ringrelay::upstream";
+
+/// Lines the writer queue holds before it drops, by default.
+pub const QUEUE_LINES: usize = 16_384;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message key=value ...`
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`).
+    Json,
+}
+
+/// What to log, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A level (`error` .. `trace`, or `off`) or a full filter (`info,ringrelay::upstream=debug`).
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// Lines the writer queue holds; beyond, lines are dropped and counted.
+    pub queue_lines: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            queue_lines: QUEUE_LINES,
+        }
+    }
+}
+
+/// A logging set-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The level or filter does not parse.
+    #[error("--log-level {0:?}: {1}")]
+    Filter(String, String),
+    /// A subscriber was already installed in this process.
+    #[error("logging is already set up")]
+    AlreadySet,
+}
+
+/// Keeps the writer thread; dropping it flushes what is queued.
+pub struct LogGuard {
+    _guard: WorkerGuard,
+}
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped because the writer queue was full (since start).
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// `text` with every control character replaced by `?`: what a client said (a HELO name,
+/// an AUTH user) never forges a line of the text log.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
+/// The filter: `RUST_LOG` when set, else `config.level`.
+fn filter(config: &LogConfig) -> Result<EnvFilter, LogError> {
+    if let Ok(env) = std::env::var("RUST_LOG") {
+        if !env.trim().is_empty() {
+            return EnvFilter::try_new(&env)
+                .map_err(|e| LogError::Filter(format!("RUST_LOG={env}"), e.to_string()));
+        }
+    }
+    EnvFilter::try_new(&config.level)
+        .map_err(|e| LogError::Filter(config.level.clone(), e.to_string()))
+}
+
+/// Installs the process's log subscriber. Call once, before the shards start.
+pub fn init(config: &LogConfig) -> Result<LogGuard, LogError> {
+    let filter = filter(config)?;
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(config.queue_lines.max(1))
+        .lossy(true)
+        .thread_name("ringrelay-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false);
+    let set = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    set.map_err(|_| LogError::AlreadySet)?;
+    Ok(LogGuard { _guard: guard })
+}
