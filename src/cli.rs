@@ -59,6 +59,12 @@ pub struct ServeArgs {
     #[arg(long = "listen", value_name = "ADDR")]
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Share the listen (and metrics) addresses with a ringrelay already listening there, for
+    /// a planned handover such as a rolling restart; without it such an address refuses the
+    /// start.
+    #[arg(long)]
+    #[serde(default)]
+    pub reuse_port: bool,
     /// Our host name in the greeting and EHLO reply (default: the system's).
     #[arg(long)]
     pub hostname: Option<String>,
@@ -239,6 +245,9 @@ pub struct SmtpdArgs {
     /// Accepted for compatibility.
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
+    /// Share the address with a ringrelay already listening there (a planned handover).
+    #[arg(long)]
+    pub reuse_port: bool,
     /// host:port to listen on (default localhost:8025).
     pub localaddr: Option<String>,
     /// host:port of the upstream for PureProxy (default localhost:25).
@@ -334,6 +343,7 @@ fn serve_config(
     if !listen.is_empty() {
         cfg.listen = listen;
     }
+    cfg.reuse_port = cli.reuse_port || file.reuse_port;
     let s = &mut cfg.session;
     s.hostname = cli
         .hostname
@@ -444,6 +454,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     let addr = resolve_addr(local)?;
     let mut cfg = ServerConfig {
         listen: vec![addr],
+        reuse_port: a.reuse_port,
         metrics: metrics_config(None),
         ..ServerConfig::default()
     };

@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use ringrelay::client::core::Timeouts;
-use ringrelay::client::TlsOptions;
+use ringrelay::client::{TlsFlagNames, TlsOptions};
 use ringrelay::relay::acl::{AuthUsers, Network, RelayPolicy};
 use ringrelay::relay::pool::{UpstreamConfig, UpstreamTls};
 use ringrelay::relay::RelayConfig;
@@ -137,6 +137,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
     up.tls_options = TlsOptions {
         ca_file: cli.upstream_tls_ca.or(file.upstream_tls_ca),
         insecure: cli.upstream_tls_insecure || file.upstream_tls_insecure,
+        flag_names: TlsFlagNames::UPSTREAM,
     };
     let user = cli.upstream_auth_user.or(file.upstream_auth_user);
     let pw_file = cli

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use clap::Args;
 
 use ringrelay::client::core::Timeouts;
-use ringrelay::client::{ClientError, ConnectOptions, SendOptions, SmtpClient, TlsOptions};
+use ringrelay::client::{
+    ClientError, ConnectOptions, SendOptions, SmtpClient, TlsFlagNames, TlsOptions,
+};
 
 /// Options of `ringrelay send`.
 #[derive(Debug, Args)]
@@ -107,6 +109,7 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, ClientError>
     let tls = TlsOptions {
         ca_file: args.tls_ca.clone(),
         insecure: args.tls_insecure,
+        flag_names: TlsFlagNames::SEND,
     };
     let opts = ConnectOptions {
         timeouts: args

@@ -186,7 +186,7 @@ fn aiosmtpd_starttls_and_auth() {
     server.wait_for_line("ready", Duration::from_secs(20));
     let tls = TlsOptions {
         ca_file: Some(cert.clone()),
-        insecure: false,
+        ..TlsOptions::default()
     };
     rt().block_on(async {
         let mut c = SmtpClient::connect("127.0.0.1", port, opts())

@@ -5,6 +5,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ringrelay::client::TlsFlagNames;
+
+/// ringload's TLS flags, for error messages (no flag skips the checks: leaving out --tls-ca
+/// does).
+pub const TLS_FLAGS: TlsFlagNames = TlsFlagNames {
+    ca_file: "--tls-ca",
+    insecure: None,
+    server_name: Some("--tls-server-name"),
+};
 
 /// ringload: an SMTP/LMTP load generator (closed or open loop) with per-phase latency
 /// percentiles, JSON and SVG output, and delivery verification against a recording target.
@@ -51,8 +60,13 @@ pub struct Args {
     #[arg(long)]
     pub starttls: bool,
     /// PEM file of CA certificates: verify the server's certificate (default: accept any).
+    /// A certificate in it is also trusted as presented, even a self-signed CA one.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must hold (default: the target's
+    /// address).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
     /// Speak LMTP (LHLO; one reply per accepted recipient after the data).
     #[arg(long)]
     pub lmtp: bool,

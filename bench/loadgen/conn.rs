@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use ringrelay::client::core::{ClientCore, CoreError, Phase, Timeouts};
 use ringrelay::client::transport::{Plain, Stream, TlsStream};
+use ringrelay::client::{TlsError, TlsFailure};
 use ringrelay::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,9 +36,9 @@ pub enum ConnError {
     /// Garbage, an unsolicited reply, or a reply too late.
     #[error("{0}")]
     Protocol(CoreError),
-    /// TLS failed.
-    #[error("TLS: {0}")]
-    Tls(io::Error),
+    /// TLS failed (a sentence naming the server and the flag that changes it).
+    #[error("{0}")]
+    Tls(TlsError),
 }
 
 impl ConnError {
@@ -53,7 +54,7 @@ impl ConnError {
             ConnError::Protocol(CoreError::Reply(_)) => "malformed reply".into(),
             ConnError::Protocol(CoreError::Unsolicited(_)) => "unsolicited reply".into(),
             ConnError::Protocol(CoreError::WriteTimeout) => "timeout writing".into(),
-            ConnError::Tls(e) => format!("TLS: {e}"),
+            ConnError::Tls(e) => e.to_string(),
         }
     }
 }
@@ -244,23 +245,30 @@ impl Conn {
         self.reply().await
     }
 
-    /// After a 220 to STARTTLS: the TLS handshake (RFC 3207; no plaintext may follow the 220).
+    /// After a 220 to STARTTLS: the TLS handshake (RFC 3207; no plaintext may follow the 220)
+    /// with `peer` (`host:port`, for errors), whose certificate must hold `server_name`.
     pub async fn start_tls(
         mut self,
         config: Arc<rustls::ClientConfig>,
+        peer: &str,
         server_name: &str,
     ) -> Result<Self, ConnError> {
+        let error = |failure| {
+            ConnError::Tls(TlsError {
+                peer: peer.to_string(),
+                failure,
+                flags: crate::args::TLS_FLAGS,
+            })
+        };
         if !self.core.take_buffered_input().is_empty() {
-            return Err(ConnError::Tls(io::Error::other(
-                "plaintext data after STARTTLS",
-            )));
+            return Err(error(TlsFailure::CleartextAfterStartTls));
         }
         let Io::Tcp(tcp) = self.io else {
-            return Err(ConnError::Tls(io::Error::other("already TLS")));
+            return Err(error(TlsFailure::Handshake("already TLS".into())));
         };
         let tls = TlsStream::handshake(Plain::Tcp(tcp), config, server_name)
             .await
-            .map_err(ConnError::Tls)?;
+            .map_err(|e| error(TlsFailure::from_handshake(&e)))?;
         self.io = Io::Tls(Box::new(Stream::Tls(Box::new(tls))));
         Ok(self)
     }

@@ -57,11 +57,17 @@ fn main() -> ExitCode {
         let opts = ringrelay::client::TlsOptions {
             ca_file: args.tls_ca.clone(),
             insecure: args.tls_ca.is_none(),
+            flag_names: args::TLS_FLAGS,
         };
         match opts.client_config() {
             Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("ringload: TLS setup: {e}");
+            Err(failure) => {
+                let e = ringrelay::client::TlsError {
+                    peer: args.target.to_string(),
+                    failure,
+                    flags: args::TLS_FLAGS,
+                };
+                eprintln!("ringload: {e}");
                 return ExitCode::from(2);
             }
         }

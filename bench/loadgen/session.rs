@@ -238,8 +238,11 @@ async fn open(ctx: &Ctx) -> Result<(Conn, Offer), Failure> {
             .tls
             .clone()
             .expect("TLS config built for --starttls");
-        let host = a.target.ip().to_string();
-        conn = conn.start_tls(config, &host).await?;
+        let host = match &a.tls_server_name {
+            Some(name) => name.clone(),
+            None => a.target.ip().to_string(),
+        };
+        conn = conn.start_tls(config, &a.target.to_string(), &host).await?;
         features = hello(ctx, &mut conn).await?;
         ctx.record(Stage::StartTls, micros(t.elapsed()));
     }

@@ -61,12 +61,18 @@ pub enum ClientError {
     /// The message's headers give no usable envelope (smtplib: ValueError).
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
-    /// TLS failed.
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
+    /// TLS failed: a sentence naming the server, what failed and the option that changes it.
+    #[error(transparent)]
+    Tls(Box<super::TlsError>),
     /// Reading or writing failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<super::TlsError> for ClientError {
+    fn from(e: super::TlsError) -> Self {
+        ClientError::Tls(Box::new(e))
+    }
 }
 
 fn fmt_refused(r: &Refused) -> String {

@@ -4,17 +4,23 @@
 //! - `reply`, `message`, `auth`: sans-IO pieces (reply parsing, body encoding and
 //!   `send_message` envelope rules, SASL encoders).
 //! - `transport` and `smtp`: the tokio driver (`SmtpClient`), used by `ringrelay send`.
+//! - `tls_trust`, `tls_error`, `cert_info`: which server certificates to trust, TLS failures
+//!   as sentences, and the certificate fields shown or checked.
 
 pub mod auth;
+pub mod cert_info;
 pub mod core;
 pub mod error;
 pub mod message;
 pub mod reply;
 mod send;
 pub mod smtp;
+pub mod tls_error;
+pub mod tls_trust;
 pub mod transport;
 
 pub use error::{ClientError, Refused};
 pub use send::SendOptions;
 pub use smtp::{ConnectOptions, Features, SmtpClient};
-pub use transport::TlsOptions;
+pub use tls_error::{TlsError, TlsFailure};
+pub use tls_trust::{TlsFlagNames, TlsOptions};

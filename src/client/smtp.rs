@@ -21,6 +21,7 @@ use super::auth::Mechanism;
 use super::core::{ClientCore, CoreError, Phase, Timeouts};
 use super::error::ClientError;
 use super::transport::{ByteStream, Plain, Stream, TlsOptions, TlsStream};
+use super::{TlsError, TlsFailure};
 use crate::proto::Reply;
 use crate::rt;
 
@@ -99,6 +100,8 @@ pub struct SmtpClient {
     helo_done: bool,
     local_hostname: String,
     server_name: String,
+    /// Whom we talk to, for error messages (`host:port`, or the socket path).
+    peer: String,
     pub(super) lmtp: bool,
     debug_level: u8,
     timeouts: Timeouts,
@@ -138,7 +141,7 @@ impl SmtpClient {
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host.to_string());
-        Self::start(plain, name, opts).await
+        Self::start(plain, addr_text, name, opts).await
     }
 
     /// Connects to a Unix-domain socket (LMTP servers usually listen on one).
@@ -152,7 +155,7 @@ impl SmtpClient {
             addr: path.display().to_string(),
             source,
         })?;
-        Self::start(s, "localhost".into(), opts).await
+        Self::start(s, path.display().to_string(), "localhost".into(), opts).await
     }
 
     /// Talks over a stream the caller has already opened (one end of `tokio::io::duplex`,
@@ -163,22 +166,28 @@ impl SmtpClient {
         opts: ConnectOptions,
     ) -> Result<Self, ClientError> {
         let plain = Plain::Supplied(Box::new(stream));
-        Self::start(plain, server_name.to_string(), opts).await
+        Self::start(
+            plain,
+            server_name.to_string(),
+            server_name.to_string(),
+            opts,
+        )
+        .await
     }
 
     async fn start(
         plain: Plain,
+        peer: String,
         server_name: String,
         opts: ConnectOptions,
     ) -> Result<Self, ClientError> {
         let stream = match &opts.implicit_tls {
             Some(tls) => {
-                let config = tls.client_config().map_err(ClientError::Tls)?;
-                Stream::Tls(Box::new(
-                    TlsStream::handshake(plain, config, &server_name)
-                        .await
-                        .map_err(ClientError::Tls)?,
-                ))
+                let s = TlsStream::establish(plain, tls, &peer, &server_name).await?;
+                if opts.debug_level > 0 {
+                    trace_line(opts.debug_level, "tls", &s.describe());
+                }
+                Stream::Tls(Box::new(s))
             }
             None => Stream::Plain(plain),
         };
@@ -190,6 +199,7 @@ impl SmtpClient {
             helo_done: false,
             local_hostname: opts.local_hostname.clone().unwrap_or_else(local_fqdn),
             server_name,
+            peer,
             lmtp: opts.lmtp,
             debug_level: opts.debug_level,
             timeouts: opts.timeouts,
@@ -274,11 +284,13 @@ impl SmtpClient {
         }
         if !self.core.take_buffered_input().is_empty() {
             // RFC 3207 §6: bytes after the 220 were sent in plaintext; refuse them.
-            return Err(ClientError::Tls(std::io::Error::other(
-                "plaintext data after STARTTLS",
-            )));
+            return Err(TlsError {
+                peer: self.peer.clone(),
+                failure: TlsFailure::CleartextAfterStartTls,
+                flags: tls.flag_names,
+            }
+            .into());
         }
-        let config = tls.client_config().map_err(ClientError::Tls)?;
         let plain = match self.stream.take() {
             Some(Stream::Plain(p)) => p,
             other => {
@@ -288,9 +300,10 @@ impl SmtpClient {
                 ));
             }
         };
-        let tls_stream = TlsStream::handshake(plain, config, &self.server_name)
-            .await
-            .map_err(ClientError::Tls)?;
+        let tls_stream = TlsStream::establish(plain, tls, &self.peer, &self.server_name).await?;
+        if self.debug_level > 0 {
+            self.trace("tls", &tls_stream.describe());
+        }
         self.stream = Some(Stream::Tls(Box::new(tls_stream)));
         self.features = None;
         self.helo_done = false;
@@ -577,23 +590,28 @@ impl SmtpClient {
     }
 
     fn trace(&self, what: &str, text: &str) {
-        let mut err = std::io::stderr().lock();
-        if self.debug_level > 1 {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            let secs = now.as_secs() % 86_400;
-            let _ = write!(
-                err,
-                "{:02}:{:02}:{:02}.{:06} ",
-                secs / 3600,
-                secs / 60 % 60,
-                secs % 60,
-                now.subsec_micros()
-            );
-        }
-        let _ = writeln!(err, "{what}: {text}");
+        trace_line(self.debug_level, what, text);
     }
+}
+
+/// One transcript line on stderr (`-v`), with the time of day at level 2 (`-vv`).
+fn trace_line(debug_level: u8, what: &str, text: &str) {
+    let mut err = std::io::stderr().lock();
+    if debug_level > 1 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = now.as_secs() % 86_400;
+        let _ = write!(
+            err,
+            "{:02}:{:02}:{:02}.{:06} ",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            now.subsec_micros()
+        );
+    }
+    let _ = writeln!(err, "{what}: {text}");
 }
 
 /// The addresses of `host:port`: an IP literal at once; a name through tokio's resolver, or

@@ -19,6 +19,9 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::engine;
 
+pub use super::tls_trust::TlsOptions;
+use super::{TlsError, TlsFailure};
+
 /// A byte stream a caller can hand the client (`SmtpClient::over_stream`): anything tokio
 /// can read and write, such as one end of `tokio::io::duplex`.
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug {}
@@ -219,58 +222,37 @@ pub struct TlsStream {
     scratch: BytesMut,
 }
 
-/// How to check the server's certificate.
-#[derive(Clone, Debug, Default)]
-pub struct TlsOptions {
-    /// PEM file with CA certificates to trust (in addition to the system's).
-    pub ca_file: Option<std::path::PathBuf>,
-    /// Accept any certificate (smtplib's default context does this; ringrelay does not by
-    /// default).
-    pub insecure: bool,
-}
-
-impl TlsOptions {
-    /// Builds the rustls client configuration.
-    pub fn client_config(&self) -> io::Result<Arc<rustls::ClientConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?;
-        let config = if self.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-                .with_no_client_auth()
-        } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if let Some(path) = &self.ca_file {
-                use rustls::pki_types::pem::PemObject;
-                for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
-                    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?
-                {
-                    let cert =
-                        cert.map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-                    roots.add(cert).map_err(io::Error::other)?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        };
-        Ok(Arc::new(config))
-    }
-}
-
 impl TlsStream {
+    /// The handshake with `tls`'s checks, its failures as sentences about `peer` (the
+    /// `host:port` shown to the user; `server_name` is the name the certificate must hold).
+    pub async fn establish(
+        inner: Plain,
+        tls: &TlsOptions,
+        peer: &str,
+        server_name: &str,
+    ) -> Result<Self, TlsError> {
+        let error = |failure| TlsError {
+            peer: peer.to_string(),
+            failure,
+            flags: tls.flag_names,
+        };
+        let config = tls.client_config().map_err(error)?;
+        Self::handshake(inner, config, server_name)
+            .await
+            .map_err(|e| error(TlsFailure::from_handshake(&e)))
+    }
+
     /// Performs the TLS handshake as a client for `server_name`.
     pub async fn handshake(
         inner: Plain,
         config: Arc<rustls::ClientConfig>,
         server_name: &str,
     ) -> io::Result<Self> {
-        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|_| {
+                let failure = TlsFailure::BadServerName(server_name.to_string());
+                io::Error::new(io::ErrorKind::InvalidInput, failure)
+            })?;
         let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
         let mut s = Self {
             inner,
@@ -288,6 +270,12 @@ impl TlsStream {
         }
         s.flush_tls().await?;
         Ok(s)
+    }
+
+    /// The negotiated version and cipher suite and the server certificate's subject, for a
+    /// transcript (`TLSv1.3, cipher TLS13_AES_256_GCM_SHA384, peer subject "CN=localhost"`).
+    pub fn describe(&self) -> String {
+        super::tls_trust::describe_session(&self.conn)
     }
 
     async fn flush_tls(&mut self) -> io::Result<()> {
@@ -357,55 +345,6 @@ impl TlsStream {
             data = &data[n..];
         }
         Ok(())
-    }
-}
-
-/// The verifier behind `TlsOptions::insecure`.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

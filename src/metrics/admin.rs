@@ -50,9 +50,9 @@ pub(crate) struct AdminThread {
 }
 
 impl AdminListener {
-    /// Binds `addr` (port 0 picks a free port).
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let listener = std::net::TcpListener::bind(addr)?;
+    /// Serves on `listener`, bound and listening (the server binds it, with its rules for
+    /// sharing an address).
+    pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         Ok(Self { listener, addr })

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::connector::{self, Connector, Tcp};
 use super::reply_map::{incident, unavailable};
 use crate::client::core::Timeouts;
-use crate::client::{SmtpClient, TlsOptions};
+use crate::client::{ClientError, SmtpClient, TlsOptions};
 use crate::metrics::snapshot::{Distribution, Snapshot};
 use crate::proto::Reply;
 use crate::rt;
@@ -81,7 +81,10 @@ impl Default for UpstreamConfig {
             helo: None,
             timeouts: Timeouts::default(),
             tls: UpstreamTls::None,
-            tls_options: TlsOptions::default(),
+            tls_options: TlsOptions {
+                flag_names: crate::client::TlsFlagNames::UPSTREAM,
+                ..TlsOptions::default()
+            },
             auth: None,
             max_connections: 64,
             idle_ttl: Duration::from_secs(30),
@@ -351,7 +354,11 @@ impl UpstreamPool {
                 Err(e) => {
                     let mut p = pool.borrow_mut();
                     p.stats.connect_failures += 1;
-                    last = format!("{server}: {e}");
+                    last = match e {
+                        // Its sentence names the server already.
+                        ClientError::Tls(e) => e.to_string(),
+                        e => format!("{server}: {e}"),
+                    };
                     p.note_connect_failure(index, &last);
                 }
             }
@@ -448,5 +455,6 @@ fn micros(d: Duration) -> u64 {
 }
 
 fn one_line(s: &str) -> String {
-    s.replace(['\r', '\n'], " ").chars().take(200).collect()
+    // Room for a TLS failure's sentence; an upstream's reply text is cut.
+    s.replace(['\r', '\n'], " ").chars().take(400).collect()
 }

@@ -61,7 +61,8 @@ pub(super) fn incident(details: &str) -> Reply {
     let details: String = details
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
+        // Room for a TLS failure's sentence (server, what failed, the option to change).
+        .take(500)
         .collect();
     note_incident(&id, &details);
     unavailable(format!("Upstream unavailable (incident {id})"))

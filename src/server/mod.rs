@@ -79,6 +79,25 @@ pub enum ServerError {
     /// No `listen` address was configured.
     #[error("no listen address configured")]
     NoListen,
+    /// Another process already listens on the address and `reuse_port` is off.
+    #[error(
+        "{addr}: address already in use by another process (use --reuse-port for a planned \
+         handover)"
+    )]
+    AddrInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// `reuse_port` is on, but the process on the address does not share it (no SO_REUSEPORT,
+    /// or another user).
+    #[error(
+        "{addr}: address already in use by another process that does not share it \
+         (--reuse-port joins only listeners that set SO_REUSEPORT, as ringrelay does)"
+    )]
+    AddrNotShared {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// Binding a listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -94,6 +113,15 @@ pub enum ServerError {
          (or --io auto to fall back automatically)"
     )]
     UringUnavailable(std::io::Error),
+    /// Another process already listens on the metrics (admin HTTP) address.
+    #[error(
+        "metrics address {addr}: address already in use by another process (choose another \
+         with --metrics-listen ADDR, or none; --reuse-port for a planned handover)"
+    )]
+    MetricsAddrInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// Binding the metrics (admin HTTP) listener failed.
     #[error("cannot serve metrics on {addr}: {source}")]
     MetricsBind {
@@ -117,6 +145,9 @@ pub enum ServerError {
 pub struct ServerConfig {
     /// Addresses to listen on (every shard listens on each).
     pub listen: Vec<SocketAddr>,
+    /// Share the listen and metrics addresses with another process already listening there
+    /// (a planned handover: a rolling restart); off, such an address refuses the start.
+    pub reuse_port: bool,
     /// Number of shards; `None` = the CPUs this process may run on.
     pub shards: Option<usize>,
     /// Event loop choice.
@@ -151,6 +182,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            reuse_port: false,
             shards: None,
             io: IoMode::Auto,
             engine: EngineOptions::default(),
@@ -261,17 +293,7 @@ impl<H: Service> HandledBuilder<H> {
         let cpus = shard::allowed_cpus();
         let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
         raise_fd_limit();
-        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
-            (0..shards).map(|_| Vec::new()).collect();
-        let mut local_addrs = Vec::new();
-        for &addr in &cfg.listen {
-            let group = listener::bind_group(addr, shards)
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            local_addrs.push(group[0].local_addr().unwrap_or(addr));
-            for (i, l) in group.into_iter().enumerate() {
-                per_shard[i].push(l);
-            }
-        }
+        let (per_shard, local_addrs) = listener::bind_listen(&cfg, shards)?;
         let (drain_tx, drain_rx) = watch::channel(false);
         let abandon = Arc::new(watch::channel(false).0);
         let (hub, admin) = match &cfg.metrics {
@@ -287,16 +309,14 @@ impl<H: Service> HandledBuilder<H> {
                     )
                     .with_readiness(m.readiness.clone()),
                 );
-                let admin = match m.listen.map(|a| (a, AdminListener::bind(a))) {
+                let admin = match m.listen.map(|a| listener::bind_admin(a, cfg.reuse_port)) {
                     None => None,
-                    Some((_, Ok(l))) => Some(l),
-                    Some((addr, Err(e))) if m.listen_optional => {
-                        eprintln!("ringrelay: not serving metrics: cannot listen on {addr}: {e}");
+                    Some(Ok(l)) => Some(l),
+                    Some(Err(e)) if m.listen_optional => {
+                        eprintln!("ringrelay: not serving metrics: {e}");
                         None
                     }
-                    Some((addr, Err(source))) => {
-                        return Err(ServerError::MetricsBind { addr, source })
-                    }
+                    Some(Err(e)) => return Err(e),
                 };
                 (Some(hub), admin)
             }
