@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets (`session`: the protocol core's invariants; `pipelined`: pipelined
-# decisions against a session that waits) and runs each for a bounded time (CI smoke fuzzing).
+# decisions against a session that waits; `proxy_header`: the PROXY protocol parser) and runs
+# each for a bounded time (CI smoke fuzzing).
 #
 #   fuzz/run-ci.sh [SECONDS]            per target, default 60
 #
@@ -41,7 +42,7 @@ if [ "$jobs" -gt 1 ]; then
     extra+=("-fork=$jobs")
 fi
 
-for target in session pipelined; do
+for target in session pipelined proxy_header; do
     cargo "+$toolchain" fuzz build "${build_flags[@]}" "$target"
     mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target" "fuzz/regressions/$target"
     # Every recorded finding must stay fixed: replay them first (each one alone).

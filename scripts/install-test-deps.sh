@@ -10,7 +10,7 @@
 #              starts and stops itself; the system's own daemon is never configured nor started
 #   swaks      SMTP transcripts (PIPELINING); libnet-ssleay-perl gives it STARTTLS
 #   prometheus promtool, for checking the /metrics exposition
-#   haproxy    PROXY-protocol front end for the deployment tests (planned)
+#   haproxy    PROXY-protocol front end (tests/haproxy.rs runs deploy/haproxy/haproxy.cfg)
 #   openssl    TLS test material (planned)
 #   linux-perf profiling the benchmarks
 #   python3-seccomp  denies io_uring_setup to test the epoll fallback (run by /usr/bin/python3)

@@ -151,10 +151,32 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for transactions in flight (default 30).
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    /// Seconds to keep accepting after SIGTERM/SIGINT while /readyz already answers 503, so
+    /// a load balancer moves new clients away before the drain starts (default 0).
+    #[arg(long, value_name = "SECS")]
+    pub drain_delay: Option<u64>,
     /// Admin HTTP listener for /metrics, /stats.json, /healthz and /readyz, or `none` to record
     /// and serve no metrics (default 127.0.0.1:9465; if that is taken, ringrelay runs without).
     #[arg(long, value_name = "ADDR|none")]
     pub metrics_listen: Option<MetricsListen>,
+    /// Require the PROXY protocol (v1 or v2, HAProxy's send-proxy / send-proxy-v2) on every
+    /// SMTP listener: the client's address comes from the header.
+    #[arg(long)]
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Who may send the PROXY header (CIDR, comma-separated; default 127.0.0.0/8 and ::1);
+    /// connections from elsewhere are closed.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_delimiter = ',',
+        requires = "proxy_protocol"
+    )]
+    #[serde(default)]
+    pub proxy_trusted: Vec<String>,
+    /// Seconds the PROXY header may take to arrive (default 5; at least 3).
+    #[arg(long, value_name = "SECS", requires = "proxy_protocol")]
+    pub proxy_timeout: Option<u64>,
     /// Log level (error, warn, info, debug, trace, off) or a filter such as
     /// `warn,ringrelay::transaction=info`; RUST_LOG wins when set (default info).
     #[arg(long, value_name = "LEVEL")]
@@ -401,7 +423,31 @@ fn serve_config(
     if let Some(v) = cli.drain_timeout.or(file.drain_timeout) {
         cfg.drain_timeout = Duration::from_secs(v);
     }
+    if let Some(v) = cli.drain_delay.or(file.drain_delay) {
+        cfg.drain_delay = Duration::from_secs(v);
+    }
     cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
+    if cli.proxy_protocol || file.proxy_protocol {
+        let mut proxy = ringrelay::server::ProxyProtocol::default();
+        let trusted = if cli.proxy_trusted.is_empty() {
+            file.proxy_trusted
+        } else {
+            cli.proxy_trusted
+        };
+        if !trusted.is_empty() {
+            proxy.trusted = trusted
+                .iter()
+                .map(|n| {
+                    n.parse()
+                        .map_err(|e| CliError::Class(format!("--proxy-trusted: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(secs) = cli.proxy_timeout.or(file.proxy_timeout) {
+            proxy.timeout = Duration::from_secs(secs.max(3));
+        }
+        cfg.proxy_protocol = Some(proxy);
+    }
     if let Some(v) = cli.log_level.or(file.log_level) {
         cfg.log.level = v;
     }

@@ -197,6 +197,56 @@ fn drain_timeout_bounds_the_exit() {
     }
 }
 
+/// `--drain-delay`: on SIGTERM /readyz turns 503 at once while new connections are still
+/// served; the listeners close and the drain runs only after the delay (rolling restarts
+/// behind a balancer whose health check reads /readyz).
+#[test]
+fn drain_delay_turns_unready_before_it_stops_accepting() {
+    let server = Server::mode("sink", "uring", &["--drain-delay", "2"]);
+    let admin = metrics_addr(&server);
+    assert_eq!(http_get(admin, "/readyz").0, 200);
+    let t0 = Instant::now();
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (status, body) = http_get(admin, "/readyz");
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {status} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Still accepting and serving during the delay.
+    let mut c = connect(server.port());
+    assert!(read_reply(&mut c).unwrap().starts_with("220"));
+    send(
+        &mut c,
+        "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+    );
+    for want in ["250", "250", "250", "354"] {
+        let got = read_reply(&mut c).unwrap();
+        assert!(got.starts_with(want), "{got}");
+    }
+    send(
+        &mut c,
+        "Subject: during the delay\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+    );
+    assert!(read_reply(&mut c).unwrap().starts_with("250"));
+    assert!(read_reply(&mut c).unwrap().starts_with("221"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the test was too slow to mean anything"
+    );
+    let stopped = server.wait(Duration::from_secs(15), t0);
+    stopped.assert_success();
+    assert!(stopped.took >= Duration::from_secs(2), "{:?}", stopped.took);
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("messages=1"));
+}
+
 fn smtpd(args: &[&str]) -> Server {
     let mut all = vec!["smtpd"];
     all.extend_from_slice(args);

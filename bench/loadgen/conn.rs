@@ -52,6 +52,10 @@ impl ConnError {
                 format!("timeout waiting for {}", p.name())
             }
             ConnError::Protocol(CoreError::Reply(_)) => "malformed reply".into(),
+            // RFC 5321 §3.8: a server that must close may say 421 at any time.
+            ConnError::Protocol(CoreError::Unsolicited(r)) if r.code() == 421 => {
+                "421 while idle (server closing)".into()
+            }
             ConnError::Protocol(CoreError::Unsolicited(_)) => "unsolicited reply".into(),
             ConnError::Protocol(CoreError::WriteTimeout) => "timeout writing".into(),
             ConnError::Tls(e) => e.to_string(),

@@ -198,7 +198,8 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
         ),
         family(
             "ringrelay_connections_rejected_total",
-            "Connections answered 421 and closed before any session, by reason.",
+            "Connections turned away before any session, by reason (421 and closed; closed \
+             without a word for the PROXY protocol reasons).",
             COUNTER,
             RejectReason::ALL
                 .iter()

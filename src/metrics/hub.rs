@@ -52,6 +52,8 @@ pub(crate) struct Hub {
     drain: watch::Receiver<bool>,
     /// A condition besides the shards' for `/readyz`.
     pub(crate) readiness: super::ReadinessCheck,
+    /// A shutdown was asked for (the listeners may still accept during `--drain-delay`).
+    stopping: AtomicBool,
 }
 
 /// A merged view: the sum over shards plus what is reported per shard.
@@ -92,7 +94,13 @@ impl Hub {
             started: Instant::now(),
             drain,
             readiness: super::ReadinessCheck::default(),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// A shutdown was asked for: `/readyz` says so from now on, before the listeners close.
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// The hub with `readiness` consulted by `/readyz`.
@@ -157,9 +165,10 @@ impl Hub {
                 .all(|s| s.accepting.load(Ordering::Acquire))
     }
 
-    /// True once a drain has started.
+    /// True once a shutdown was asked for (a drain has started, or will after
+    /// `--drain-delay`).
     pub(crate) fn draining(&self) -> bool {
-        *self.drain.borrow()
+        self.stopping.load(Ordering::Acquire) || *self.drain.borrow()
     }
 }
 

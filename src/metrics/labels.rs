@@ -152,16 +152,22 @@ pub enum RejectReason {
     Draining,
     /// The client's address had `--max-connections-per-client` open (421 4.7.0).
     PerClient,
+    /// A PROXY protocol listener was reached from outside `--proxy-trusted` (closed).
+    ProxyUntrusted,
+    /// No valid PROXY header in time (missing, malformed, too long, timed out; closed).
+    ProxyHeader,
 }
 
 impl RejectReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 5;
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::MaxConnections,
         RejectReason::Draining,
         RejectReason::PerClient,
+        RejectReason::ProxyUntrusted,
+        RejectReason::ProxyHeader,
     ];
 
     /// The label value.
@@ -170,6 +176,8 @@ impl RejectReason {
             RejectReason::MaxConnections => "max_connections",
             RejectReason::Draining => "draining",
             RejectReason::PerClient => "per_client",
+            RejectReason::ProxyUntrusted => "proxy_untrusted",
+            RejectReason::ProxyHeader => "proxy_header",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The sans-IO SMTP protocol core: command parser, reply builder, address syntax, DATA/BDAT
-//! scanner and the server `Session` state machine.
+//! scanner, the server `Session` state machine, and the PROXY protocol header a load
+//! balancer sends before the session.
 //!
 //! Nothing in here touches a socket, a thread, a runtime or a clock: time is always an argument
 //! and bytes are always handed in. That makes every behaviour testable in memory with a virtual
@@ -11,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod envelope;
 pub mod event;
+pub mod proxy_header;
 pub mod reply;
 pub mod session;
 

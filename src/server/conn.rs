@@ -72,8 +72,18 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
 ) {
     let started = Instant::now();
     let stream = Wire::new(stream);
-    let mut session = Session::new(shard.session_config.clone(), peer, started);
     let mut input = Input::default();
+    let peer = match &shard.proxy {
+        None => peer,
+        Some(proxy) => match arrive_proxied(&stream, peer, proxy, key, &shard, &mut input).await {
+            Some(client) => client,
+            None => {
+                stream.close();
+                return;
+            }
+        },
+    };
+    let mut session = Session::new(shard.session_config.clone(), peer, Instant::now());
     let mut conn = H::open(&shard.handler, &session);
     let mut pending: Answers = VecDeque::new();
     let metrics = shard.metrics.as_ref();
@@ -262,6 +272,35 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     if let Some(m) = metrics {
         let lived = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         m.record().session.record(lived);
+    }
+}
+
+/// Behind the PROXY protocol: the client's address from the header (what followed it goes
+/// to `input`), or `None` when the connection is refused (to be closed).
+async fn arrive_proxied<S: ConnStream, H: Service>(
+    stream: &Wire<S>,
+    real: core::net::SocketAddr,
+    proxy: &super::proxy::ProxyProtocol,
+    key: usize,
+    shard: &Shard<H>,
+    input: &mut Input,
+) -> Option<core::net::SocketAddr> {
+    match super::proxy::arrive(stream, real, proxy).await {
+        Ok(arrival) => {
+            if let Some(rest) = arrival.rest {
+                input.push(rest);
+            }
+            if let Err(reply) = shard.admit_client(key, arrival.peer.ip()) {
+                stream.send(reply);
+                let _ = rt::timeout(ABANDON_FLUSH, flush(stream)).await;
+                return None;
+            }
+            Some(arrival.peer)
+        }
+        Err(reason) => {
+            shard.count_rejected(reason);
+            None
+        }
     }
 }
 

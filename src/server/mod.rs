@@ -18,11 +18,13 @@ mod input;
 mod listener;
 mod observe;
 mod process;
+mod proxy;
 mod shard;
 mod shard_thread;
 mod tls;
 mod uring;
 
+pub use proxy::ProxyProtocol;
 pub use tls::{server_config as tls_server_config, TlsConfigError};
 
 use std::net::SocketAddr;
@@ -173,6 +175,11 @@ pub struct ServerConfig {
     /// STARTTLS (RFC 3207) with this certificate (`tls_server_config` builds one from PEM
     /// files); `None` does not offer it. It decides `session.extensions.starttls`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// After a shutdown signal, keep accepting this long while `/readyz` already answers 503
+    /// (so a load balancer's health check moves traffic away first); then drain.
+    pub drain_delay: Duration,
+    /// Require the PROXY protocol (v1 or v2) on every SMTP listener, from these senders.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// The operator's log (the binary installs it with `crate::log::init`; a library user
     /// may install its own `tracing` subscriber instead).
     pub log: crate::log::LogConfig,
@@ -195,6 +202,8 @@ impl Default for ServerConfig {
             metrics: None,
             tls: None,
             log: crate::log::LogConfig::default(),
+            proxy_protocol: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -459,7 +468,10 @@ impl<H: Service> Server<H> {
                 abandon: self.abandon.subscribe(),
                 limit: limit.clone(),
                 hub: self.hub.clone(),
-                tls: self.config.tls.clone(),
+                front: shard::Front {
+                    tls: self.config.tls.clone(),
+                    proxy: self.config.proxy_protocol.clone().map(Arc::new),
+                },
                 ready: ready_tx.clone(),
                 done: done_tx.clone(),
             };
@@ -506,6 +518,8 @@ impl<H: Service> Server<H> {
         let drain = self.drain.clone();
         let abandon = self.abandon.clone();
         let timeout = self.config.drain_timeout;
+        let delay = self.config.drain_delay;
+        let hub = self.hub.clone();
         let drained = control.block_on(async move {
             let mut signals = signals;
             let mut asked = drain.subscribe();
@@ -515,6 +529,18 @@ impl<H: Service> Server<H> {
                 _ = asked.wait_for(|&d| d) => {}
                 _ = async { while done_rx.recv().await.is_some() { finished += 1; } } => {
                     return true;
+                }
+            }
+            if let Some(hub) = &hub {
+                hub.set_stopping();
+            }
+            if !delay.is_zero() {
+                // /readyz is 503 already; a balancer's health check sees it before the
+                // listeners stop accepting. A second signal skips the wait.
+                eprintln!("ringrelay: stopping; still accepting for {delay:?} (--drain-delay)");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_signal(&mut signals) => {}
                 }
             }
             drain.send_replace(true);

@@ -48,6 +48,8 @@ pub(crate) struct Shard<H> {
     pub metrics: Option<ShardRecorder>,
     /// The TLS configuration for STARTTLS, when it is offered.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The PROXY protocol, when the listeners require it.
+    pub proxy: Option<Arc<super::proxy::ProxyProtocol>>,
     /// Where a connection's replies are gathered before they are queued on its stream.
     pub scratch: RefCell<Vec<u8>>,
 }
@@ -60,7 +62,7 @@ impl<H: Service> Shard<H> {
         abandon: watch::Receiver<bool>,
         limit: Arc<ConnLimit>,
         metrics: Option<ShardRecorder>,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        front: Front,
     ) -> Rc<Self> {
         Rc::new(Self {
             session_config,
@@ -74,17 +76,22 @@ impl<H: Service> Shard<H> {
             idle: Notify::new(),
             refused: Cell::new(0),
             metrics,
-            tls,
+            tls: front.tls,
+            proxy: front.proxy,
             scratch: RefCell::new(Vec::with_capacity(4096)),
         })
     }
 
+    /// True when `ip` counts against `--max-connections-per-client`.
+    fn counts_per_client(&self, ip: IpAddr) -> bool {
+        self.limit.per_client != 0 && !self.handler.borrow().exempt_from_client_limit(ip)
+    }
+
     /// Registers a connection from `peer`; the reply to refuse it with when the process is at
-    /// its limit, or the client's address at its own.
+    /// its limit, or the client's address at its own. Behind the PROXY protocol the client's
+    /// address is known only later: `admit_client` counts it then.
     pub fn admit(&self, peer: IpAddr) -> Result<usize, &'static [u8]> {
-        let per_client = (self.limit.per_client != 0
-            && !self.handler.borrow().exempt_from_client_limit(peer))
-        .then_some(peer);
+        let per_client = (self.proxy.is_none() && self.counts_per_client(peer)).then_some(peer);
         if let Err(reason) = self.limit.try_acquire(per_client) {
             self.refused.set(self.refused.get() + 1);
             self.count_rejected(reason);
@@ -100,6 +107,23 @@ impl<H: Service> Shard<H> {
             waker: None,
             per_client,
         }))
+    }
+
+    /// Counts connection `key` against its client's (proxied) address; the reply to refuse it
+    /// with when that address is at its limit.
+    pub fn admit_client(&self, key: usize, client: IpAddr) -> Result<(), &'static [u8]> {
+        if !self.counts_per_client(client) {
+            return Ok(());
+        }
+        if self.limit.try_acquire_client(client).is_err() {
+            self.refused.set(self.refused.get() + 1);
+            self.count_rejected(RejectReason::PerClient);
+            return Err(TOO_MANY_FROM_CLIENT);
+        }
+        if let Some(e) = self.conns.borrow_mut().get_mut(key) {
+            e.per_client = Some(client);
+        }
+        Ok(())
     }
 
     /// Counts a connection turned away before any session.
@@ -194,6 +218,15 @@ impl<H: Service> Shard<H> {
     }
 }
 
+/// What faces the client before the session: TLS for STARTTLS, the PROXY protocol.
+#[derive(Clone, Default)]
+pub(crate) struct Front {
+    /// STARTTLS, when offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The PROXY protocol, when required.
+    pub proxy: Option<Arc<super::proxy::ProxyProtocol>>,
+}
+
 /// One open connection, as the shard knows it.
 #[derive(Debug)]
 pub(crate) struct ConnEntry {
@@ -236,15 +269,22 @@ impl ConnLimit {
             return Err(RejectReason::MaxConnections);
         }
         if let Some(ip) = client {
-            let mut by = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
-            let n = by.entry(ip).or_insert(0);
-            if *n >= self.per_client {
-                drop(by);
+            if let Err(e) = self.try_acquire_client(ip) {
                 self.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(RejectReason::PerClient);
+                return Err(e);
             }
-            *n += 1;
         }
+        Ok(())
+    }
+
+    /// Takes one of `ip`'s connections (the process-wide one is already taken).
+    fn try_acquire_client(&self, ip: IpAddr) -> Result<(), RejectReason> {
+        let mut by = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by.entry(ip).or_insert(0);
+        if *n >= self.per_client {
+            return Err(RejectReason::PerClient);
+        }
+        *n += 1;
         Ok(())
     }
 

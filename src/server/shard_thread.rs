@@ -29,7 +29,7 @@ pub(super) struct ShardStart<H> {
     pub abandon: watch::Receiver<bool>,
     pub limit: Arc<ConnLimit>,
     pub hub: Option<Arc<Hub>>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub front: shard::Front,
     pub ready: mpsc::Sender<Result<(), std::io::Error>>,
     pub done: tokio::sync::mpsc::UnboundedSender<usize>,
 }
@@ -44,18 +44,26 @@ impl<H: Service> ShardStart<H> {
         let ready = self.ready.clone();
         let (listeners, shard_ready) = (self.listeners, self.ready);
         // One shard state for either event loop, built on the shard's own thread.
-        let (session, factory, drain, abandon, limit, hub, tls) = (
+        let (session, factory, drain, abandon, limit, hub, front) = (
             self.session,
             self.factory,
             self.drain,
             self.abandon,
             self.limit,
             self.hub,
-            self.tls,
+            self.front,
         );
         let make_shard = move || {
             let metrics = hub.map(|h| ShardRecorder::new(h, index));
-            Shard::new(session, factory(index), drain, abandon, limit, metrics, tls)
+            Shard::new(
+                session,
+                factory(index),
+                drain,
+                abandon,
+                limit,
+                metrics,
+                front,
+            )
         };
         let result = match self.driver {
             Driver::Uring => Engine::new(&self.engine).map(|engine| {
