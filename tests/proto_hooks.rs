@@ -71,7 +71,8 @@ fn run_with(
                     String::from_utf8_lossy(c.argument()).into_owned(),
                     c.known_verb(),
                 ));
-            } else {
+            } else if ev.needs_reply() {
+                // Notifications may still be queued ahead of a pending command; decisions not.
                 assert!(
                     s.pending_command().is_none(),
                     "{ev:?} with a pending command"
