@@ -5,7 +5,8 @@
 //! cut at fuzzer-chosen points. Replies, observations and accepted messages must be identical.
 //!
 //! Input layout:
-//!   bytes 0..2   configuration (recipient limit, error budget, SMTPUTF8, BDAT)
+//!   bytes 0..2   configuration (recipient limit, error budget, SMTPUTF8, BDAT, which command
+//!                lines go to the handler as `Event::Command`)
 //!   bytes 2..10  the handler's answer table (see `policy`)
 //!   then         one byte per token: low 6 bits pick a token, bit 7 cuts the input after it
 
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use ringrelay::proto::{
-    EnhancedCode, Event, Extensions, Observation, Reply, Session, SessionConfig,
+    CommandHook, EnhancedCode, Event, Extensions, Observation, Reply, Session, SessionConfig,
 };
 
 const TOKENS: &[&[u8]] = &[
@@ -76,6 +77,12 @@ fn policy(table: &[u8; 8], ev: &Event, s: &Session) -> Option<Reply> {
         Event::Mail => 1 + sum(s.envelope().mail_from.as_ref().map_or("", |m| m.as_str())) % 2,
         Event::Rcpt => 3 + sum(s.pending_recipient().map_or("", |(m, _)| m.as_str())) % 3,
         Event::DataStart => 6,
+        // A handed-over line: the answer depends on the line.
+        Event::Command => {
+            let line = s.pending_command().map_or(&b""[..], |c| c.line());
+            let n = line.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+            return answer(table[7].wrapping_add(n) >> 2);
+        }
         _ => 7,
     };
     answer(table[slot] >> (slot % 3))
@@ -88,10 +95,17 @@ struct Run {
     messages: Vec<Vec<u8>>,
 }
 
-fn run(cfg: &Arc<SessionConfig>, pieces: &[Vec<u8>], pipelined: bool, table: &[u8; 8]) -> Run {
+fn run(
+    cfg: &Arc<SessionConfig>,
+    hook: CommandHook,
+    pieces: &[Vec<u8>],
+    pipelined: bool,
+    table: &[u8; 8],
+) -> Run {
     let now = Instant::now();
     let peer: SocketAddr = "192.0.2.1:25000".parse().unwrap();
     let mut s = Session::new(cfg.clone(), peer, now);
+    s.set_command_hook(hook);
     s.set_observing(true);
     s.set_pipelined_decisions(pipelined);
     let mut r = Run {
@@ -156,6 +170,11 @@ fuzz_target!(|data: &[u8]| {
         },
         ..SessionConfig::default()
     });
+    let hook = [
+        CommandHook::Off,
+        CommandHook::UnknownVerbs,
+        CommandHook::EveryLine,
+    ][(data[1] >> 2) as usize % 3];
     let table: [u8; 8] = data[2..10].try_into().unwrap();
     let mut pieces = vec![Vec::new()];
     let mut whole = Vec::new();
@@ -167,8 +186,8 @@ fuzz_target!(|data: &[u8]| {
             pieces.push(Vec::new());
         }
     }
-    let waiting = run(&cfg, &[whole], false, &table);
-    let pipelined = run(&cfg, &pieces, true, &table);
+    let waiting = run(&cfg, hook, &[whole], false, &table);
+    let pipelined = run(&cfg, hook, &pieces, true, &table);
     assert_eq!(
         String::from_utf8_lossy(&pipelined.out),
         String::from_utf8_lossy(&waiting.out),

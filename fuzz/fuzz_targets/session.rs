@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use ringrelay::proto::{
-    BareLineEndings, EnhancedCode, Event, ExpnPolicy, Extensions, Reply, Session, SessionConfig,
-    State,
+    BareLineEndings, CommandHook, EnhancedCode, Event, ExpnPolicy, Extensions, Reply, Session,
+    SessionConfig, State,
 };
 
 /// Octets a session may leave unconsumed beyond `command_line_limit()` when it is not waiting
@@ -160,6 +160,16 @@ fn config_from(c: [u8; 4]) -> SessionConfig {
         max_text_line: [1000, 0, 12, 80][c[3] as usize & 3],
         max_command_line: [512, 64, 24, 1][(c[3] as usize >> 2) & 3],
         ..SessionConfig::default()
+    }
+}
+
+/// Which command lines go to the handler (`Event::Command`): bit 7 of byte 3 turns the hook
+/// on, bit 7 of byte 2 picks every line rather than unknown verbs only.
+fn hook_from(c: [u8; 4]) -> CommandHook {
+    match (c[3] >> 7, c[2] >> 7) {
+        (0, _) => CommandHook::Off,
+        (_, 0) => CommandHook::UnknownVerbs,
+        _ => CommandHook::EveryLine,
     }
 }
 
@@ -315,12 +325,17 @@ impl Driver {
         if trace() {
             eprintln!("H: {ev:?} -> {reply:?}");
         }
+        // A line handed to the handler and left to the core may raise its own decision at once.
+        let to_core = ev == Event::Command && reply.is_none();
         self.s.handler_reply(reply);
         if ev == Event::DataStart && self.s.state() == State::InData {
             assert_eq!(self.framing, Framing::None);
             self.framing = Framing::Dot;
         }
-        assert!(!self.s.is_awaiting_reply());
+        assert!(
+            to_core || !self.s.is_awaiting_reply(),
+            "answering {ev:?} raised another decision"
+        );
         self.drain_events();
         self.drain_output();
     }
@@ -375,6 +390,12 @@ impl Driver {
                 );
             }
             if ev.needs_reply() {
+                // Notifications may still be queued ahead of a pending command; decisions not.
+                assert_eq!(
+                    self.s.pending_command().is_some(),
+                    ev == Event::Command,
+                    "pending command at {ev:?}"
+                );
                 assert!(
                     self.unanswered.is_none(),
                     "second decision {ev:?} while {:?} is unanswered",
@@ -427,6 +448,10 @@ impl Driver {
     /// Invariants of a session at rest (after `pump`).
     fn check_rest(&mut self) {
         assert_eq!(self.s.is_awaiting_reply(), self.unanswered.is_some());
+        assert_eq!(
+            self.s.pending_command().is_some(),
+            self.unanswered == Some(Event::Command)
+        );
         assert_eq!(
             self.s.poll_timeout().is_none(),
             self.s.is_awaiting_reply() || self.s.is_closed()
@@ -666,6 +691,11 @@ fn run(data: &[u8]) {
         data: data.get(4..).unwrap_or(&[]),
     };
     let mut d = Driver::new(config_from(c));
+    let hook = hook_from(c);
+    d.s.set_command_hook(hook);
+    if hook != CommandHook::Off {
+        d.s.set_ehlo_keywords(["XSTATS", "XFOO 1 2", "X\r\nY"]);
+    }
     d.pump();
     while let Some(op) = input.byte() {
         match op % 16 {

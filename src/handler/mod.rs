@@ -3,7 +3,8 @@
 //! `Handler` is the Rust form of subclassing the seed's `SMTPServer` (override
 //! `process_message`) and of extending `SMTPChannel` (the per-command hooks). Every hook gets
 //! the session view (`Session::peer`, `envelope`, `helo_name`, `pending_recipient`, ...) and
-//! may answer with a `Reply` or `None` for the session's default. One handler instance runs
+//! may answer with a `Reply` or `None` for the session's default; `command_hook`, `command` and
+//! `ehlo_keywords` add verbs and EHLO keywords of the handler's own. One handler instance runs
 //! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
 
 pub mod debug;
@@ -13,7 +14,7 @@ pub mod sink;
 
 pub use service::{Answer, Connection, Pending, Service, UpstreamStats};
 
-use crate::proto::{DataChunk, Reply, Session};
+use crate::proto::{CommandHook, DataChunk, Reply, Session};
 
 /// Decides what each SMTP event means. All hooks but `process_message` default to "accept".
 pub trait Handler: 'static {
@@ -61,6 +62,27 @@ pub trait Handler: 'static {
     /// **kwargs)`. `message` is the dot-unstuffed content when `collects_message()`, else empty.
     /// `None` answers `250 2.0.0 Ok: queued`.
     fn process_message(&mut self, session: &Session, message: &[u8]) -> Option<Reply>;
+
+    /// Which command lines go to `command` (the seed's SMTPChannel extension point): none by
+    /// default, `CommandHook::UnknownVerbs` for the verbs the core does not implement, or
+    /// `CommandHook::EveryLine`. Asked once per connection.
+    fn command_hook(&self) -> CommandHook {
+        CommandHook::Off
+    }
+
+    /// A command line `command_hook` asked for (`session.pending_command()`: verb and
+    /// argument). A reply answers it and the core does not execute it (not an error unless it
+    /// is a 50x reply); `None` lets the core go on: `500 5.5.1` for an unknown verb, the usual
+    /// handling (and hooks such as `mail`) for a known one.
+    fn command(&mut self, _session: &Session) -> Option<Reply> {
+        None
+    }
+
+    /// Keywords to add to the EHLO reply (`"XSTATS"`, or with parameters `"XFOO 1 2"`), after
+    /// the core's own and before `HELP`. Asked once per connection.
+    fn ehlo_keywords(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The transaction was abandoned; chunks seen for it are void.
     fn reset(&mut self, _session: &Session) {}

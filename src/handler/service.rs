@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use super::Handler;
-use crate::proto::{Event, Extensions, Reply, Session};
+use crate::proto::{CommandHook, Event, Extensions, Reply, Session};
 
 /// An answer still being worked out; it runs on the shard's event loop.
 pub type Pending = Pin<Box<dyn Future<Output = Option<Reply>>>>;
@@ -81,6 +81,15 @@ pub trait Service: 'static {
     fn session_extensions(&self, configured: Extensions) -> Extensions {
         configured
     }
+    /// Which command lines a new session hands over as `Event::Command`
+    /// (`Session::set_command_hook`); none by default, so the core answers every line.
+    fn command_hook(&self) -> CommandHook {
+        CommandHook::Off
+    }
+    /// Keywords a new session adds to its EHLO reply (`Session::set_ehlo_keywords`).
+    fn ehlo_keywords(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Adds the upstream latencies measured since the last call to `into` (the shard's
     /// metrics delta) and forgets them; relaying services only.
     fn drain_upstream_timings(&mut self, _into: &mut crate::metrics::snapshot::Snapshot) {}
@@ -125,6 +134,14 @@ impl<H: Handler> Service for H {
     fn shutdown(&mut self) {
         Handler::shutdown(self);
     }
+
+    fn command_hook(&self) -> CommandHook {
+        Handler::command_hook(self)
+    }
+
+    fn ehlo_keywords(&self) -> Vec<String> {
+        Handler::ehlo_keywords(self)
+    }
 }
 
 impl<H: Handler> Connection for HandlerConn<H> {
@@ -137,6 +154,7 @@ impl<H: Handler> Connection for HandlerConn<H> {
             Event::Mail => h.mail(session),
             Event::Rcpt => h.rcpt(session),
             Event::DataStart => h.data_start(session),
+            Event::Command => h.command(session),
             Event::DataChunk(chunk) => {
                 if self.collect {
                     chunk.extend_content(&mut self.message);

@@ -3,7 +3,8 @@
 //! Events marked *decision* stop the session until `Session::handler_reply` answers them (the
 //! session holds any further pipelined input meanwhile, except the RCPT and DATA decisions it
 //! raises ahead when `Session::set_pipelined_decisions` is on; answers are still given in
-//! order); the others are notifications.
+//! order); the others are notifications. `Event::Command` is raised only when the handler asked
+//! for command lines (`Session::set_command_hook`).
 
 use super::data::DataChunk;
 
@@ -40,6 +41,14 @@ pub enum Event {
     /// *Decision*: AUTH credentials (`Session::pending_auth`). Only a positive answer
     /// authenticates (`235 2.7.0`); no answer refuses (`535 5.7.8`).
     Auth,
+    /// *Decision*: a command line handed to the handler (`Session::pending_command` for its
+    /// verb and argument), raised only when `Session::set_command_hook` asks for it: a verb
+    /// the core does not implement, or every line. An answer is written as the reply to the
+    /// line, which the core then does not execute; a 50x answer spends the error budget, any
+    /// other does not (the handler understood the command). No answer lets the core go on
+    /// with the line as if it had never been handed over: `500 5.5.1` for an unknown verb,
+    /// and for a known one its usual reply, or its usual decision event, raised at once.
+    Command,
 }
 
 impl Event {

@@ -23,4 +23,4 @@ pub use data::DataChunk;
 pub use envelope::{BodyType, Envelope};
 pub use event::{Event, Observation};
 pub use reply::{EnhancedCode, Reply};
-pub use session::{Credentials, Session, State};
+pub use session::{CommandHook, Credentials, PendingCommand, Session, State};

@@ -26,9 +26,11 @@
 mod auth;
 mod body;
 mod execute;
+mod hooks;
 mod pipeline;
 
 pub use auth::Credentials;
+pub use hooks::{CommandHook, PendingCommand};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -76,6 +78,8 @@ enum Awaiting {
     /// The end of an intermediate BDAT chunk of this many octets.
     ChunkEnd(u64),
     Auth,
+    /// A command line handed to the handler (`hooks`).
+    Command,
 }
 
 /// A decision event handed out and not answered yet.
@@ -188,6 +192,8 @@ pub struct Session {
     observations: Option<VecDeque<Observation>>,
     /// The verb of the command line whose reply has not been written yet.
     pending_verb: Option<Verb>,
+    /// The handler's extensions to the command set (`set_command_hook`, `set_ehlo_keywords`).
+    hooks: hooks::Hooks,
 }
 
 impl Session {
@@ -237,6 +243,7 @@ impl Session {
             last_activity: now,
             observations: None,
             pending_verb: None,
+            hooks: hooks::Hooks::default(),
         }
     }
 
@@ -316,6 +323,8 @@ impl Session {
     /// (MAIL refused, or every RCPT before DATA refused), that command's reply becomes the
     /// session's own (503, 554) exactly as if it had been read afterwards; the handler's answer
     /// to it is then ignored, and a DATA the handler had accepted is followed by `Event::Reset`.
+    /// Nothing is taken ahead while every line goes to the handler first
+    /// (`CommandHook::EveryLine`).
     pub fn set_pipelined_decisions(&mut self, on: bool) {
         self.pipelined_decisions = on;
     }

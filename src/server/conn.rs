@@ -95,6 +95,11 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         let service = shard.handler.borrow();
         session.set_pipelined_decisions(service.pipelines_decisions());
         session.set_extensions(service.session_extensions(session.extensions()));
+        session.set_command_hook(service.command_hook());
+        let keywords = service.ehlo_keywords();
+        if !keywords.is_empty() {
+            session.set_ehlo_keywords(keywords);
+        }
     }
     tracing::debug!(target: crate::log::CONNECTION, client = %peer, "connected");
     // Nothing more may be written: the peer is gone, or TLS could not start after its 220.

@@ -11,7 +11,7 @@ use super::super::data::{DataScanner, Framing};
 use super::super::envelope::BodyType;
 use super::super::event::{Event, Observation};
 use super::super::reply::{push_sanitized, EnhancedCode, Reply};
-use super::{Awaiting, BdatChunk, Body, Decision, Mode, Session, State};
+use super::{Awaiting, BdatChunk, Body, CommandHook, Decision, Mode, Session, State};
 
 const fn esc(class: u8, subject: u16, detail: u16) -> EnhancedCode {
     EnhancedCode::new(class, subject, detail)
@@ -108,16 +108,27 @@ impl Session {
         }
     }
 
-    /// Executes one command line (also for lines read ahead of a pending decision, and
-    /// their re-execution).
+    /// Executes one command line read ahead of a pending decision, or its re-execution
+    /// (never handed to the handler first: lines are taken ahead only without
+    /// `CommandHook::EveryLine`).
     pub(super) fn execute(&mut self, line: &[u8]) {
-        self.execute_line(line);
+        self.note_line(Verb::of_line(line));
+        self.run_line(line);
     }
 
     // Inlined into `command_step`, the hot path; `execute` serves the rare callers.
     #[inline(always)]
     fn execute_line(&mut self, line: &[u8]) {
         self.note_line(Verb::of_line(line));
+        if self.hooks.mode == CommandHook::EveryLine {
+            return self.raise_command(line);
+        }
+        self.run_line(line);
+    }
+
+    /// What the core does with a command line.
+    #[inline(always)]
+    pub(super) fn run_line(&mut self, line: &[u8]) {
         let cmd = match parse_command(line) {
             Ok(cmd) => cmd,
             Err(e) => return self.command_error(e, line),
@@ -214,6 +225,9 @@ impl Session {
     }
 
     fn command_error(&mut self, e: CommandError, line: &[u8]) {
+        if e == CommandError::Unknown && self.hooks.mode == CommandHook::UnknownVerbs {
+            return self.raise_command(line);
+        }
         let reply = match e {
             CommandError::Unknown => {
                 let verb_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
@@ -530,6 +544,7 @@ impl Session {
                 self.write(&reply);
             }
             Awaiting::Auth => self.apply_auth(reply),
+            Awaiting::Command => self.apply_command(reply),
             Awaiting::ChunkEnd(size) => self.apply_chunk_verdict(size, reply),
             Awaiting::DataEnd => {
                 let reply = reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued"));
@@ -573,6 +588,7 @@ impl Session {
         if ext.chunking {
             t.push_str("\nCHUNKING");
         }
+        t.push_str(&self.hooks.ehlo);
         if ext.help {
             t.push_str("\nHELP");
         }

@@ -10,7 +10,7 @@
 
 use super::super::command::{parse_command, Command};
 use super::super::event::Event;
-use super::{Awaiting, Decision, Mode, Session, State};
+use super::{Awaiting, CommandHook, Decision, Mode, Session, State};
 
 impl Session {
     /// True when the session may take more input now.
@@ -20,6 +20,7 @@ impl Session {
             return !self.starttls_pending;
         }
         self.pipelined_decisions
+            && self.hooks.mode != CommandHook::EveryLine
             && matches!(self.mode, Mode::Command)
             && self
                 .decisions
