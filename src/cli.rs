@@ -6,7 +6,6 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,7 +25,7 @@ pub struct Cli {
 }
 
 /// The modes.
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 pub enum Mode {
     /// Accept and discard every message, counting them (like Postfix's smtp-sink).
     Sink(ServeArgs),
@@ -41,7 +40,7 @@ pub enum Mode {
 }
 
 /// Options of `proxy`: the serving options plus the relay's.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct ProxyArgs {
     /// Serving options.
     #[command(flatten)]
@@ -52,7 +51,7 @@ pub struct ProxyArgs {
 }
 
 /// Options of the serving modes.
-#[derive(Debug, Default, Args, Deserialize)]
+#[derive(Clone, Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// Address to listen on; repeat for several (default 127.0.0.1:2525).
@@ -245,7 +244,7 @@ fn metrics_config(listen: Option<MetricsListen>) -> Option<MetricsConfig> {
 }
 
 /// `python -m smtpd` options.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct SmtpdArgs {
     /// Accepted for compatibility (ringrelay never changes user).
     #[arg(short = 'n', long = "nosetuid")]
@@ -326,7 +325,7 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
             let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
             let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
             // AUTH is offered exactly when there are users to check it against.
-            cfg.session.extensions.auth = relay.policy.users.is_some();
+            cfg.session.extensions.auth = relay.policy.load().users.is_some();
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Smtpd(a) => smtpd_config(a),
@@ -463,7 +462,7 @@ fn serve_config(
         (Some(cert), Some(key)) => {
             let tls = ringrelay::server::tls_server_config(&cert, &key)
                 .map_err(|e| CliError::Class(format!("--tls-cert/--tls-key: {e}")))?;
-            cfg.tls = Some(Arc::new(tls));
+            cfg.tls = Some(ringrelay::reload::Swap::new(tls));
         }
         (None, None) => {}
         _ => {

@@ -161,8 +161,8 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         up.max_age = Duration::from_secs(s);
     }
     Ok(RelayConfig {
-        upstream: up,
-        policy,
+        upstream: ringrelay::reload::Swap::new(up),
+        policy: ringrelay::reload::Swap::new(policy),
         x_peer: cli.x_peer || file.x_peer,
     })
 }

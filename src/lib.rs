@@ -15,6 +15,7 @@
 //!  proto/           sans-IO SMTP: parser, replies, session state machine, DATA/BDAT scanner
 //!  metrics/         shard-local counters and HDR histograms; an admin HTTP thread merges
 //!                   and serves them (/metrics, /stats.json, /healthz, /readyz)
+//!  reload           settings a SIGHUP replaces (TLS, relay policy, upstreams): Swap, Cached
 //!  net              CIDR networks (relay networks, trusted PROXY senders)
 //!  log              the operator's log: tracing lines to a writer thread, never blocking
 //!  rt               spawn, sleep and time out on whichever loop runs this thread
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod relay;
+pub mod reload;
 pub mod rt;
 pub mod server;
 

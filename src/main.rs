@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_proxy;
+mod reload_cmd;
 mod send_cmd;
 
 use std::os::fd::AsFd;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
     if let cli::Mode::Send(a) = args.mode {
         return send_cmd::run(a);
     }
+    let mode = args.mode.clone();
     let (kind, config) = match cli::resolve(args.mode) {
         Ok(v) => v,
         Err(e) => {
@@ -37,9 +39,10 @@ fn main() -> ExitCode {
         }
     };
     let mut config = config;
+    config.reload = reload_cmd::reloader(mode, &kind, &config);
     if let (cli::Kind::Proxy(relay), Some(m)) = (&kind, config.metrics.as_mut()) {
         // /readyz also says whether any upstream is reachable.
-        let health: Arc<dyn ringrelay::metrics::Readiness> = relay.upstream.health.clone();
+        let health: Arc<dyn ringrelay::metrics::Readiness> = relay.upstream.load().health.clone();
         m.readiness = ringrelay::metrics::ReadinessCheck(Some(health));
     }
     let builder = Server::builder().config(config);

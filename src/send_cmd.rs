@@ -15,7 +15,7 @@ use ringrelay::client::{
 };
 
 /// Options of `ringrelay send`.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct SendArgs {
     /// Server as HOST:PORT (default 127.0.0.1:25, or 24 with --lmtp).
     #[arg(long, value_name = "HOST:PORT")]

@@ -27,7 +27,7 @@ use crate::proto::{EnhancedCode, Event, Reply, Session, State};
 
 /// The relay's per-connection handler.
 pub struct RelayConn {
-    policy: Rc<RelayPolicy>,
+    policy: std::sync::Arc<RelayPolicy>,
     x_peer: bool,
     shard: usize,
     next_id: Rc<Cell<u64>>,
@@ -47,7 +47,7 @@ pub struct RelayConn {
 impl RelayConn {
     pub(super) fn new(
         pool: Rc<RefCell<UpstreamPool>>,
-        policy: Rc<RelayPolicy>,
+        policy: std::sync::Arc<RelayPolicy>,
         x_peer: bool,
         shard: usize,
         next_id: Rc<Cell<u64>>,

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::handler::Service;
 use crate::proto::{Extensions, Session};
+use crate::reload::{Cached, Swap};
 use acl::RelayPolicy;
 use pool::{PoolStats, UpstreamConfig, UpstreamPool};
 
@@ -57,10 +58,11 @@ pub use mirror::RelayConn;
 /// Everything the relay needs to know.
 #[derive(Clone, Debug, Default)]
 pub struct RelayConfig {
-    /// Upstreams and pool limits.
-    pub upstream: UpstreamConfig,
-    /// Who may relay where.
-    pub policy: RelayPolicy,
+    /// Upstreams and pool limits (shared by every shard; a reload may replace them).
+    pub upstream: Swap<UpstreamConfig>,
+    /// Who may relay where (shared by every shard; a reload may replace it, and sessions keep
+    /// the policy they started with).
+    pub policy: Swap<RelayPolicy>,
     /// Add the seed's `X-Peer:` field at the end of each message's header section.
     pub x_peer: bool,
 }
@@ -68,7 +70,7 @@ pub struct RelayConfig {
 /// One shard's relay service.
 pub struct Relay {
     pool: Rc<RefCell<UpstreamPool>>,
-    policy: Rc<RelayPolicy>,
+    policy: Cached<RelayPolicy>,
     x_peer: bool,
     shard: usize,
     next_id: Rc<std::cell::Cell<u64>>,
@@ -88,10 +90,9 @@ impl Relay {
         shard: usize,
         connector: Rc<dyn connector::Connector>,
     ) -> Self {
-        let upstream = Rc::new(config.upstream.clone());
         Self {
-            pool: UpstreamPool::with_connector(upstream, connector),
-            policy: Rc::new(config.policy.clone()),
+            pool: UpstreamPool::with_connector(config.upstream.clone(), connector),
+            policy: Cached::new(config.policy.clone()),
             x_peer: config.x_peer,
             shard,
             next_id: Rc::new(std::cell::Cell::new(0)),
@@ -174,7 +175,7 @@ impl Service for Relay {
 
     /// The relay networks (the MTA in front) are not limited per address.
     fn exempt_from_client_limit(&self, ip: std::net::IpAddr) -> bool {
-        self.policy.client_allowed(ip)
+        self.policy.get().client_allowed(ip)
     }
 
     fn upstream_stats(&self) -> Option<crate::handler::UpstreamStats> {
@@ -188,7 +189,7 @@ impl Service for Relay {
         let session_id: Rc<str> = format!("{:x}-{}-c{n:x}", std::process::id(), r.shard).into();
         RelayConn::new(
             r.pool.clone(),
-            r.policy.clone(),
+            r.policy.get(),
             r.x_peer,
             r.shard,
             r.next_id.clone(),

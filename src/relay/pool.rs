@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connector::{self, Connector, Tcp};
@@ -26,6 +27,7 @@ use crate::client::core::Timeouts;
 use crate::client::{ClientError, SmtpClient, TlsOptions};
 use crate::metrics::snapshot::{Distribution, Snapshot};
 use crate::proto::Reply;
+use crate::reload::{Cached, Swap};
 use crate::rt;
 
 /// STARTTLS toward the upstream.
@@ -104,6 +106,8 @@ pub struct Upstream {
     pub client: SmtpClient,
     /// Which upstream (index into `servers`).
     pub server: usize,
+    /// Its `host:port` as configured.
+    pub name: String,
     created: Instant,
     messages: u32,
     /// True when this connection came from the idle list (it may have gone stale).
@@ -147,7 +151,9 @@ pub type PoolStats = crate::handler::UpstreamStats;
 
 /// The per-shard pool.
 pub struct UpstreamPool {
-    config: Rc<UpstreamConfig>,
+    /// The upstreams and limits (a reload may replace them; connections opened before it
+    /// to an upstream no longer listed are not reused).
+    config: Cached<UpstreamConfig>,
     connector: Rc<dyn Connector>,
     idle: Vec<Idle>,
     /// Connections open, idle or checked out (or being opened): one `OpenSlot` each.
@@ -176,17 +182,17 @@ pub struct Offers {
 
 impl UpstreamPool {
     /// An empty pool whose connections are TCP.
-    pub fn new(config: Rc<UpstreamConfig>) -> Rc<RefCell<Self>> {
+    pub fn new(config: Swap<UpstreamConfig>) -> Rc<RefCell<Self>> {
         Self::with_connector(config, Rc::new(Tcp))
     }
 
     /// An empty pool whose connections `connector` opens.
     pub fn with_connector(
-        config: Rc<UpstreamConfig>,
+        config: Swap<UpstreamConfig>,
         connector: Rc<dyn Connector>,
     ) -> Rc<RefCell<Self>> {
         Rc::new(RefCell::new(Self {
-            config,
+            config: Cached::new(config),
             connector,
             idle: Vec::new(),
             open: Rc::new(Cell::new(0)),
@@ -217,15 +223,16 @@ impl UpstreamPool {
         self.offers
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Rc<UpstreamConfig> {
-        &self.config
+    /// The configuration (the newest one a reload stored).
+    pub fn config(&self) -> Arc<UpstreamConfig> {
+        self.config.get()
     }
 
     /// True while an idle connection may still be handed out.
     fn fit(&self, idle: &Idle, now: Instant) -> bool {
-        let c = &self.config;
-        idle.up.client.is_connected()
+        let c = self.config.get();
+        c.servers.get(idle.up.server) == Some(&idle.up.name)
+            && idle.up.client.is_connected()
             && now.duration_since(idle.since) < c.idle_ttl
             && now.duration_since(idle.up.created) < c.max_age
             && idle.up.messages < c.max_messages
@@ -258,7 +265,7 @@ impl UpstreamPool {
         for idle in unfit {
             tracing::debug!(
                 target: crate::log::UPSTREAM,
-                upstream = %self.server_name(idle.up.server),
+                upstream = %idle.up.name,
                 "retiring an idle upstream connection (TTL, age or message count)"
             );
             retire(idle.up);
@@ -277,7 +284,7 @@ impl UpstreamPool {
 
     /// How often `sweep` should run: a quarter of the idle TTL, within 100 ms to 10 s.
     pub fn sweep_interval(&self) -> Duration {
-        (self.config.idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+        (self.config.get().idle_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 
     /// The shard is stopping: every idle connection gets QUIT (each within `limit`, all at
@@ -308,17 +315,13 @@ impl UpstreamPool {
                     return Ok(up);
                 }
             }
-            if p.open.get() >= p.config.max_connections {
+            if p.open.get() >= p.config.get().max_connections {
                 p.stats.exhausted += 1;
                 return Err(unavailable(
                     "Upstream connection pool exhausted, try again later",
                 ));
             }
-            (
-                p.config.clone(),
-                p.connector.clone(),
-                OpenSlot::take(&p.open),
-            )
+            (p.config.get(), p.connector.clone(), OpenSlot::take(&p.open))
         };
         let mut last = String::from("no upstream configured");
         for (index, server) in config.servers.iter().enumerate() {
@@ -345,6 +348,7 @@ impl UpstreamPool {
                     return Ok(Upstream {
                         client,
                         server: index,
+                        name: server.clone(),
                         created: Instant::now(),
                         messages: 0,
                         reused: false,
@@ -373,7 +377,7 @@ impl UpstreamPool {
 
     /// Returns a connection after a clean transaction (or `reusable == false` to close it).
     pub fn checkin(&mut self, up: Upstream, reusable: bool) {
-        let c = &self.config;
+        let c = self.config.get();
         let now = Instant::now();
         if !reusable || up.client.has_unsolicited_input() {
             // Out of step (more than the replies it owed arrived): never reused.
@@ -396,8 +400,13 @@ impl UpstreamPool {
     }
 
     /// The configured `host:port` of upstream `index`.
-    fn server_name(&self, index: usize) -> &str {
-        self.config.servers.get(index).map_or("?", String::as_str)
+    fn server_name(&self, index: usize) -> String {
+        self.config
+            .get()
+            .servers
+            .get(index)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Logs a failed connection attempt (warn): at most one line a second per upstream and

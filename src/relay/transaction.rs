@@ -57,7 +57,7 @@ struct State {
     failed: Option<Reply>,
     /// For the log: which upstream (index into the configured servers) took MAIL, and its
     /// own reply to the final dot. Kept past the end of the transaction, until the next MAIL.
-    upstream: Option<usize>,
+    upstream: Option<String>,
     upstream_reply: Option<String>,
 }
 
@@ -149,10 +149,7 @@ impl Transaction {
     /// MAIL, and its own reply to the final dot (which names its queue id), once known.
     pub fn upstream_outcome(&self) -> (Option<String>, Option<String>) {
         let st = self.state();
-        let name = st
-            .upstream
-            .and_then(|i| self.0.pool.borrow().config().servers.get(i).cloned());
-        (name, st.upstream_reply.clone())
+        (st.upstream.clone(), st.upstream_reply.clone())
     }
 
     /// Queues RCPT or DATA behind the commands already queued; returns its number, for
@@ -181,7 +178,7 @@ impl Transaction {
         loop {
             let mut up = match UpstreamPool::checkout(&pool, fresh).await {
                 Ok(up) => {
-                    self.state().upstream = Some(up.server);
+                    self.state().upstream = Some(up.name.clone());
                     self.lend(up)
                 }
                 Err(reply) => {

@@ -152,7 +152,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             // injection) ends the connection, as does a TLS setup that cannot start.
             let started = match &shard.tls {
                 Some(config) if input.is_empty() => {
-                    flush(&stream).await.is_ok() && stream.start(config.clone()).is_ok()
+                    flush(&stream).await.is_ok() && stream.start(config.load()).is_ok()
                 }
                 _ => false,
             };

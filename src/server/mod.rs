@@ -38,6 +38,7 @@ use crate::engine::{self, EngineOptions, Setup};
 use crate::handler::Service;
 use crate::metrics::{AdminListener, Hub, Metrics, MetricsConfig};
 use crate::proto::SessionConfig;
+pub use process::Reloader;
 use process::{raise_fd_limit, wait_signal, Signals};
 use shard_thread::ShardStart;
 
@@ -174,10 +175,12 @@ pub struct ServerConfig {
     pub metrics: Option<MetricsConfig>,
     /// STARTTLS (RFC 3207) with this certificate (`tls_server_config` builds one from PEM
     /// files); `None` does not offer it. It decides `session.extensions.starttls`.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::reload::Swap<rustls::ServerConfig>>,
     /// After a shutdown signal, keep accepting this long while `/readyz` already answers 503
     /// (so a load balancer's health check moves traffic away first); then drain.
     pub drain_delay: Duration,
+    /// What SIGHUP runs (see `Reloader`); `None`: SIGHUP is noted and changes nothing.
+    pub reload: Option<Reloader>,
     /// Require the PROXY protocol (v1 or v2) on every SMTP listener, from these senders.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// The operator's log (the binary installs it with `crate::log::init`; a library user
@@ -204,6 +207,7 @@ impl Default for ServerConfig {
             log: crate::log::LogConfig::default(),
             proxy_protocol: None,
             drain_delay: Duration::ZERO,
+            reload: None,
         }
     }
 }
@@ -519,13 +523,14 @@ impl<H: Service> Server<H> {
         let abandon = self.abandon.clone();
         let timeout = self.config.drain_timeout;
         let delay = self.config.drain_delay;
+        let reload = self.config.reload.clone();
         let hub = self.hub.clone();
         let drained = control.block_on(async move {
             let mut signals = signals;
             let mut asked = drain.subscribe();
             let mut finished = 0;
             tokio::select! {
-                _ = wait_signal(&mut signals) => {}
+                _ = wait_signal(&mut signals, reload.as_ref()) => {}
                 _ = asked.wait_for(|&d| d) => {}
                 _ = async { while done_rx.recv().await.is_some() { finished += 1; } } => {
                     return true;
@@ -540,7 +545,7 @@ impl<H: Service> Server<H> {
                 eprintln!("ringrelay: stopping; still accepting for {delay:?} (--drain-delay)");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = wait_signal(&mut signals) => {}
+                    _ = wait_signal(&mut signals, reload.as_ref()) => {}
                 }
             }
             drain.send_replace(true);
@@ -556,7 +561,7 @@ impl<H: Service> Server<H> {
             let drained = tokio::select! {
                 _ = &mut all_done => true,
                 _ = tokio::time::sleep(timeout) => false,
-                _ = wait_signal(&mut signals) => {
+                _ = wait_signal(&mut signals, reload.as_ref()) => {
                     eprintln!("ringrelay: second signal, exiting at once");
                     std::process::exit(1);
                 }

@@ -1,6 +1,20 @@
-//! Process-wide concerns of the control thread: SIGTERM/SIGINT (drain and exit), SIGHUP (no
-//! reload yet: it is noted and changes nothing, instead of killing the process), and the
-//! open-files limit that many connections need.
+//! Process-wide concerns of the control thread: SIGTERM/SIGINT (drain and exit), SIGHUP (the
+//! configured `Reloader` runs: settings are re-read and swapped in, or a bad new set is refused
+//! and the old one stays; without one it is noted and changes nothing), and the open-files
+//! limit that many connections need.
+
+use std::sync::Arc;
+
+/// What a SIGHUP runs: re-reads the settings and stores the new ones (`crate::reload::Swap`);
+/// `Ok` says what changed, `Err` why nothing did.
+#[derive(Clone)]
+pub struct Reloader(pub Arc<dyn Fn() -> Result<String, String> + Send + Sync>);
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloader")
+    }
+}
 
 /// SIGTERM, SIGINT and SIGHUP.
 pub(super) struct Signals {
@@ -20,17 +34,34 @@ impl Signals {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; a SIGHUP meanwhile is acknowledged on stderr and ignored.
-pub(super) async fn wait_signal(signals: &mut Option<Signals>) {
+/// Waits for SIGTERM or SIGINT; a SIGHUP meanwhile reloads (or is noted, without a reloader).
+pub(super) async fn wait_signal(signals: &mut Option<Signals>, reload: Option<&Reloader>) {
     match signals {
         Some(s) => loop {
             tokio::select! {
                 _ = s.term.recv() => return,
                 _ = s.int.recv() => return,
-                _ = s.hup.recv() => eprintln!(
-                    "ringrelay: SIGHUP: configuration reload is not supported yet; \
-                     nothing changed, still serving"
-                ),
+                _ = s.hup.recv() => match reload {
+                    None => eprintln!(
+                        "ringrelay: SIGHUP: this mode has nothing to reload; nothing changed, \
+                         still serving"
+                    ),
+                    Some(r) => match (r.0)() {
+                        Ok(what) => {
+                            eprintln!("ringrelay: SIGHUP: reloaded: {what}");
+                            tracing::info!(target: crate::log::CONNECTION, "reloaded: {what}");
+                        }
+                        Err(why) => {
+                            eprintln!(
+                                "ringrelay: SIGHUP: reload refused, the old settings stay: {why}"
+                            );
+                            tracing::warn!(
+                                target: crate::log::CONNECTION,
+                                "reload refused, the old settings stay: {why}"
+                            );
+                        }
+                    },
+                },
             }
         },
         None => std::future::pending().await,

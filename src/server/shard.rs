@@ -46,8 +46,8 @@ pub(crate) struct Shard<H> {
     pub refused: Cell<u64>,
     /// This shard's metrics recorder, when metrics are on.
     pub metrics: Option<ShardRecorder>,
-    /// The TLS configuration for STARTTLS, when it is offered.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS configuration for STARTTLS, when it is offered (a reload may replace it).
+    pub tls: Option<crate::reload::Swap<rustls::ServerConfig>>,
     /// The PROXY protocol, when the listeners require it.
     pub proxy: Option<Arc<super::proxy::ProxyProtocol>>,
     /// Where a connection's replies are gathered before they are queued on its stream.
@@ -222,7 +222,7 @@ impl<H: Service> Shard<H> {
 #[derive(Clone, Default)]
 pub(crate) struct Front {
     /// STARTTLS, when offered.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::reload::Swap<rustls::ServerConfig>>,
     /// The PROXY protocol, when required.
     pub proxy: Option<Arc<super::proxy::ProxyProtocol>>,
 }

@@ -21,11 +21,11 @@ use super::upstream::{Mode, Scripted, Shared};
 pub fn relay(mode: Mode, x_peer: bool) -> (Rc<RefCell<Relay>>, Shared) {
     let seen = Shared::default();
     let config = RelayConfig {
-        upstream: UpstreamConfig {
+        upstream: ringrelay::reload::Swap::new(UpstreamConfig {
             servers: vec!["upstream.test:25".into()],
             helo: Some("relay.test".into()),
             ..UpstreamConfig::default()
-        },
+        }),
         x_peer,
         ..RelayConfig::default()
     };
