@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::cli_values::{resolve_all, ByteSize, ListenAddr, MetricsListen, ValueError};
 use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
 use ringrelay::proto::{BareLineEndings, SessionConfig};
 use ringrelay::server::{IoMode, ServerConfig};
@@ -55,10 +56,11 @@ pub struct ProxyArgs {
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (default 127.0.0.1:2525).
-    #[arg(long = "listen", value_name = "ADDR")]
+    /// Address to listen on, HOST:PORT; a name listens on every address it resolves to
+    /// (localhost:2525: 127.0.0.1 and ::1); repeat for several (default 127.0.0.1:2525).
+    #[arg(long = "listen", value_name = "HOST:PORT")]
     #[serde(default)]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// Share the listen (and metrics) addresses with a ringrelay already listening there, for
     /// a planned handover such as a rolling restart; without it such an address refuses the
     /// start.
@@ -68,9 +70,10 @@ pub struct ServeArgs {
     /// Our host name in the greeting and EHLO reply (default: the system's).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Largest message in octets, advertised as SIZE (0 = no limit; default 33554432).
+    /// Largest message in octets, advertised as SIZE; k, M, G are binary multiples (1M =
+    /// 1048576); 0 = no limit (default 32M).
     #[arg(long, value_name = "BYTES")]
-    pub size: Option<u64>,
+    pub size: Option<ByteSize>,
     /// Offer SMTPUTF8 (RFC 6531).
     #[arg(long)]
     #[serde(default)]
@@ -107,9 +110,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub data_timeout: Option<u64>,
     /// Octets per second a message body must keep up while more than half of
-    /// --max-connections is in use (default 500; 0 = no minimum).
+    /// --max-connections is in use; k, M, G are binary multiples (default 500; 0 = no minimum).
     #[arg(long, value_name = "BYTES")]
-    pub min_data_rate: Option<u64>,
+    pub min_data_rate: Option<ByteSize>,
     /// Protocol errors before 421 and close (default 20; 0 = no limit).
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u32>,
@@ -129,10 +132,10 @@ pub struct ServeArgs {
     /// io_uring: buffers in each shard's DATA pool (default: 4 MiB worth).
     #[arg(long, value_name = "N")]
     pub uring_buffers: Option<u16>,
-    /// io_uring: size of each DATA pool buffer in octets (default 65536 where buffers are
-    /// consumed incrementally, kernel 6.12; else 16384).
+    /// io_uring: size of each DATA pool buffer in octets, k and M binary (default 64k where
+    /// buffers are consumed incrementally, kernel 6.12; else 16k).
     #[arg(long, value_name = "BYTES")]
-    pub uring_buffer_size: Option<u32>,
+    pub uring_buffer_size: Option<ByteSize>,
     /// io_uring: do not ask for DEFER_TASKRUN (as on a kernel without it).
     #[arg(long)]
     #[serde(default)]
@@ -151,9 +154,10 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for transactions in flight (default 30).
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
-    /// Admin HTTP listener for /metrics, /stats.json, /healthz and /readyz, or `none` to record
-    /// and serve no metrics (default 127.0.0.1:9465; if that is taken, ringrelay runs without).
-    #[arg(long, value_name = "ADDR|none")]
+    /// Admin HTTP listener (HOST:PORT; a name serves on all its addresses) for /metrics,
+    /// /stats.json, /healthz and /readyz, or `none` to record and serve no metrics (default
+    /// 127.0.0.1:9465; if that is taken, ringrelay runs without).
+    #[arg(long, value_name = "HOST:PORT|none")]
     pub metrics_listen: Option<MetricsListen>,
     /// Log level (error, warn, info, debug, trace, off) or a filter such as
     /// `warn,ringrelay::transaction=info`; RUST_LOG wins when set (default info).
@@ -176,50 +180,23 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The value of `--metrics-listen` / `metrics_listen`: an address, or `none`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsListen {
-    /// `none`: no metrics at all.
-    Off,
-    /// Serve them here.
-    On(SocketAddr),
-}
-
-impl std::str::FromStr for MetricsListen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.eq_ignore_ascii_case("none") {
-            return Ok(MetricsListen::Off);
-        }
-        s.parse()
-            .map(MetricsListen::On)
-            .map_err(|_| format!("{s:?} is neither an address (like {DEFAULT_LISTEN}) nor none"))
-    }
-}
-
-impl<'de> Deserialize<'de> for MetricsListen {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 /// Metrics settings for a `--metrics-listen` value (absent = the best-effort default).
-fn metrics_config(listen: Option<MetricsListen>) -> Option<MetricsConfig> {
-    let (addr, optional) = match listen {
-        Some(MetricsListen::Off) => return None,
-        Some(MetricsListen::On(addr)) => (addr, false),
-        None => (DEFAULT_LISTEN.parse().expect("valid default address"), true),
+fn metrics_config(listen: Option<MetricsListen>) -> Result<Option<MetricsConfig>, CliError> {
+    let (addrs, optional) = match listen {
+        Some(MetricsListen::Off) => return Ok(None),
+        Some(MetricsListen::On(addr)) => (addr.resolve()?, false),
+        None => (
+            vec![DEFAULT_LISTEN.parse().expect("valid default address")],
+            true,
+        ),
     };
-    Some(MetricsConfig {
-        listen: Some(addr),
+    Ok(Some(MetricsConfig {
+        listen: addrs,
         listen_optional: optional,
         // main.rs installs jemalloc as the global allocator.
         jemalloc: true,
         ..MetricsConfig::default()
-    })
+    }))
 }
 
 /// `python -m smtpd` options.
@@ -236,9 +213,9 @@ pub struct SmtpdArgs {
         default_value = "PureProxy"
     )]
     pub class: String,
-    /// Largest message in octets.
+    /// Largest message in octets (k, M, G: binary multiples).
     #[arg(short = 's', long = "size", value_name = "LIMIT")]
-    pub size: Option<u64>,
+    pub size: Option<ByteSize>,
     /// Offer SMTPUTF8.
     #[arg(short = 'u', long = "smtputf8")]
     pub smtputf8: bool,
@@ -290,6 +267,9 @@ pub enum CliError {
     /// A class name `smtpd` does not know or cannot run yet.
     #[error("{0}")]
     Class(String),
+    /// A size or an address that cannot be used.
+    #[error(transparent)]
+    Value(#[from] ValueError),
 }
 
 /// Turns the parsed command line into a kind and a server configuration.
@@ -341,7 +321,7 @@ fn serve_config(
         cli.listen
     };
     if !listen.is_empty() {
-        cfg.listen = listen;
+        cfg.listen = resolve_all(&listen)?;
     }
     cfg.reuse_port = cli.reuse_port || file.reuse_port;
     let s = &mut cfg.session;
@@ -350,7 +330,7 @@ fn serve_config(
         .or(file.hostname)
         .unwrap_or_else(system_hostname);
     if let Some(v) = cli.size.or(file.size) {
-        s.data_size_limit = v;
+        s.data_size_limit = v.0;
     }
     s.extensions.smtputf8 = cli.smtputf8 || file.smtputf8;
     s.extensions.pipelining = !(cli.no_pipelining || file.no_pipelining);
@@ -368,7 +348,7 @@ fn serve_config(
         s.data_timeout = Duration::from_secs(v);
     }
     if let Some(v) = cli.min_data_rate.or(file.min_data_rate) {
-        s.min_data_rate = v;
+        s.min_data_rate = v.0;
     }
     if let Some(v) = cli.max_errors.or(file.max_errors) {
         s.max_errors = v;
@@ -387,7 +367,7 @@ fn serve_config(
         cfg.engine.buffers = v.max(1);
     }
     if let Some(v) = cli.uring_buffer_size.or(file.uring_buffer_size) {
-        cfg.engine.buffer_size = v;
+        cfg.engine.buffer_size = v.to_u32("--uring-buffer-size")?;
     }
     cfg.engine.defer_taskrun = !(cli.uring_no_defer_taskrun || file.uring_no_defer_taskrun);
     cfg.engine.incremental_buffers = !(cli.uring_whole_buffers || file.uring_whole_buffers);
@@ -401,7 +381,7 @@ fn serve_config(
     if let Some(v) = cli.drain_timeout.or(file.drain_timeout) {
         cfg.drain_timeout = Duration::from_secs(v);
     }
-    cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
+    cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen))?;
     if let Some(v) = cli.log_level.or(file.log_level) {
         cfg.log.level = v;
     }
@@ -430,6 +410,7 @@ fn serve_config(
 }
 
 fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
+    let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
     let kind = match a.class.rsplit('.').next().unwrap_or("") {
         "SMTPServer" => Kind::Sink,
         "DebuggingServer" => Kind::Debug,
@@ -450,12 +431,11 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
             )))
         }
     };
-    let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
     let addr = resolve_addr(local)?;
     let mut cfg = ServerConfig {
         listen: vec![addr],
         reuse_port: a.reuse_port,
-        metrics: metrics_config(None),
+        metrics: metrics_config(None)?,
         ..ServerConfig::default()
     };
     if matches!(kind, Kind::Proxy(_)) {
@@ -463,7 +443,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     }
     cfg.session.hostname = system_hostname();
     if let Some(size) = a.size {
-        cfg.session.data_size_limit = size;
+        cfg.session.data_size_limit = size.0;
     }
     cfg.session.extensions.smtputf8 = a.smtputf8;
     Ok((kind, cfg))

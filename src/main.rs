@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_proxy;
+mod cli_values;
 mod send_cmd;
 
 use std::os::fd::AsFd;
