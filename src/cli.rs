@@ -219,7 +219,7 @@ pub struct SmtpdArgs {
     /// Offer SMTPUTF8.
     #[arg(short = 'u', long = "smtputf8")]
     pub smtputf8: bool,
-    /// Accepted for compatibility.
+    /// Print each session's transcript to stderr, as Python's smtpd -d does.
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
     /// Share the address with a ringrelay already listening there (a planned handover).
@@ -411,6 +411,7 @@ fn serve_config(
 
 fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
+    smtpd_port(local, "localaddr", "localhost:8025")?;
     let kind = match a.class.rsplit('.').next().unwrap_or("") {
         "SMTPServer" => Kind::Sink,
         "DebuggingServer" => Kind::Debug,
@@ -419,6 +420,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
                 .remoteaddr
                 .clone()
                 .unwrap_or_else(|| "localhost:25".into());
+            smtpd_port(&remote, "remoteaddr", "localhost:25")?;
             let relay = crate::cli_proxy::RelayArgs {
                 upstream: vec![remote],
                 ..Default::default()
@@ -438,6 +440,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
         metrics: metrics_config(None)?,
         ..ServerConfig::default()
     };
+    cfg.log.transcript = a.debug;
     if matches!(kind, Kind::Proxy(_)) {
         cfg.max_connections_per_client = PROXY_PER_CLIENT;
     }
@@ -447,6 +450,17 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     }
     cfg.session.extensions.smtputf8 = a.smtputf8;
     Ok((kind, cfg))
+}
+
+/// `smtpd`'s addresses are `host:port`, as Python's smtpd requires ("Bad local spec").
+fn smtpd_port(spec: &str, what: &str, example: &str) -> Result<(), CliError> {
+    match spec.parse::<ListenAddr>() {
+        Err(ValueError::NoPort(_)) => Err(CliError::Class(format!(
+            "smtpd: {what} {spec:?} has no port: give host:port, like {example} \
+             (Python's smtpd needs one too)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Resolves `host:port`, preferring IPv4 as Python's smtpd effectively does for `localhost`.

@@ -21,6 +21,7 @@ mod process;
 mod shard;
 mod shard_thread;
 mod tls;
+mod transcript;
 mod uring;
 
 pub use tls::{server_config as tls_server_config, TlsConfigError};
