@@ -4,6 +4,7 @@ mod cli;
 mod cli_proxy;
 mod cli_values;
 mod send_cmd;
+mod send_compose;
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
