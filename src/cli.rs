@@ -39,6 +39,17 @@ pub enum Mode {
     Proxy(Box<ProxyArgs>),
     /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
     Send(crate::send_cmd::SendArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `ringrelay man | man -l -`.
+    Man {
+        /// A mode's own page (ringrelay-MODE), with all its options.
+        mode: Option<String>,
+    },
 }
 
 /// Options of `proxy`: the serving options plus the relay's.
@@ -288,7 +299,9 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Smtpd(a) => smtpd_config(a),
-        Mode::Send(_) => Err(CliError::Class("`send` is not a server mode".into())),
+        Mode::Send(_) | Mode::Completions { .. } | Mode::Man { .. } => {
+            Err(CliError::Class("not a server mode".into()))
+        }
     }
 }
 

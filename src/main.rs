@@ -1,6 +1,7 @@
 //! The `ringrelay` binary: parse the command line, start the chosen mode, print its summary.
 
 mod cli;
+mod cli_docs;
 mod cli_proxy;
 mod cli_values;
 mod send_cmd;
@@ -21,8 +22,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    if let cli::Mode::Send(a) = args.mode {
-        return send_cmd::run(a);
+    match args.mode {
+        cli::Mode::Send(a) => return send_cmd::run(a),
+        cli::Mode::Completions { shell } => return cli_docs::completions(shell),
+        cli::Mode::Man { mode } => return cli_docs::man(mode.as_deref()),
+        _ => {}
     }
     let (kind, config) = match cli::resolve(args.mode) {
         Ok(v) => v,
