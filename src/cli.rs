@@ -4,7 +4,6 @@
 //! for `-` (`max_connections = 1000`, `listen = ["127.0.0.1:2525"]`); a flag given on the
 //! command line wins over the file. `smtpd` mirrors `python -m smtpd`'s options.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::cli_values::{resolve_all, ByteSize, ListenAddr, MetricsListen, ValueError};
+use crate::cli_values::{resolve_all, smtpd_addr, ByteSize, ListenAddr, MetricsListen, ValueError};
 use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
 use ringrelay::proto::{BareLineEndings, SessionConfig};
 use ringrelay::server::{IoMode, ServerConfig};
@@ -272,9 +271,6 @@ pub enum CliError {
         /// TOML error.
         source: toml::de::Error,
     },
-    /// An address did not resolve.
-    #[error("cannot resolve {0}")]
-    Resolve(String),
     /// A class name `smtpd` does not know or cannot run yet.
     #[error("{0}")]
     Class(String),
@@ -424,7 +420,7 @@ fn serve_config(
 
 fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
-    smtpd_port(local, "localaddr", "localhost:8025")?;
+    let addr = smtpd_addr(local, "localaddr", "localhost:8025")?;
     let kind = match a.class.rsplit('.').next().unwrap_or("") {
         "SMTPServer" => Kind::Sink,
         "DebuggingServer" => Kind::Debug,
@@ -433,7 +429,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
                 .remoteaddr
                 .clone()
                 .unwrap_or_else(|| "localhost:25".into());
-            smtpd_port(&remote, "remoteaddr", "localhost:25")?;
+            smtpd_addr(&remote, "remoteaddr", "localhost:25")?;
             let relay = crate::cli_proxy::RelayArgs {
                 upstream: vec![remote],
                 ..Default::default()
@@ -446,7 +442,6 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
             )))
         }
     };
-    let addr = resolve_addr(local)?;
     let mut cfg = ServerConfig {
         listen: vec![addr],
         reuse_port: a.reuse_port,
@@ -463,31 +458,6 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     }
     cfg.session.extensions.smtputf8 = a.smtputf8;
     Ok((kind, cfg))
-}
-
-/// `smtpd`'s addresses are `host:port`, as Python's smtpd requires ("Bad local spec").
-fn smtpd_port(spec: &str, what: &str, example: &str) -> Result<(), CliError> {
-    match spec.parse::<ListenAddr>() {
-        Err(ValueError::NoPort(_)) => Err(CliError::Class(format!(
-            "smtpd: {what} {spec:?} has no port: give host:port, like {example} \
-             (Python's smtpd needs one too)"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Resolves `host:port`, preferring IPv4 as Python's smtpd effectively does for `localhost`.
-fn resolve_addr(s: &str) -> Result<SocketAddr, CliError> {
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .map_err(|_| CliError::Resolve(s.to_string()))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| CliError::Resolve(s.to_string()))
 }
 
 fn system_hostname() -> String {

@@ -42,6 +42,9 @@ pub enum ValueError {
     /// An address without a port.
     #[error("{0:?} has no port: give HOST:PORT, like localhost:2525 or 127.0.0.1:2525")]
     NoPort(String),
+    /// `smtpd` was given an address without a port (the sentence says which).
+    #[error("{0}")]
+    SmtpdNoPort(String),
     /// A port that is not a number from 0 to 65535.
     #[error("{0:?}: the port is not a number from 0 to 65535")]
     BadPort(String),
@@ -298,6 +301,36 @@ impl<'de> Deserialize<'de> for MetricsListen {
             .parse()
             .map_err(serde::de::Error::custom)
     }
+}
+
+/// An address of `smtpd` (its `what`, with `example`): `host:port` as Python's smtpd
+/// requires ("Bad local spec" without a port), resolved to one address, IPv4 first, as
+/// Python's smtpd effectively binds `localhost`.
+pub fn smtpd_addr(spec: &str, what: &str, example: &str) -> Result<SocketAddr, ValueError> {
+    match spec.parse::<ListenAddr>() {
+        Err(ValueError::NoPort(_)) => {
+            return Err(ValueError::SmtpdNoPort(format!(
+                "smtpd: {what} {spec:?} has no port: give host:port, like {example} \
+                 (Python's smtpd needs one too)"
+            )))
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let resolve = |why: String| ValueError::Resolve {
+        addr: spec.to_string(),
+        why,
+    };
+    let addrs: Vec<SocketAddr> = spec
+        .to_socket_addrs()
+        .map_err(|e| resolve(e.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| resolve("no address".into()))
 }
 
 /// Resolves every listen address, in order, without repeats.
