@@ -34,7 +34,7 @@ pub enum Mode {
     Debug(ServeArgs),
     /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
     Smtpd(SmtpdArgs),
-    /// Relay every transaction to upstream smarthosts (the seed's PureProxy, done right).
+    /// Relay every transaction to upstream smarthosts (Python smtpd's PureProxy).
     Proxy(Box<ProxyArgs>),
     /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
     Send(crate::send_cmd::SendArgs),

@@ -36,7 +36,7 @@ pub struct RelayArgs {
     /// TLS-terminating proxy.
     #[arg(long, value_name = "FILE")]
     pub auth_users: Option<PathBuf>,
-    /// Add the seed's `X-Peer:` field at the end of the header section (as PureProxy did).
+    /// Add Python smtpd's `X-Peer:` field at the end of the header section (as PureProxy did).
     #[arg(long)]
     #[serde(default)]
     pub x_peer: bool,
