@@ -4,13 +4,13 @@
 //! for `-` (`max_connections = 1000`, `listen = ["127.0.0.1:2525"]`); a flag given on the
 //! command line wins over the file. `smtpd` mirrors `python -m smtpd`'s options.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::cli_values::{resolve_all, smtpd_addr, ByteSize, ListenAddr, MetricsListen, ValueError};
 use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
 use ringrelay::proto::{BareLineEndings, SessionConfig};
 use ringrelay::server::{IoMode, ServerConfig};
@@ -33,10 +33,21 @@ pub enum Mode {
     Debug(ServeArgs),
     /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
     Smtpd(SmtpdArgs),
-    /// Relay every transaction to upstream smarthosts (the seed's PureProxy, done right).
+    /// Relay every transaction to upstream smarthosts (Python smtpd's PureProxy).
     Proxy(Box<ProxyArgs>),
     /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
     Send(crate::send_cmd::SendArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `ringrelay man | man -l -`.
+    Man {
+        /// A mode's own page (ringrelay-MODE), with all its options.
+        mode: Option<String>,
+    },
 }
 
 /// Options of `proxy`: the serving options plus the relay's.
@@ -54,10 +65,11 @@ pub struct ProxyArgs {
 #[derive(Clone, Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (default 127.0.0.1:2525).
-    #[arg(long = "listen", value_name = "ADDR")]
+    /// Address to listen on, HOST:PORT; a name listens on every address it resolves to
+    /// (localhost:2525: 127.0.0.1 and ::1); repeat for several (default 127.0.0.1:2525).
+    #[arg(long = "listen", value_name = "HOST:PORT")]
     #[serde(default)]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// Share the listen (and metrics) addresses with a ringrelay already listening there, for
     /// a planned handover such as a rolling restart; without it such an address refuses the
     /// start.
@@ -67,9 +79,10 @@ pub struct ServeArgs {
     /// Our host name in the greeting and EHLO reply (default: the system's).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Largest message in octets, advertised as SIZE (0 = no limit; default 33554432).
+    /// Largest message in octets, advertised as SIZE; k, M, G are binary multiples (1M =
+    /// 1048576); 0 = no limit (default 32M).
     #[arg(long, value_name = "BYTES")]
-    pub size: Option<u64>,
+    pub size: Option<ByteSize>,
     /// Offer SMTPUTF8 (RFC 6531).
     #[arg(long)]
     #[serde(default)]
@@ -106,9 +119,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub data_timeout: Option<u64>,
     /// Octets per second a message body must keep up while more than half of
-    /// --max-connections is in use (default 500; 0 = no minimum).
+    /// --max-connections is in use; k, M, G are binary multiples (default 500; 0 = no minimum).
     #[arg(long, value_name = "BYTES")]
-    pub min_data_rate: Option<u64>,
+    pub min_data_rate: Option<ByteSize>,
     /// Protocol errors before 421 and close (default 20; 0 = no limit).
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u32>,
@@ -128,10 +141,10 @@ pub struct ServeArgs {
     /// io_uring: buffers in each shard's DATA pool (default: 4 MiB worth).
     #[arg(long, value_name = "N")]
     pub uring_buffers: Option<u16>,
-    /// io_uring: size of each DATA pool buffer in octets (default 65536 where buffers are
-    /// consumed incrementally, kernel 6.12; else 16384).
+    /// io_uring: size of each DATA pool buffer in octets, k and M binary (default 64k where
+    /// buffers are consumed incrementally, kernel 6.12; else 16k).
     #[arg(long, value_name = "BYTES")]
-    pub uring_buffer_size: Option<u32>,
+    pub uring_buffer_size: Option<ByteSize>,
     /// io_uring: do not ask for DEFER_TASKRUN (as on a kernel without it).
     #[arg(long)]
     #[serde(default)]
@@ -154,9 +167,10 @@ pub struct ServeArgs {
     /// a load balancer moves new clients away before the drain starts (default 0).
     #[arg(long, value_name = "SECS")]
     pub drain_delay: Option<u64>,
-    /// Admin HTTP listener for /metrics, /stats.json, /healthz and /readyz, or `none` to record
-    /// and serve no metrics (default 127.0.0.1:9465; if that is taken, ringrelay runs without).
-    #[arg(long, value_name = "ADDR|none")]
+    /// Admin HTTP listener (HOST:PORT; a name serves on all its addresses) for /metrics,
+    /// /stats.json, /healthz and /readyz, or `none` to record and serve no metrics (default
+    /// 127.0.0.1:9465; if that is taken, ringrelay runs without).
+    #[arg(long, value_name = "HOST:PORT|none")]
     pub metrics_listen: Option<MetricsListen>,
     /// Require the PROXY protocol (v1 or v2, HAProxy's send-proxy / send-proxy-v2) on every
     /// SMTP listener: the client's address comes from the header.
@@ -197,50 +211,23 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The value of `--metrics-listen` / `metrics_listen`: an address, or `none`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsListen {
-    /// `none`: no metrics at all.
-    Off,
-    /// Serve them here.
-    On(SocketAddr),
-}
-
-impl std::str::FromStr for MetricsListen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.eq_ignore_ascii_case("none") {
-            return Ok(MetricsListen::Off);
-        }
-        s.parse()
-            .map(MetricsListen::On)
-            .map_err(|_| format!("{s:?} is neither an address (like {DEFAULT_LISTEN}) nor none"))
-    }
-}
-
-impl<'de> Deserialize<'de> for MetricsListen {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 /// Metrics settings for a `--metrics-listen` value (absent = the best-effort default).
-fn metrics_config(listen: Option<MetricsListen>) -> Option<MetricsConfig> {
-    let (addr, optional) = match listen {
-        Some(MetricsListen::Off) => return None,
-        Some(MetricsListen::On(addr)) => (addr, false),
-        None => (DEFAULT_LISTEN.parse().expect("valid default address"), true),
+fn metrics_config(listen: Option<MetricsListen>) -> Result<Option<MetricsConfig>, CliError> {
+    let (addrs, optional) = match listen {
+        Some(MetricsListen::Off) => return Ok(None),
+        Some(MetricsListen::On(addr)) => (addr.resolve()?, false),
+        None => (
+            vec![DEFAULT_LISTEN.parse().expect("valid default address")],
+            true,
+        ),
     };
-    Some(MetricsConfig {
-        listen: Some(addr),
+    Ok(Some(MetricsConfig {
+        listen: addrs,
         listen_optional: optional,
         // main.rs installs jemalloc as the global allocator.
         jemalloc: true,
         ..MetricsConfig::default()
-    })
+    }))
 }
 
 /// `python -m smtpd` options.
@@ -257,13 +244,13 @@ pub struct SmtpdArgs {
         default_value = "PureProxy"
     )]
     pub class: String,
-    /// Largest message in octets.
+    /// Largest message in octets (k, M, G: binary multiples).
     #[arg(short = 's', long = "size", value_name = "LIMIT")]
-    pub size: Option<u64>,
+    pub size: Option<ByteSize>,
     /// Offer SMTPUTF8.
     #[arg(short = 'u', long = "smtputf8")]
     pub smtputf8: bool,
-    /// Accepted for compatibility.
+    /// Print each session's transcript to stderr, as Python's smtpd -d does.
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
     /// Share the address with a ringrelay already listening there (a planned handover).
@@ -305,12 +292,12 @@ pub enum CliError {
         /// TOML error.
         source: toml::de::Error,
     },
-    /// An address did not resolve.
-    #[error("cannot resolve {0}")]
-    Resolve(String),
     /// A class name `smtpd` does not know or cannot run yet.
     #[error("{0}")]
     Class(String),
+    /// A size or an address that cannot be used.
+    #[error(transparent)]
+    Value(#[from] ValueError),
 }
 
 /// Turns the parsed command line into a kind and a server configuration.
@@ -329,7 +316,9 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Smtpd(a) => smtpd_config(a),
-        Mode::Send(_) => Err(CliError::Class("`send` is not a server mode".into())),
+        Mode::Send(_) | Mode::Completions { .. } | Mode::Man { .. } => {
+            Err(CliError::Class("not a server mode".into()))
+        }
     }
 }
 
@@ -362,7 +351,7 @@ fn serve_config(
         cli.listen
     };
     if !listen.is_empty() {
-        cfg.listen = listen;
+        cfg.listen = resolve_all(&listen)?;
     }
     cfg.reuse_port = cli.reuse_port || file.reuse_port;
     let s = &mut cfg.session;
@@ -371,7 +360,7 @@ fn serve_config(
         .or(file.hostname)
         .unwrap_or_else(system_hostname);
     if let Some(v) = cli.size.or(file.size) {
-        s.data_size_limit = v;
+        s.data_size_limit = v.0;
     }
     s.extensions.smtputf8 = cli.smtputf8 || file.smtputf8;
     s.extensions.pipelining = !(cli.no_pipelining || file.no_pipelining);
@@ -389,7 +378,7 @@ fn serve_config(
         s.data_timeout = Duration::from_secs(v);
     }
     if let Some(v) = cli.min_data_rate.or(file.min_data_rate) {
-        s.min_data_rate = v;
+        s.min_data_rate = v.0;
     }
     if let Some(v) = cli.max_errors.or(file.max_errors) {
         s.max_errors = v;
@@ -408,7 +397,7 @@ fn serve_config(
         cfg.engine.buffers = v.max(1);
     }
     if let Some(v) = cli.uring_buffer_size.or(file.uring_buffer_size) {
-        cfg.engine.buffer_size = v;
+        cfg.engine.buffer_size = v.to_u32("--uring-buffer-size")?;
     }
     cfg.engine.defer_taskrun = !(cli.uring_no_defer_taskrun || file.uring_no_defer_taskrun);
     cfg.engine.incremental_buffers = !(cli.uring_whole_buffers || file.uring_whole_buffers);
@@ -425,7 +414,7 @@ fn serve_config(
     if let Some(v) = cli.drain_delay.or(file.drain_delay) {
         cfg.drain_delay = Duration::from_secs(v);
     }
-    cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen));
+    cfg.metrics = metrics_config(cli.metrics_listen.or(file.metrics_listen))?;
     if cli.proxy_protocol || file.proxy_protocol {
         let mut proxy = ringrelay::server::ProxyProtocol::default();
         let trusted = if cli.proxy_trusted.is_empty() {
@@ -475,6 +464,8 @@ fn serve_config(
 }
 
 fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
+    let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
+    let addr = smtpd_addr(local, "localaddr", "localhost:8025")?;
     let kind = match a.class.rsplit('.').next().unwrap_or("") {
         "SMTPServer" => Kind::Sink,
         "DebuggingServer" => Kind::Debug,
@@ -483,6 +474,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
                 .remoteaddr
                 .clone()
                 .unwrap_or_else(|| "localhost:25".into());
+            smtpd_addr(&remote, "remoteaddr", "localhost:25")?;
             let relay = crate::cli_proxy::RelayArgs {
                 upstream: vec![remote],
                 ..Default::default()
@@ -495,37 +487,22 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
             )))
         }
     };
-    let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
-    let addr = resolve_addr(local)?;
     let mut cfg = ServerConfig {
         listen: vec![addr],
         reuse_port: a.reuse_port,
-        metrics: metrics_config(None),
+        metrics: metrics_config(None)?,
         ..ServerConfig::default()
     };
+    cfg.log.transcript = a.debug;
     if matches!(kind, Kind::Proxy(_)) {
         cfg.max_connections_per_client = PROXY_PER_CLIENT;
     }
     cfg.session.hostname = system_hostname();
     if let Some(size) = a.size {
-        cfg.session.data_size_limit = size;
+        cfg.session.data_size_limit = size.0;
     }
     cfg.session.extensions.smtputf8 = a.smtputf8;
     Ok((kind, cfg))
-}
-
-/// Resolves `host:port`, preferring IPv4 as Python's smtpd effectively does for `localhost`.
-fn resolve_addr(s: &str) -> Result<SocketAddr, CliError> {
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .map_err(|_| CliError::Resolve(s.to_string()))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| CliError::Resolve(s.to_string()))
 }
 
 fn system_hostname() -> String {

@@ -36,7 +36,7 @@ pub struct RelayArgs {
     /// TLS-terminating proxy.
     #[arg(long, value_name = "FILE")]
     pub auth_users: Option<PathBuf>,
-    /// Add the seed's `X-Peer:` field at the end of the header section (as PureProxy did).
+    /// Add Python smtpd's `X-Peer:` field at the end of the header section (as PureProxy did).
     #[arg(long)]
     #[serde(default)]
     pub x_peer: bool,
@@ -165,4 +165,52 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         policy: ringrelay::reload::Swap::new(policy),
         x_peer: cli.x_peer || file.x_peer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// examples/ringrelay.toml, and the same with every commented-out `# key = value` line
+    /// put in force: the parser (deny_unknown_fields) accepts every key it shows.
+    #[test]
+    fn every_key_of_the_example_config_is_accepted() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringrelay.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut shown = 0;
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+                    }) =>
+                {
+                    shown += 1;
+                    format!("{rest}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert!(shown >= 10, "only {shown} commented keys found");
+        for (what, toml_text) in [("as shipped", &text), ("every key in force", &all)] {
+            let args: crate::cli::ServeArgs =
+                toml::from_str(toml_text).unwrap_or_else(|e| panic!("{path} ({what}): {e}"));
+            let proxy = args.proxy.expect("a [proxy] table");
+            assert_eq!(proxy.upstream, ["127.0.0.1:25"], "{what}");
+        }
+        // It shows every key there is: each long flag of `proxy` (the serving flags and the
+        // [proxy] table's) but --config.
+        let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+        let proxy = cmd.find_subcommand("proxy").expect("proxy mode");
+        for arg in proxy.get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| !matches!(*l, "config" | "help")) else {
+                continue;
+            };
+            let key = format!("\n{} = ", long.replace('-', "_"));
+            assert!(all.contains(&key), "{path} does not show {key:?}");
+        }
+        // As shipped it also makes a relay configuration (no file it names must exist).
+        let args: crate::cli::ServeArgs = toml::from_str(&text).unwrap();
+        super::relay_config(args.proxy.unwrap(), None).unwrap();
+    }
 }

@@ -12,11 +12,16 @@
 //! - `ringrelay::connection`: connects and closes (debug), TLS and AUTH (info), timeouts and
 //!   the error budget (info);
 //! - `ringrelay::upstream`: connect and TLS failures, incidents, retirements (warn / debug).
+//! - `ringrelay::transcript`: every session's transcript as Python's `smtpd -d` prints it
+//!   (trace; `LogConfig::transcript` writes these lines bare, whatever the level).
 
 use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 /// Target of the per-transaction lines.
 pub const TRANSACTION: &str = "ringrelay::transaction";
@@ -24,6 +29,8 @@ pub const TRANSACTION: &str = "ringrelay::transaction";
 pub const CONNECTION: &str = "ringrelay::connection";
 /// Target of upstream events.
 pub const UPSTREAM: &str = "ringrelay::upstream";
+/// Target of session transcripts (trace level; see `crate::server` for the lines).
+pub const TRANSCRIPT: &str = "ringrelay::transcript";
 
 /// Lines the writer queue holds before it drops, by default.
 pub const QUEUE_LINES: usize = 16_384;
@@ -48,6 +55,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Lines the writer queue holds; beyond, lines are dropped and counted.
     pub queue_lines: usize,
+    /// Write every session's transcript (the `ringrelay::transcript` target) as bare lines,
+    /// without time, level or target, as Python's `smtpd -d` does (`smtpd -d`).
+    pub transcript: bool,
 }
 
 impl Default for LogConfig {
@@ -56,6 +66,7 @@ impl Default for LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
             queue_lines: QUEUE_LINES,
+            transcript: false,
         }
     }
 }
@@ -117,14 +128,29 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, LogError> {
         .thread_name("ringrelay-log")
         .finish(std::io::stderr());
     let _ = DROPPED.set(writer.error_counter());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(false);
-    let set = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let transcript = config.transcript;
+    let main = fmt::layer().with_writer(writer.clone()).with_ansi(false);
+    let main = match config.format {
+        LogFormat::Text => main.boxed(),
+        LogFormat::Json => main.json().flatten_event(true).boxed(),
     };
-    set.map_err(|_| LogError::AlreadySet)?;
+    // With the bare transcript on, its lines are that layer's alone (not written twice).
+    let main = main.with_filter(filter.and(filter_fn(move |m| {
+        !(transcript && m.target() == TRANSCRIPT)
+    })));
+    let bare = transcript.then(|| {
+        fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .with_filter(filter_fn(|m| m.target() == TRANSCRIPT))
+    });
+    tracing_subscriber::registry()
+        .with(main)
+        .with(bare)
+        .try_init()
+        .map_err(|_| LogError::AlreadySet)?;
     Ok(LogGuard { _guard: guard })
 }

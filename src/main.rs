@@ -1,9 +1,12 @@
 //! The `ringrelay` binary: parse the command line, start the chosen mode, print its summary.
 
 mod cli;
+mod cli_docs;
 mod cli_proxy;
+mod cli_values;
 mod reload_cmd;
 mod send_cmd;
+mod send_compose;
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
@@ -20,8 +23,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    if let cli::Mode::Send(a) = args.mode {
-        return send_cmd::run(a);
+    match args.mode {
+        cli::Mode::Send(a) => return send_cmd::run(a),
+        cli::Mode::Completions { shell } => return cli_docs::completions(shell),
+        cli::Mode::Man { mode } => return cli_docs::man(mode.as_deref()),
+        _ => {}
     }
     let mode = args.mode.clone();
     let (kind, config) = match cli::resolve(args.mode) {

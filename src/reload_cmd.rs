@@ -15,7 +15,7 @@ use crate::cli::{self, Kind, Mode};
 
 /// The reloader for `mode` as started (`None` for `smtpd`, which reads no files).
 pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reloader> {
-    if matches!(mode, Mode::Smtpd(_) | Mode::Send(_)) {
+    if !matches!(mode, Mode::Sink(_) | Mode::Debug(_) | Mode::Proxy(_)) {
         return None;
     }
     let tls = config.tls.clone();

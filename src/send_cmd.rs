@@ -1,7 +1,8 @@
-//! `ringrelay send`: the one-shot client. Reads a message from a file or stdin and sends it;
-//! exit 0 when at least one recipient accepted it, 1 with the server's reply otherwise.
+//! `ringrelay send`: the one-shot client. Reads a message from a file or stdin, or builds one
+//! from `--header`/`--body` (`send_compose`), and sends it; exit 0 when at least one
+//! recipient accepted it, 1 with the server's reply otherwise.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,12 +24,21 @@ pub struct SendArgs {
     /// Connect to an LMTP server on this Unix socket instead of TCP.
     #[arg(long, value_name = "PATH", requires = "lmtp")]
     pub unix: Option<PathBuf>,
-    /// Envelope sender (default: From/Sender of the message, as smtplib's send_message).
+    /// Envelope sender (default: From/Sender of the message, as smtplib's send_message); a
+    /// display name is dropped as smtplib does ("Jane <jane@example.com>").
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
-    /// Envelope recipient; repeat for several (default: To/Cc/Bcc of the message).
+    /// Envelope recipient; repeat for several (default: To/Cc/Bcc of the message); a display
+    /// name is dropped as smtplib does.
     #[arg(long, value_name = "ADDR")]
     pub to: Vec<String>,
+    /// Build the message instead of reading one: add this header line ("Name: value");
+    /// repeat for several. From, To, Date and Subject are added where not given.
+    #[arg(long, value_name = "NAME: VALUE", conflicts_with = "file")]
+    pub header: Vec<String>,
+    /// Build the message instead of reading one, with this body text (swaks' --body).
+    #[arg(long, value_name = "TEXT", conflicts_with = "file")]
+    pub body: Option<String>,
     /// STARTTLS before sending (fails if not offered).
     #[arg(long, conflicts_with = "tls")]
     pub starttls: bool,
@@ -68,8 +78,64 @@ pub struct SendArgs {
     /// Print the transcript to stderr (-vv adds timestamps).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Message file (default: stdin).
+    /// Message file (default: stdin, unless --header or --body builds the message).
     pub file: Option<PathBuf>,
+}
+
+/// Why `send` could not send.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A file named on the command line could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        /// Which file (the message, the password file).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Standard input could not be read.
+    #[error("cannot read the message from stdin: {0}")]
+    Stdin(std::io::Error),
+    /// --header / --body could not make a message.
+    #[error(transparent)]
+    Compose(#[from] crate::send_compose::ComposeError),
+    /// The SMTP exchange failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, SendError> {
+    std::fs::read(path).map_err(|source| SendError::Read {
+        what,
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The message: built from --header/--body, read from the file, or from stdin.
+fn message(args: &SendArgs, from: Option<&str>, to: &[String]) -> Result<Vec<u8>, SendError> {
+    if !args.header.is_empty() || args.body.is_some() {
+        let body = args.body.as_deref().unwrap_or("");
+        return Ok(crate::send_compose::compose(&args.header, body, from, to)?);
+    }
+    if let Some(path) = &args.file {
+        return read_file("the message file", path);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!(
+            "ringrelay send: reading the message from stdin (end it with Ctrl-D; or give a \
+             FILE, or --header/--body)"
+        );
+    }
+    let mut msg = Vec::new();
+    stdin
+        .lock()
+        .read_to_end(&mut msg)
+        .map_err(SendError::Stdin)?;
+    Ok(msg)
 }
 
 /// Runs `ringrelay send`.
@@ -98,14 +164,23 @@ pub fn run(args: SendArgs) -> ExitCode {
     }
 }
 
-async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, ClientError> {
-    let mut msg = Vec::new();
-    match &args.file {
-        Some(path) => msg = std::fs::read(path)?,
-        None => {
-            std::io::stdin().read_to_end(&mut msg)?;
+async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, SendError> {
+    let from = args.from.as_deref().map(crate::send_compose::mailbox);
+    let to: Vec<String> = args
+        .to
+        .iter()
+        .map(|a| crate::send_compose::mailbox(a))
+        .collect();
+    // A built message names the addresses as given (display names included).
+    let msg = message(&args, args.from.as_deref(), &args.to)?;
+    let password = match (&args.auth_user, &args.auth_password_file) {
+        (Some(_), Some(file)) => {
+            let text = read_file("the password file", file)?;
+            let text = String::from_utf8_lossy(&text).into_owned();
+            Some(text.lines().next().unwrap_or("").to_string())
         }
-    }
+        _ => None,
+    };
     let tls = TlsOptions {
         ca_file: args.tls_ca.clone(),
         insecure: args.tls_insecure,
@@ -139,9 +214,7 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, ClientError>
     if args.starttls {
         client.starttls(&tls).await?;
     }
-    if let (Some(user), Some(file)) = (&args.auth_user, &args.auth_password_file) {
-        let password = std::fs::read_to_string(file)?;
-        let password = password.lines().next().unwrap_or("");
+    if let (Some(user), Some(password)) = (&args.auth_user, &password) {
         client.login(user, password).await?;
     }
     let send_opts = SendOptions {
@@ -149,9 +222,8 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, ClientError>
         no_pipelining: args.no_pipelining,
         ..SendOptions::default()
     };
-    let to: Vec<&str> = args.to.iter().map(String::as_str).collect();
-    let refused = if args.from.is_some() && !to.is_empty() {
-        let from = args.from.as_deref().unwrap_or_default();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let refused = if let (Some(from), false) = (from.as_deref(), to.is_empty()) {
         let len = ringrelay::client::message::normalized_len(&msg);
         client
             .send_chunks(
@@ -165,7 +237,7 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, ClientError>
     } else {
         let to_opt = (!to.is_empty()).then_some(to.as_slice());
         client
-            .send_message(&msg, args.from.as_deref(), to_opt, &send_opts)
+            .send_message(&msg, from.as_deref(), to_opt, &send_opts)
             .await?
     };
     let _ = client.quit().await;

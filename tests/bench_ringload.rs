@@ -1,7 +1,9 @@
 //! ringload (bench/loadgen/) behaviour against peers on loopback, bounded in count and time:
 //! LMTP against Postfix's smtp-sink -L (one final reply per recipient), a server without
-//! CHUNKING stops a --bdat run at once, a dead port stops a run at --max-errors, and an open
-//! loop run sends exactly rate x duration messages.
+//! CHUNKING stops a --bdat run at once, a dead port stops a run at --max-errors, an open
+//! loop run sends exactly rate x duration messages, `-q` still prints the verdict and the
+//! errors, and sessions still connecting to a server with a listen backlog of 5 when the
+//! message budget is spent are cancelled, not counted as failures.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -126,4 +128,100 @@ fn open_loop_sends_rate_times_duration() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("open loop at 400 msg/s"), "{t}");
     assert!(t.contains("400 acknowledged, 0 failed"), "{t}");
+}
+
+#[test]
+fn quiet_prints_the_verdict_and_the_errors() {
+    let (_sink, addr) = Sink::start(&[]);
+    let o = ringload(&["-t", &addr.to_string(), "-q", "-m", "50", "-s", "2"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("ringload: 50 acknowledged, 0 failed in ") && out.ends_with(": OK\n"),
+        "{out}"
+    );
+    assert_eq!(err, "", "nothing went wrong, nothing on stderr");
+
+    let dead = free_addr();
+    let o = ringload(&[
+        "-t",
+        &dead.to_string(),
+        "-q",
+        "-d",
+        "30",
+        "--max-errors",
+        "5",
+        "--threads",
+        "1",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.starts_with("ringload: 0 acknowledged, ") && out.ends_with(": FAILED\n"),
+        "{out}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ringload: error: ")
+                && l.ends_with(" x connect: ConnectionRefused")),
+        "{err}"
+    );
+    assert!(err.contains("ringload: stopped: "), "{err}");
+}
+
+/// A Python server with a listen backlog of 5 that serves only its first 4 connections: the
+/// other 16 sessions never get a greeting. Once the 200 messages are sent through the 4, the
+/// others were still connecting: cancelled, not failed, and the run ends at once instead of
+/// waiting --timeout for greetings that will not come.
+#[test]
+fn sessions_still_connecting_when_the_budget_is_spent_are_not_failures() {
+    let addr = free_addr();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("peers")
+        .join("backlog_server.py");
+    let mut server = Command::new("python3")
+        .arg(&script)
+        .args([addr.port().to_string(), "4".to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Not probed with a connection: that would take one of the 4 it serves.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n", "the backlog server did not start");
+    let started = Instant::now();
+    let o = ringload(&[
+        "-t",
+        &addr.to_string(),
+        "-s",
+        "20",
+        "-m",
+        "200",
+        "--timeout",
+        "60",
+        "--threads",
+        "2",
+    ]);
+    let took = started.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("200 acknowledged, 0 failed"), "{t}");
+    assert!(t.contains("errors: none"), "{t}");
+    assert!(t.contains("; 4 connections"), "{t}");
+    assert!(took < Duration::from_secs(20), "took {took:?}\n{t}");
 }

@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, short = 'k', default_value_t = 0, value_name = "K")]
     pub per_connection: u64,
     /// Whole message size (headers included): N, N-M (uniform), exp:MEAN[:MAX], or a weighted
-    /// mix like 1k*90,64k*9,1m*1. Suffixes k and m are KiB and MiB.
+    /// mix like 1k*90,64k*9,1m*1. Suffixes k, m and g are binary: KiB, MiB and GiB.
     #[arg(long, default_value = "1k", value_parser = SizeSpec::parse)]
     pub size: SizeSpec,
     /// Recipients per message.
@@ -53,7 +53,7 @@ pub struct Args {
     /// Send the body with BDAT (the server must offer CHUNKING).
     #[arg(long)]
     pub bdat: bool,
-    /// Largest BDAT chunk.
+    /// Largest BDAT chunk (k, m, g: binary multiples).
     #[arg(long, default_value = "64k", value_parser = parse_size)]
     pub bdat_chunk: u64,
     /// STARTTLS after EHLO (the server must offer it), then EHLO again.
@@ -108,7 +108,8 @@ pub struct Args {
     /// No live progress line even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
-    /// Print only errors and the verdict.
+    /// Print only the verdict (one line on stdout: counts, rate, OK or FAILED) and, on
+    /// stderr, each error with its count and what stopped the run.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -168,14 +169,16 @@ fn parse_target(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s}: no address"))
 }
 
-/// A size with an optional k/K/KiB or m/M/MiB suffix (binary multiples).
+/// A size with an optional k/K/KiB, m/M/MiB or g/G/GiB suffix (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let (num, mult) = if let Some(n) = lower.strip_suffix("kib").or(lower.strip_suffix('k')) {
-        (n, 1024)
+        (n, 1u64 << 10)
     } else if let Some(n) = lower.strip_suffix("mib").or(lower.strip_suffix('m')) {
-        (n, 1024 * 1024)
+        (n, 1 << 20)
+    } else if let Some(n) = lower.strip_suffix("gib").or(lower.strip_suffix('g')) {
+        (n, 1 << 30)
     } else {
         (lower.as_str(), 1)
     };
@@ -300,6 +303,8 @@ mod tests {
         assert_eq!(parse_size("1k"), Ok(1024));
         assert_eq!(parse_size("1.5M"), Ok(1_572_864));
         assert_eq!(parse_size("32MiB"), Ok(33_554_432));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("700"), Ok(700));
         assert!(parse_size("x").is_err());
         assert_eq!(SizeSpec::parse("1k"), Ok(SizeSpec::Fixed(1024)));

@@ -160,8 +160,9 @@ fn main() -> ExitCode {
         started_unix: started.as_secs_f64(),
     };
     if a.quiet {
-        if let Some(f) = &outcome.fatal {
-            eprintln!("ringload: stopped: {f}");
+        println!("{}", outcome.verdict_line());
+        for line in outcome.problem_lines() {
+            eprintln!("{line}");
         }
     } else {
         print!("{}", outcome.text());
@@ -188,11 +189,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let verified = verdict.as_ref().is_none_or(|v| v.ok);
-    if a.quiet && !verified {
-        eprintln!("ringload: verification FAILED");
-    }
-    if total.failed == 0 && total.acked > 0 && outcome.fatal.is_none() && verified {
+    if outcome.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -63,6 +63,48 @@ impl Outcome<'_> {
         )
     }
 
+    /// The run's verdict: every message acknowledged (at least one), none failed, nothing
+    /// fatal, and the recording verified when asked. The exit status follows it.
+    pub fn ok(&self) -> bool {
+        let s = self.stats;
+        s.failed == 0 && s.acked > 0 && self.fatal.is_none() && self.verdict.is_none_or(|v| v.ok)
+    }
+
+    /// The verdict line `-q` prints: the counts, the rate and OK or FAILED.
+    pub fn verdict_line(&self) -> String {
+        let s = self.stats;
+        format!(
+            "ringload: {} acknowledged, {} failed in {:.2} s ({:.0} msg/s): {}",
+            s.acked,
+            s.failed,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            if self.ok() { "OK" } else { "FAILED" }
+        )
+    }
+
+    /// The lines `-q` prints on stderr: each error with its count, what stopped the run, and
+    /// the verification when it failed.
+    pub fn problem_lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .stats
+            .errors
+            .iter()
+            .map(|(k, v)| format!("ringload: error: {v} x {k}"))
+            .collect();
+        if let Some(f) = &self.fatal {
+            out.push(format!("ringload: stopped: {f}"));
+        }
+        if let Some(v) = self.verdict.filter(|v| !v.ok) {
+            out.push(format!(
+                "ringload: verify FAILED: {} acknowledged, {} delivered, {} missing, {} \
+                 duplicated, {} unexpected",
+                v.acknowledged, v.delivered, v.missing, v.duplicated, v.unexpected
+            ));
+        }
+        out
+    }
+
     /// The text summary.
     pub fn text(&self) -> String {
         let s = self.stats;

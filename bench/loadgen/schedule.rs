@@ -2,7 +2,9 @@
 //! its X-Ringload-Id) and the instant it was meant to start.
 //!
 //! - Closed loop: a session takes the next ticket as soon as its last message is done; the
-//!   sequence is one atomic counter shared by all threads, so `--messages` is exact.
+//!   sequence is one atomic counter shared by all threads, so `--messages` is exact. A
+//!   session without a connection opens one first and takes its ticket after, so one still
+//!   connecting when the budget is spent is cancelled (`Budget::closed_over`), not failed.
 //! - Open loop (`--rate R`): thread j of T owns the tickets j, j+T, j+2T, ... and ticket n is
 //!   meant to start at t0 + n/R whatever the server is doing. A ticker releases tickets into the
 //!   thread's queue as their time comes; idle sessions take them. When every session is busy
@@ -34,6 +36,8 @@ pub struct Budget {
     limit: Option<u64>,
     deadline: Option<Instant>,
     abort: AtomicBool,
+    /// Woken when the closed loop hands out its last ticket, or on `abort`.
+    over: Notify,
     /// Start of the run.
     pub t0: Instant,
 }
@@ -46,6 +50,7 @@ impl Budget {
             limit,
             deadline: duration.map(|d| t0 + d),
             abort: AtomicBool::new(false),
+            over: Notify::new(),
             t0,
         }
     }
@@ -53,6 +58,38 @@ impl Budget {
     /// Stops handing out tickets (error budget spent, or a fatal condition).
     pub fn abort(&self) {
         self.abort.store(true, Ordering::Relaxed);
+        self.over.notify_waiters();
+    }
+
+    /// Closed loop: no ticket will be handed out any more (the count is spent, the duration
+    /// has passed, or the run was aborted).
+    fn closed_is_over(&self) -> bool {
+        self.aborted()
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self
+                .limit
+                .is_some_and(|l| self.next.load(Ordering::Relaxed) >= l)
+    }
+
+    /// Closed loop: returns once no ticket will be handed out any more.
+    pub async fn closed_over(&self) {
+        loop {
+            let notified = self.over.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.closed_is_over() {
+                return;
+            }
+            match self.deadline {
+                Some(d) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
     }
 
     /// True after `abort`.
@@ -71,6 +108,10 @@ impl Budget {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         if self.limit.is_some_and(|l| seq >= l) {
             return None;
+        }
+        if self.limit.is_some_and(|l| seq + 1 >= l) {
+            // The last ticket: sessions still connecting will get none.
+            self.over.notify_waiters();
         }
         Some(Ticket { seq, intended: now })
     }
@@ -114,6 +155,14 @@ pub struct OpenQueue {
 }
 
 impl Tickets {
+    /// The closed loop's budget (None in the open loop).
+    pub fn closed_budget(&self) -> Option<&Budget> {
+        match self {
+            Tickets::Closed(b) => Some(b),
+            Tickets::Open(_) => None,
+        }
+    }
+
     /// The next message to send, or None when the run is over for this session.
     pub async fn next(&self) -> Option<Ticket> {
         match self {

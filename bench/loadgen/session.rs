@@ -2,6 +2,12 @@
 //! EHLO/LHLO, optional STARTTLS), run one SMTP transaction, and QUIT after `--per-connection`
 //! messages. Every phase is timed into the thread's histograms.
 //!
+//! In the closed loop a session without a connection opens one before it takes its ticket
+//! (the message's latency still counts from the start of the connect): when the budget is
+//! spent while it is still connecting, it is cancelled quietly, since it never had a message
+//! to send. A failed connect is charged to the ticket it then takes, so a dead server still
+//! spends the budget. In the open loop the ticket comes first, as its time is fixed.
+//!
 //! A transaction with PIPELINING writes MAIL, every RCPT and DATA at once (RFC 2920); with BDAT
 //! the chunks go in the same write too (RFC 3030 allows BDAT anywhere in a group), with at most
 //! `BDAT_WINDOW` chunk replies outstanding. Without PIPELINING each command waits for its reply.
@@ -20,7 +26,7 @@ use ringrelay::client::Features;
 use crate::args::{Args, SizeSpec};
 use crate::conn::{micros, Conn, ConnError, Timed};
 use crate::message::{Corpus, Rng};
-use crate::schedule::{Budget, Tickets};
+use crate::schedule::{Budget, Ticket, Tickets};
 use crate::stats::{Live, Stage, Stats};
 
 /// BDAT chunk replies allowed outstanding before we wait for one.
@@ -133,25 +139,7 @@ pub async fn run(ctx: Rc<Ctx>, tickets: Rc<Tickets>) {
     let per_conn = ctx.plan.args.per_connection;
     let mut conn: Option<(Conn, Offer)> = None;
     let mut on_conn = 0u64;
-    while let Some(ticket) = tickets.next().await {
-        if conn.is_none() {
-            match open(&ctx).await {
-                Ok(c) => {
-                    conn = Some(c);
-                    on_conn = 0;
-                    ctx.stats.borrow_mut().connections += 1;
-                    Live::bump(&ctx.live.open);
-                }
-                Err(f) => {
-                    let backoff = matches!(f, Failure::Conn(ConnError::Connect(_)));
-                    fail(&ctx, f);
-                    if backoff {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    continue;
-                }
-            }
-        }
+    while let Some(ticket) = next_message(&ctx, &tickets, &mut conn, &mut on_conn).await {
         let Some((c, offer)) = conn.as_mut() else {
             continue;
         };
@@ -188,6 +176,60 @@ pub async fn run(ctx: Rc<Ctx>, tickets: Rc<Tickets>) {
         ctx.live
             .open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The next message to send and a connection to send it on (opened here when there is
+/// none); None when the run is over for this session.
+async fn next_message(
+    ctx: &Ctx,
+    tickets: &Tickets,
+    conn: &mut Option<(Conn, Offer)>,
+    on_conn: &mut u64,
+) -> Option<Ticket> {
+    loop {
+        if conn.is_some() {
+            return tickets.next().await;
+        }
+        let (ticket, opened) = match tickets.closed_budget() {
+            Some(budget) => {
+                let started = Instant::now();
+                let opened = tokio::select! {
+                    biased;
+                    r = open(ctx) => r,
+                    // Still connecting when the last ticket went: cancelled, not failed.
+                    _ = budget.closed_over() => return None,
+                };
+                let Some(mut t) = tickets.next().await else {
+                    if let Ok((c, _)) = opened {
+                        c.quit().await;
+                    }
+                    return None;
+                };
+                t.intended = started;
+                (t, opened)
+            }
+            None => {
+                let t = tickets.next().await?;
+                (t, open(ctx).await)
+            }
+        };
+        match opened {
+            Ok(c) => {
+                *conn = Some(c);
+                *on_conn = 0;
+                ctx.stats.borrow_mut().connections += 1;
+                Live::bump(&ctx.live.open);
+                return Some(ticket);
+            }
+            Err(f) => {
+                let backoff = matches!(f, Failure::Conn(ConnError::Connect(_)));
+                fail(ctx, f);
+                if backoff {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The admin HTTP listener: one thread serving `/metrics`, `/healthz`, `/readyz` and
-//! `/stats.json` with hyper (HTTP/1.1) on a current-thread tokio runtime. It never touches a
-//! shard: it reads the published slots.
+//! `/stats.json` with hyper (HTTP/1.1) on a current-thread tokio runtime, on one or more
+//! addresses (a name given to `--metrics-listen` serves on all of its addresses). It never
+//! touches a shard: it reads the published slots.
 //!
 //! Bounded whatever a client does: request headers at most `MAX_HEADER` octets (hyper answers
 //! 431 beyond), at most `MAX_CONNECTIONS` connections at once (more are closed at once), a
@@ -36,11 +37,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a connection is kept, however busy.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// A bound admin listener, not yet serving.
+/// A bound admin listener (one socket per address), not yet serving.
 #[derive(Debug)]
 pub(crate) struct AdminListener {
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
+    listeners: Vec<std::net::TcpListener>,
+    addrs: Vec<SocketAddr>,
 }
 
 /// The running admin thread; dropping it stops the thread.
@@ -50,17 +51,20 @@ pub(crate) struct AdminThread {
 }
 
 impl AdminListener {
-    /// Serves on `listener`, bound and listening (the server binds it, with its rules for
-    /// sharing an address).
-    pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        Ok(Self { listener, addr })
+    /// Serves on `listeners`, bound and listening (the server binds them, with its rules
+    /// for sharing an address).
+    pub(crate) fn new(listeners: Vec<std::net::TcpListener>) -> io::Result<Self> {
+        let mut addrs = Vec::with_capacity(listeners.len());
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+            addrs.push(l.local_addr()?);
+        }
+        Ok(Self { listeners, addrs })
     }
 
-    /// The bound address.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.addr
+    /// The bound addresses.
+    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Starts serving on a thread of its own.
@@ -70,10 +74,10 @@ impl AdminListener {
             .enable_all()
             .max_blocking_threads(2)
             .build()?;
-        let listener = self.listener;
+        let listeners = self.listeners;
         let thread = std::thread::Builder::new()
             .name("ringrelay-admin".into())
-            .spawn(move || rt.block_on(serve(listener, hub, stopped)))?;
+            .spawn(move || rt.block_on(serve_all(listeners, hub, stopped)))?;
         Ok(AdminThread {
             stop: Some(stop),
             thread: Some(thread),
@@ -93,23 +97,36 @@ impl Drop for AdminThread {
     }
 }
 
-/// Accepts until told to stop; each connection is served by a task of its own.
-async fn serve(listener: std::net::TcpListener, hub: Arc<Hub>, mut stop: oneshot::Receiver<()>) {
+/// Accepts on every listener until told to stop; the connection cap is shared by all.
+async fn serve_all(
+    listeners: Vec<std::net::TcpListener>,
+    hub: Arc<Hub>,
+    stop: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(serve(l, hub.clone(), slots.clone())))
+        .collect();
+    let _ = stop.await;
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Accepts on one listener; each connection is served by a task of its own.
+async fn serve(listener: std::net::TcpListener, hub: Arc<Hub>, slots: Arc<Semaphore>) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(_) => {
+                // EMFILE and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         // Over the cap: closed at once, costing nothing.
         let Ok(slot) = slots.clone().try_acquire_owned() else {

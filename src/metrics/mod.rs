@@ -30,9 +30,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 /// Metrics settings (`ServerConfig::metrics`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// Where to serve `/metrics`, `/healthz`, `/readyz` and `/stats.json`; `None` records
-    /// only (read the figures with `Server::metrics`).
-    pub listen: Option<SocketAddr>,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz` and `/stats.json` (every address
+    /// serves the same); empty records only (read the figures with `Server::metrics`).
+    pub listen: Vec<SocketAddr>,
     /// When binding `listen` fails, log it and run without the listener instead of failing
     /// the start (the binary does this for its default address only).
     pub listen_optional: bool,
@@ -77,7 +77,7 @@ impl Eq for ReadinessCheck {}
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            listen: None,
+            listen: Vec::new(),
             listen_optional: false,
             publish_interval: Duration::from_secs(1),
             jemalloc: false,

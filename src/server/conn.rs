@@ -23,6 +23,7 @@ use super::input::Input;
 use super::observe::Observer;
 use super::shard::Shard;
 use super::tls::Wire;
+use super::transcript::Transcript;
 use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
@@ -102,6 +103,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         }
     }
     tracing::debug!(target: crate::log::CONNECTION, client = %peer, "connected");
+    let mut transcript = Transcript::start(peer);
     // Nothing more may be written: the peer is gone, or TLS could not start after its 220.
     let mut silent = false;
     loop {
@@ -109,6 +111,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             &mut session,
             &mut input,
             observer.as_mut(),
+            transcript.as_mut(),
             &shard,
             &mut conn,
             &mut pending,
@@ -318,6 +321,7 @@ fn feed<H: Service>(
     session: &mut Session,
     input: &mut Input,
     observer: Option<&mut Observer>,
+    mut transcript: Option<&mut Transcript>,
     shard: &Shard<H>,
     conn: &mut H::Conn,
     pending: &mut Answers,
@@ -327,7 +331,7 @@ fn feed<H: Service>(
     let mut progressed = true;
     while progressed {
         progressed = dispatch(session, conn, pending);
-        progressed |= input.step(session, now);
+        progressed |= input.step(session, now, transcript.as_deref_mut());
     }
     if let (Some(obs), Some(rec)) = (observer, &shard.metrics) {
         obs.record(session, rec);
@@ -354,6 +358,7 @@ fn send_output<S: ConnStream, H: Service>(
 fn take_output(session: &mut Session, out: &mut Vec<u8>, metrics: Option<&ShardRecorder>) {
     let mark = out.len();
     session.poll_output(out);
+    Transcript::replies(&out[mark..]);
     if let (Some(m), true) = (metrics, out.len() > mark) {
         let mut r = m.record();
         for_each_reply(&out[mark..], |code| r.counters.reply(code));

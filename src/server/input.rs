@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::proto::Session;
+use super::transcript::Transcript;
+use crate::proto::{Session, State};
 
 /// The smallest prefix of the next chunk joined to a remainder.
 const MIN_JOIN: usize = 64;
@@ -42,11 +43,21 @@ impl Input {
 
     /// Offers the input to the session once: true if the session took octets (or two chunks
     /// were joined), so its events should be dispatched and the feed repeated.
-    pub fn step(&mut self, session: &mut Session, now: Instant) -> bool {
+    /// A transcript, when there is one, sees the octets the session took.
+    pub fn step(
+        &mut self,
+        session: &mut Session,
+        now: Instant,
+        transcript: Option<&mut Transcript>,
+    ) -> bool {
         let Some(front) = self.chunks.front_mut() else {
             return false;
         };
+        let in_data = session.state() == State::InData;
         let used = session.handle_input_bytes(now, front);
+        if let (Some(t), true) = (transcript, used > 0) {
+            t.input(in_data, &front[..used.min(front.len())]);
+        }
         if used > 0 {
             if used >= front.len() {
                 self.chunks.pop_front();

@@ -40,14 +40,29 @@ pub(crate) fn bind_listen(config: &ServerConfig, shards: usize) -> Result<Bound,
     Ok((per_shard, local_addrs))
 }
 
-/// Binds the admin (metrics) HTTP listener by the same rules.
-pub(crate) fn bind_admin(addr: SocketAddr, reuse_port: bool) -> Result<AdminListener, ServerError> {
-    let bound =
-        bind_single(addr, Sharing::from(reuse_port)).and_then(|l| Ok(AdminListener::new(l)?));
-    bound.map_err(|f| match f {
-        BindFailure::InUse => ServerError::MetricsAddrInUse { addr },
-        BindFailure::Other(source) => ServerError::MetricsBind { addr, source },
-    })
+/// Binds the admin (metrics) HTTP listener on each of `addrs` by the same rules; `None` when
+/// there are none.
+pub(crate) fn bind_admin(
+    addrs: &[SocketAddr],
+    reuse_port: bool,
+) -> Result<Option<AdminListener>, ServerError> {
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let l = bind_single(addr, Sharing::from(reuse_port)).map_err(|f| match f {
+            BindFailure::InUse => ServerError::MetricsAddrInUse { addr },
+            BindFailure::Other(source) => ServerError::MetricsBind { addr, source },
+        })?;
+        listeners.push(l);
+    }
+    AdminListener::new(listeners)
+        .map(Some)
+        .map_err(|source| ServerError::MetricsBind {
+            addr: addrs[0],
+            source,
+        })
 }
 
 /// Whether a listener may share its address with another process.

@@ -22,6 +22,7 @@ mod proxy;
 mod shard;
 mod shard_thread;
 mod tls;
+mod transcript;
 mod uring;
 
 pub use proxy::ProxyProtocol;
@@ -322,14 +323,13 @@ impl<H: Service> HandledBuilder<H> {
                     )
                     .with_readiness(m.readiness.clone()),
                 );
-                let admin = match m.listen.map(|a| listener::bind_admin(a, cfg.reuse_port)) {
-                    None => None,
-                    Some(Ok(l)) => Some(l),
-                    Some(Err(e)) if m.listen_optional => {
+                let admin = match listener::bind_admin(&m.listen, cfg.reuse_port) {
+                    Ok(l) => l,
+                    Err(e) if m.listen_optional => {
                         eprintln!("ringrelay: not serving metrics: {e}");
                         None
                     }
-                    Some(Err(e)) => return Err(e),
+                    Err(e) => return Err(e),
                 };
                 (Some(hub), admin)
             }
@@ -417,9 +417,18 @@ impl<H: Service> Server<H> {
         self.hub.clone().map(Metrics)
     }
 
-    /// The bound address of the admin (metrics) listener, if there is one.
+    /// The bound address of the admin (metrics) listener, if there is one (the first, when
+    /// it listens on several).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminListener::local_addr)
+        self.metrics_addrs().first().copied()
+    }
+
+    /// Every bound address of the admin (metrics) listener.
+    pub fn metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(|a| a.local_addrs().to_vec())
+            .unwrap_or_default()
     }
 
     /// A handle that starts a graceful shutdown.
@@ -449,7 +458,7 @@ impl<H: Service> Server<H> {
             self.config.max_connections,
             self.config.max_connections_per_client,
         );
-        let metrics_addr = self.metrics_addr();
+        let metrics_addrs = self.metrics_addrs();
         let admin = match (self.admin, &self.hub) {
             (Some(listener), Some(hub)) => Some(
                 listener
@@ -509,7 +518,7 @@ impl<H: Service> Server<H> {
             if let Some(setup) = self.setup {
                 eprintln!("ringrelay: io_uring engine: {setup}");
             }
-            if let Some(addr) = metrics_addr {
+            for addr in &metrics_addrs {
                 eprintln!("ringrelay: metrics on http://{addr}/metrics");
             }
             for addr in &self.local_addrs {
