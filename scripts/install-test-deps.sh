@@ -9,7 +9,9 @@
 #              client tests), and a private instance that tests/relay_postfix.rs configures,
 #              starts and stops itself; the system's own daemon is never configured nor started
 #   swaks      SMTP transcripts (PIPELINING); libnet-ssleay-perl gives it STARTTLS
-#   prometheus promtool, for checking the /metrics exposition
+#   prometheus promtool, for checking the /metrics exposition and deploy/prometheus/'s rules
+#   systemd    systemd-analyze, to verify deploy/systemd/ringrelay.service (nothing is started)
+#   python3-yaml  PyYAML for /usr/bin/python3, to parse deploy/kubernetes/ (tests/deploy.rs)
 #   haproxy    PROXY-protocol front end (tests/haproxy.rs runs deploy/haproxy/haproxy.cfg)
 #   openssl    TLS test material (planned)
 #   linux-perf profiling the benchmarks
@@ -21,7 +23,8 @@ set -euo pipefail
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
 
-APT_PACKAGES=(postfix swaks libnet-ssleay-perl prometheus haproxy openssl linux-perf python3-seccomp)
+APT_PACKAGES=(postfix swaks libnet-ssleay-perl prometheus haproxy openssl linux-perf python3-seccomp
+    systemd python3-yaml)
 
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
@@ -102,6 +105,8 @@ check "python smtplib/asyncio" "$PYTHON" -c 'import smtplib, asyncio, email.poli
 check "python aiosmtpd" "$PYTHON" -c 'import aiosmtpd'
 check "python smtpd module (< 3.12)" "$PYTHON" -W ignore -c 'import smtpd'
 check "python3-seccomp (system python)" /usr/bin/python3 -c 'import seccomp'
+check "systemd-analyze (systemd)" systemd-analyze --version
+check "python3-yaml (system python)" /usr/bin/python3 -c 'import yaml'
 # The postfix daemon must not be running (nothing here needs it; port 25 stays free).
 if pgrep -x master >/dev/null 2>&1 && [ -e /var/spool/postfix/pid/master.pid ]; then
     log "note: a postfix master process is running; the tests do not need it"
