@@ -202,3 +202,52 @@ fn a_closed_output_turns_messages_into_451() {
         );
     }
 }
+
+/// With an output that is read (a regular file), SIGTERM ends `debug` at once: the printer
+/// is stopped by a message of its own, not by every shard's queue going away, and nothing
+/// claims the output is unread.
+#[test]
+fn a_read_output_lets_debug_exit_at_once() {
+    for io in IO_MODES {
+        let dir = TempDir::new("debug-exit");
+        let path = dir.join("out.txt");
+        let (mut child, port) = debug_into(std::fs::File::create(&path).unwrap(), io);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+            .unwrap();
+        s.write_all(b"Subject: exit\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut all = String::new();
+        while let Ok(n) = r.read_line(&mut all) {
+            if n == 0 {
+                break;
+            }
+        }
+        assert!(all.contains("221"), "{io}: {all}");
+        let t0 = Instant::now();
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{io}: no exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{io}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{io}: {:?}",
+            t0.elapsed()
+        );
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!err.contains("not being read"), "{io}: {err}");
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("Subject: exit"));
+    }
+}

@@ -21,6 +21,14 @@ use crate::proto::{EnhancedCode, Reply};
 /// Octets of blocks that may wait for the printer (in KiB permits).
 const QUEUE_KIB: u32 = 64 * 1024;
 
+/// What the printer thread is asked to do, in order.
+enum Msg {
+    /// Print a block.
+    Print(Job),
+    /// Every block sent before is written: stop (`Printer::finish`).
+    Stop,
+}
+
 /// One block to print and where to say it was printed.
 struct Job {
     block: Vec<u8>,
@@ -39,7 +47,7 @@ pub struct Printer {
 /// Where shards send blocks (cheap to clone: one per shard handler).
 #[derive(Clone, Debug)]
 pub struct PrintQueue {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<Msg>,
     budget: Arc<Semaphore>,
     failed: Arc<AtomicBool>,
 }
@@ -47,13 +55,13 @@ pub struct PrintQueue {
 impl Printer {
     /// Starts a printer writing blocks to `out` (normally stdout).
     pub fn start(mut out: impl Write + Send + 'static) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let failed = Arc::new(AtomicBool::new(false));
         let failed_here = failed.clone();
         let thread = thread::Builder::new()
             .name("ringrelay-printer".into())
             .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
+                while let Some(Msg::Print(job)) = rx.blocking_recv() {
                     let r = if failed_here.load(Ordering::Acquire) {
                         Err(io::Error::from(io::ErrorKind::BrokenPipe))
                     } else {
@@ -88,8 +96,10 @@ impl Printer {
 
     /// Stops taking blocks and waits (at most `limit`) until every block sent before is
     /// written. Returns false when the printer was still blocked at the limit (an output
-    /// nobody reads); the blocks it holds were never acknowledged.
+    /// nobody reads); the blocks it holds were never acknowledged. Queues still held elsewhere
+    /// (a shard not yet torn down) get 451 from then on.
     pub fn finish(self, limit: Duration) -> bool {
+        let _ = self.out.tx.send(Msg::Stop);
         drop(self.out);
         let deadline = Instant::now() + limit;
         while !self.thread.is_finished() {
@@ -120,7 +130,7 @@ impl PrintQueue {
             done,
             _permit: permit,
         };
-        if self.tx.send(job).is_err() {
+        if self.tx.send(Msg::Print(job)).is_err() {
             return Some(not_recorded());
         }
         match written.await {
