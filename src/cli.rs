@@ -163,6 +163,52 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for transactions in flight (default 30).
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    /// Fault rules (TOML: `seed`, `address_triggers`, `[[rule]]` tables; sink and debug only;
+    /// also `GET`/`PUT /faults` on the admin listener; SIGHUP re-reads it).
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<PathBuf>,
+    /// Seed of the fault rules' random draws (overrides the file's; shard n uses seed + n).
+    #[arg(long, value_name = "N")]
+    pub fault_seed: Option<u64>,
+    /// KumoMTA-style recipient triggers: a local part with `tempfail` gets 451, `permfail`
+    /// 550, one starting `450-`/`550-` that code.
+    #[arg(long)]
+    #[serde(default)]
+    pub address_triggers: bool,
+    /// smtp-sink -f: reject these commands (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, ".", BDAT,
+    /// RSET, NOOP, QUIT, VRFY, AUTH, STARTTLS) with 500 5.3.0.
+    #[arg(short = 'f', long, value_name = "CMD,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub hard_reject: Vec<String>,
+    /// smtp-sink -r: reject these commands with 450 4.3.0.
+    #[arg(short = 'r', long, value_name = "CMD,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub soft_reject: Vec<String>,
+    /// smtp-sink -q: hang up without a reply after these commands.
+    #[arg(short = 'q', long, value_name = "CMD,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub disconnect_after: Vec<String>,
+    /// smtp-sink -Q: 421 and hang up after these commands.
+    #[arg(short = 'Q', long, value_name = "CMD,...", value_delimiter = ',')]
+    #[serde(default)]
+    pub close_after: Vec<String>,
+    /// smtp-sink -w: wait this many seconds before answering DATA.
+    #[arg(short = 'w', long, value_name = "SECS")]
+    pub data_delay: Option<f64>,
+    /// smtp-sink -W CMD:DELAY[:ODDS]: wait before answering CMD (a random multiple of DELAY
+    /// with ODDS, 1-99); repeatable.
+    #[arg(short = 'W', long, value_name = "CMD:SECS[:ODDS]")]
+    #[serde(default)]
+    pub delay: Vec<String>,
+    /// smtp-sink -A: after DATA's 354, wait this many seconds, then 550 and stop reading.
+    #[arg(short = 'A', long, value_name = "SECS")]
+    pub abort_data: Option<f64>,
+    /// smtp-sink -M: stop (drain and exit) after this many messages.
+    #[arg(short = 'M', long, value_name = "N")]
+    pub max_messages: Option<u64>,
+    /// smtp-sink -n: stop after this many sessions.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub max_sessions: Option<u64>,
     /// Seconds to keep accepting after SIGTERM/SIGINT while /readyz already answers 503, so
     /// a load balancer moves new clients away before the drain starts (default 0).
     #[arg(long, value_name = "SECS")]
@@ -310,6 +356,13 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
             let a = *a;
             // Per client address outside the relay networks (the MTA in front is exempt).
             let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
+            if cfg.faults.is_some() {
+                return Err(CliError::Class(
+                    "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
+                     and debug"
+                        .into(),
+                ));
+            }
             let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
             // AUTH is offered exactly when there are users to check it against.
             cfg.session.extensions.auth = relay.policy.load().users.is_some();
@@ -344,7 +397,10 @@ fn serve_config(
         }
         None => ServeArgs::default(),
     };
-    let mut cfg = ServerConfig::default();
+    let mut cfg = ServerConfig {
+        faults: crate::cli_faults::fault_config(&cli, &file)?,
+        ..ServerConfig::default()
+    };
     let listen = if cli.listen.is_empty() {
         file.listen
     } else {

@@ -9,6 +9,7 @@
 //!                   logic both drivers share
 //!  handler/         what a transaction means: the Handler trait (sink, debug, yours) and the
 //!                   Service/Connection layer whose answers may come later
+//!  faults/          fault and latency injection: a Service wrapper for sink and debug
 //!  relay/           an implementation of handler's Service: transaction mirroring, the
 //!                   per-shard upstream pool, relay policy
 //!  client/          sans-IO SMTP/LMTP client core + its driver (relay, send, ringload)
@@ -30,6 +31,7 @@
 
 pub mod client;
 pub mod engine;
+pub mod faults;
 pub mod handler;
 pub mod log;
 pub mod metrics;

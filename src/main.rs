@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_docs;
+mod cli_faults;
 mod cli_proxy;
 mod cli_values;
 mod reload_cmd;
@@ -20,6 +21,22 @@ use ringrelay::Server;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Runs `make`'s services, behind the fault layer when faults are configured.
+fn serve<S: ringrelay::handler::Service>(
+    builder: ringrelay::server::ServerBuilder,
+    faults: Option<ringrelay::faults::FaultConfig>,
+    make: impl Fn(usize) -> S + Send + Sync + 'static,
+) -> Result<ringrelay::server::RunReport, ringrelay::server::ServerError> {
+    match faults {
+        None => builder.handler_factory(make).run(),
+        Some(f) => builder
+            .handler_factory(move |shard| {
+                ringrelay::faults::Faulty::new(make(shard), f.clone(), shard)
+            })
+            .run(),
+    }
+}
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
@@ -51,12 +68,18 @@ fn main() -> ExitCode {
         let health: Arc<dyn ringrelay::metrics::Readiness> = relay.upstream.load().health.clone();
         m.readiness = ringrelay::metrics::ReadinessCheck(Some(health));
     }
+    let faults = config.faults.clone();
+    if let (Some(f), Some(m)) = (&faults, config.metrics.as_mut()) {
+        let doc: Arc<dyn ringrelay::metrics::AdminDocument> =
+            Arc::new(ringrelay::faults::FaultsDoc(f.rules.clone()));
+        m.faults = ringrelay::metrics::AdminDoc(Some(doc));
+    }
     let builder = Server::builder().config(config);
     let result = match kind {
         cli::Kind::Sink => {
             let totals = Arc::new(SinkTotals::default());
             let t = totals.clone();
-            let r = builder.handler_factory(move |_| Sink::new(t.clone())).run();
+            let r = serve(builder, faults, move |_| Sink::new(t.clone()));
             if r.is_ok() {
                 println!("{}", totals.summary());
             }
@@ -74,7 +97,7 @@ fn main() -> ExitCode {
             };
             let printer = Printer::start(out);
             let tx = printer.handler();
-            let r = builder.handler_factory(move |_| tx.clone()).run();
+            let r = serve(builder, faults, move |_| tx.clone());
             // Every acknowledged message is already written; an output nobody reads must not
             // keep the process from exiting.
             if !printer.finish(std::time::Duration::from_secs(5)) {

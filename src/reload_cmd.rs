@@ -2,7 +2,8 @@
 //! it or a flag names are re-read: TLS certificate and key, AUTH users), and what may change
 //! while running is swapped in — the STARTTLS certificate, the relay's networks, domains and
 //! AUTH users, its upstreams and their settings. Sessions in progress keep what they started
-//! with. A new set that does not resolve (a broken file, a bad value) is refused whole and
+//! with; the fault rules of `sink` and `debug` (`--faults` and the fault flags) are re-read
+//! too and apply to every session from its next command. A new set that does not resolve (a broken file, a bad value) is refused whole and
 //! the old settings stay; so is one that would turn STARTTLS or AUTH on or off, which needs a
 //! restart (the EHLO reply of running sessions would be wrong). Listen addresses, limits and
 //! the rest are read at start only.
@@ -19,6 +20,7 @@ pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reload
         return None;
     }
     let tls = config.tls.clone();
+    let faults = config.faults.as_ref().map(|f| f.rules.clone());
     let relay = match kind {
         Kind::Proxy(r) => Some((r.upstream.clone(), r.policy.clone())),
         _ => None,
@@ -30,6 +32,18 @@ pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reload
             (Some(_), Some(new)) => Some((*new.load()).clone()),
             (None, None) => None,
             _ => return Err("STARTTLS cannot be turned on or off by a reload; restart".into()),
+        };
+        let new_faults = match (&faults, &new_config.faults) {
+            (Some(_), Some(new)) => Some((*new.rules.load()).clone()),
+            (Some(_), None) => Some(Default::default()),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(
+                    "fault injection cannot be turned on by a reload; restart (or \
+                            start with an empty --faults file)"
+                        .into(),
+                )
+            }
         };
         let new_relay = match (&relay, new_kind) {
             (Some((up, policy)), Kind::Proxy(new)) => {
@@ -48,6 +62,10 @@ pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reload
         if let (Some(slot), Some(value)) = (&tls, new_tls) {
             slot.store(value);
             changed.push("the STARTTLS certificate");
+        }
+        if let (Some(slot), Some(set)) = (&faults, new_faults) {
+            slot.store(set);
+            changed.push("the fault rules");
         }
         if let (Some((up, policy)), Some((new_up, new_policy))) = (&relay, new_relay) {
             up.store(new_up);

@@ -21,6 +21,15 @@ pub enum Answer {
     Now(Option<Reply>),
     /// To be decided when the future resolves.
     Later(Pending),
+    /// End the connection instead: after `delay` (reading nothing more), write `reply` if
+    /// there is one and close (`None` hangs up without a word). Fault injection uses it
+    /// (smtp-sink's `-q`, `-Q`, `-A`).
+    Close {
+        /// The last reply, if any.
+        reply: Option<Reply>,
+        /// How long to wait first.
+        delay: std::time::Duration,
+    },
 }
 
 /// Counters of a service's upstream connection pool (cumulative since the shard started),
@@ -90,9 +99,9 @@ pub trait Service: 'static {
     fn ehlo_keywords(&self) -> Vec<String> {
         Vec::new()
     }
-    /// Adds the upstream latencies measured since the last call to `into` (the shard's
-    /// metrics delta) and forgets them; relaying services only.
-    fn drain_upstream_timings(&mut self, _into: &mut crate::metrics::snapshot::Snapshot) {}
+    /// Adds what the service measured since the last call to `into` (the shard's metrics
+    /// delta) and forgets it: a relay's upstream latencies, injected faults.
+    fn drain_metrics(&mut self, _into: &mut crate::metrics::snapshot::Snapshot) {}
     /// True when connections from `ip` do not count against `--max-connections-per-client`
     /// (a relay exempts its relay networks: the MTA in front opens many).
     fn exempt_from_client_limit(&self, _ip: std::net::IpAddr) -> bool {

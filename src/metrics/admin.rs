@@ -146,12 +146,51 @@ async fn serve(listener: std::net::TcpListener, hub: Arc<Hub>, slots: Arc<Semaph
     }
 }
 
+/// The largest `PUT /faults` body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// `GET /faults` (the rules as JSON) and `PUT /faults` (replace them whole, or 400 with the
+/// reason and the old rules kept).
+async fn faults(hub: &Hub, req: Request<Incoming>) -> (u16, &'static str, String) {
+    let Some(doc) = hub.faults.0.clone() else {
+        let why = "no fault layer: start sink or debug with --faults FILE (an empty file will do) \
+                   or a fault flag\n";
+        return (404, "text/plain", why.to_string());
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => (200, "application/json", doc.get()),
+        Method::PUT => {
+            use http_body_util::BodyExt;
+            let body = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+            match tokio::time::timeout(HEADER_TIMEOUT, body.collect()).await {
+                Ok(Ok(collected)) => match doc.put(&collected.to_bytes()) {
+                    Ok(what) => (200, "text/plain", format!("{what}\n")),
+                    Err(why) => (
+                        400,
+                        "text/plain",
+                        format!("refused, the old rules stay: {why}\n"),
+                    ),
+                },
+                Ok(Err(_)) => (413, "text/plain", format!("body over {MAX_BODY} octets\n")),
+                Err(_) => (408, "text/plain", "body too slow\n".to_string()),
+            }
+        }
+        _ => (
+            405,
+            "text/plain",
+            "method not allowed (GET or PUT)\n".to_string(),
+        ),
+    }
+}
+
 async fn respond(
     hub: Arc<Hub>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    let (status, content_type, body) = if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let (status, content_type, body) = if path == "/faults" {
+        faults(&hub, req).await
+    } else if !matches!(*req.method(), Method::GET | Method::HEAD) {
         (405, "text/plain", "method not allowed\n".to_string())
     } else {
         match path.as_str() {
@@ -183,7 +222,7 @@ async fn respond(
             "/" => (
                 200,
                 "text/plain",
-                "ringrelay admin: /metrics /stats.json /healthz /readyz\n".to_string(),
+                "ringrelay admin: /metrics /stats.json /healthz /readyz /faults\n".to_string(),
             ),
             _ => (404, "text/plain", "not found\n".to_string()),
         }

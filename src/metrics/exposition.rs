@@ -71,6 +71,33 @@ fn counter(pairs: &[(&str, &str)], value: u64) -> Metric {
     m
 }
 
+fn counter_f(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+/// Injected faults as `{stage, action}` samples; the pairs that never happened are left out
+/// (14 stages × 7 actions would be mostly zeros), except one zero sample so the family exists.
+fn fault_counters(c: &super::snapshot::Counters) -> Vec<Metric> {
+    use crate::faults::{Action, Stage};
+    let mut out = Vec::new();
+    for (s, stage) in Stage::ALL.iter().enumerate() {
+        for (a, action) in Action::NAMES.iter().enumerate() {
+            let n = c.faults[s][a];
+            if n > 0 {
+                out.push(counter(&[("stage", stage.name()), ("action", action)], n));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(counter(&[("stage", "connect"), ("action", "delay")], 0));
+    }
+    out
+}
+
 fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut g = Gauge::default();
     g.set_value(value);
@@ -259,6 +286,19 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
                     })
                 })
                 .collect(),
+        ),
+        family(
+            "ringrelay_faults_injected_total",
+            "Faults injected by the fault rules (sink, debug), by stage and action; only the \
+             pairs that happened.",
+            COUNTER,
+            fault_counters(c),
+        ),
+        family(
+            "ringrelay_faults_delay_seconds_total",
+            "Delay injected by the fault rules.",
+            COUNTER,
+            vec![counter_f(&[], c.fault_delay_us as f64 / 1e6)],
         ),
         family(
             "ringrelay_message_bytes_total",

@@ -52,6 +52,8 @@ pub(crate) struct Hub {
     drain: watch::Receiver<bool>,
     /// A condition besides the shards' for `/readyz`.
     pub(crate) readiness: super::ReadinessCheck,
+    /// The `/faults` document.
+    pub(crate) faults: super::AdminDoc,
     /// A shutdown was asked for (the listeners may still accept during `--drain-delay`).
     stopping: AtomicBool,
 }
@@ -94,6 +96,7 @@ impl Hub {
             started: Instant::now(),
             drain,
             readiness: super::ReadinessCheck::default(),
+            faults: super::AdminDoc::default(),
             stopping: AtomicBool::new(false),
         }
     }
@@ -103,9 +106,14 @@ impl Hub {
         self.stopping.store(true, Ordering::Release);
     }
 
-    /// The hub with `readiness` consulted by `/readyz`.
-    pub(crate) fn with_readiness(mut self, readiness: super::ReadinessCheck) -> Self {
+    /// The hub with `readiness` consulted by `/readyz` and `faults` served at `/faults`.
+    pub(crate) fn with_readiness(
+        mut self,
+        readiness: super::ReadinessCheck,
+        faults: super::AdminDoc,
+    ) -> Self {
         self.readiness = readiness;
+        self.faults = faults;
         self
     }
 

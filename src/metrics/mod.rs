@@ -43,7 +43,33 @@ pub struct MetricsConfig {
     pub jemalloc: bool,
     /// A condition besides the shards' that `/readyz` reports (a relay's upstream health).
     pub readiness: ReadinessCheck,
+    /// The document served at `/faults` (`GET`, and `PUT` to replace it): the fault rules.
+    pub faults: AdminDoc,
 }
+
+/// A JSON document the admin listener serves and lets a `PUT` replace.
+pub trait AdminDocument: Send + Sync + std::fmt::Debug {
+    /// The current document.
+    fn get(&self) -> String;
+    /// Replaces it with `body`; `Ok` says what changed, `Err` why nothing did.
+    fn put(&self, body: &[u8]) -> Result<String, String>;
+}
+
+/// An optional `AdminDocument`, compared by identity.
+#[derive(Clone, Debug, Default)]
+pub struct AdminDoc(pub Option<Arc<dyn AdminDocument>>);
+
+impl PartialEq for AdminDoc {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AdminDoc {}
 
 /// Something that can make `/readyz` say "not ready", with the reason for its body.
 pub trait Readiness: Send + Sync + std::fmt::Debug {
@@ -82,6 +108,7 @@ impl Default for MetricsConfig {
             publish_interval: Duration::from_secs(1),
             jemalloc: false,
             readiness: ReadinessCheck::default(),
+            faults: AdminDoc::default(),
         }
     }
 }

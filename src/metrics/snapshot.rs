@@ -41,7 +41,16 @@ pub struct Counters {
     pub received_bytes: u64,
     /// 4xx (`[0]`) and 5xx (`[1]`) replies by `RefusalStage`.
     pub refusals: [[u64; 2]; RefusalStage::COUNT],
+    /// Injected faults by stage and action (`crate::faults`: `Stage::ALL` × `Action::NAMES`).
+    pub faults: [[u64; FAULT_ACTIONS]; FAULT_STAGES],
+    /// Delay injected by faults, µs.
+    pub fault_delay_us: u64,
 }
+
+/// Fault stages (`crate::faults::Stage::ALL`).
+pub const FAULT_STAGES: usize = 14;
+/// Fault actions (`crate::faults::Action::NAMES`).
+pub const FAULT_ACTIONS: usize = 7;
 
 impl Counters {
     /// Adds `other` to `self`.
@@ -64,6 +73,10 @@ impl Counters {
         for (a, b) in self.refusals.iter_mut().zip(&other.refusals) {
             add(a, b);
         }
+        for (a, b) in self.faults.iter_mut().zip(&other.faults) {
+            add(a, b);
+        }
+        self.fault_delay_us += other.fault_delay_us;
     }
 
     /// Counts one reply by its code.

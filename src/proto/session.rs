@@ -420,6 +420,9 @@ impl Session {
         self.decisions.clear();
         self.pending_rcpts.clear();
         self.pending_auth = None;
+        // Decisions already raised will never be answered: the handler does not get them
+        // (a message whose end was read is not handed over once the session is ending).
+        self.events.retain(|e| !e.needs_reply());
         self.abort_transaction();
         self.write(&reply);
         self.state = State::Closed;

@@ -169,7 +169,7 @@ impl Service for Relay {
         ext
     }
 
-    fn drain_upstream_timings(&mut self, into: &mut crate::metrics::snapshot::Snapshot) {
+    fn drain_metrics(&mut self, into: &mut crate::metrics::snapshot::Snapshot) {
         self.pool.borrow_mut().drain_timings(into);
     }
 

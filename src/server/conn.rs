@@ -116,7 +116,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             &mut conn,
             &mut pending,
         );
-        if let Some((mut future, needs_reply)) = pending.pop_front() {
+        if let Some((mut future, then)) = pending.pop_front() {
             // The handler is working on an answer (a relay waiting for its upstream). If it
             // is not ready, send what is, and wait; then go on with the input already here.
             let reply = match poll_once(&mut future).await {
@@ -137,8 +137,19 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
                     }
                 }
             };
-            if needs_reply {
-                session.handler_reply(reply);
+            match then {
+                Then::Reply => session.handler_reply(reply),
+                Then::Nothing => {}
+                Then::Close(None) => {
+                    // The handler hangs up without a word (an injected fault).
+                    pending.clear();
+                    silent = true;
+                    break;
+                }
+                Then::Close(Some(last)) => {
+                    pending.clear();
+                    session.close_with(last);
+                }
             }
             continue;
         }
@@ -312,8 +323,18 @@ async fn arrive_proxied<S: ConnStream, H: Service>(
     }
 }
 
-/// Answers being worked out, oldest first, each with whether the session waits for it.
-type Answers = VecDeque<(Pending, bool)>;
+/// Answers being worked out, oldest first, each with what to do once it resolves.
+type Answers = VecDeque<(Pending, Then)>;
+
+/// What a resolved pending answer means.
+enum Then {
+    /// The session waits for it: its reply answers the decision.
+    Reply,
+    /// A notification's backpressure: nothing more.
+    Nothing,
+    /// The handler ends the connection: this last reply (if any), then close.
+    Close(Option<Reply>),
+}
 
 /// Feeds the queued input to the session and answers its events, until it can use no more,
 /// then records what the session observed when metrics are on.
@@ -394,7 +415,7 @@ fn dispatch<C: Connection>(session: &mut Session, conn: &mut C, pending: &mut An
     let mut progressed = false;
     loop {
         if !pending.is_empty() {
-            let all_decisions = pending.iter().all(|(_, needs_reply)| *needs_reply);
+            let all_decisions = pending.iter().all(|(_, then)| matches!(then, Then::Reply));
             if !(session.pipelines_decisions() && all_decisions && session.is_awaiting_reply()) {
                 break;
             }
@@ -414,10 +435,26 @@ fn dispatch<C: Connection>(session: &mut Session, conn: &mut C, pending: &mut An
                 } else {
                     // Answers go to the session in the order the decisions were raised.
                     let ready: Pending = Box::pin(std::future::ready(reply));
-                    pending.push_back((ready, true));
+                    pending.push_back((ready, Then::Reply));
                 }
             }
-            Answer::Later(future) => pending.push_back((future, needs_reply)),
+            Answer::Later(future) => {
+                let then = if needs_reply {
+                    Then::Reply
+                } else {
+                    Then::Nothing
+                };
+                pending.push_back((future, then));
+            }
+            Answer::Close { reply, delay } => {
+                let wait: Pending = Box::pin(async move {
+                    if !delay.is_zero() {
+                        rt::sleep(delay).await;
+                    }
+                    None
+                });
+                pending.push_back((wait, Then::Close(reply)));
+            }
         }
     }
     progressed
@@ -434,9 +471,9 @@ async fn finish_pending<H: Service>(
     key: usize,
 ) {
     loop {
-        while let Some((mut future, needs_reply)) = pending.pop_front() {
+        while let Some((mut future, then)) = pending.pop_front() {
             match answer_or_abandon(&mut future, shard, key).await {
-                Some(reply) if needs_reply => session.handler_reply(reply),
+                Some(reply) if matches!(then, Then::Reply) => session.handler_reply(reply),
                 Some(_) => {}
                 None => {
                     pending.clear();

@@ -180,6 +180,9 @@ pub struct ServerConfig {
     /// After a shutdown signal, keep accepting this long while `/readyz` already answers 503
     /// (so a load balancer's health check moves traffic away first); then drain.
     pub drain_delay: Duration,
+    /// Fault injection for `sink` and `debug` (the binary wraps their handlers in
+    /// `crate::faults::Faulty`); the admin listener serves `GET`/`PUT /faults` for it.
+    pub faults: Option<crate::faults::FaultConfig>,
     /// What SIGHUP runs (see `Reloader`); `None`: SIGHUP is noted and changes nothing.
     pub reload: Option<Reloader>,
     /// Require the PROXY protocol (v1 or v2) on every SMTP listener, from these senders.
@@ -209,6 +212,7 @@ impl Default for ServerConfig {
             proxy_protocol: None,
             drain_delay: Duration::ZERO,
             reload: None,
+            faults: None,
         }
     }
 }
@@ -321,7 +325,7 @@ impl<H: Service> HandledBuilder<H> {
                         m.jemalloc,
                         drain_rx,
                     )
-                    .with_readiness(m.readiness.clone()),
+                    .with_readiness(m.readiness.clone(), m.faults.clone()),
                 );
                 let admin = match listener::bind_admin(&m.listen, cfg.reuse_port) {
                     Ok(l) => l,

@@ -127,10 +127,7 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
     if let Some(m) = &shard.metrics {
         m.set_upstream(shard.handler.borrow().upstream_stats());
         m.set_pool(crate::engine::pool_stats());
-        shard
-            .handler
-            .borrow_mut()
-            .drain_upstream_timings(&mut m.record());
+        shard.handler.borrow_mut().drain_metrics(&mut m.record());
         m.publish(u64::MAX, 0, true);
     }
 }
@@ -149,10 +146,7 @@ async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
         let generation = *asked.borrow_and_update();
         m.set_upstream(shard.handler.borrow().upstream_stats());
         m.set_pool(crate::engine::pool_stats());
-        shard
-            .handler
-            .borrow_mut()
-            .drain_upstream_timings(&mut m.record());
+        shard.handler.borrow_mut().drain_metrics(&mut m.record());
         m.publish(generation, shard.conns.borrow().len(), false);
     }
 }

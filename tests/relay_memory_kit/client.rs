@@ -128,6 +128,7 @@ impl Client {
                         .push_back((Box::pin(std::future::ready(reply)), true));
                 }
                 Answer::Later(answer) => self.pending.push_back((answer, needs_reply)),
+                Answer::Close { .. } => panic!("the relay never hangs up on its client"),
             }
         }
         progressed

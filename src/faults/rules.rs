@@ -1,0 +1,705 @@
+//! Fault rules: at which stage of a session, for which clients, senders, recipients or
+//! messages, with which probability, what to do instead of the normal answer.
+//!
+//! A rule set comes from TOML (`--faults FILE`), JSON (`PUT /faults`) or smtp-sink-style
+//! flags (`-f`, `-r`, `-q`, `-Q`, `-w`, `-W`, `-A`); it is validated whole before use. The
+//! first rule whose stage and match fit and whose probability draw succeeds decides. Delays
+//! are drawn from fixed, uniform, exponential or log-normal distributions, written
+//! `fixed:100ms`, `uniform:10ms..200ms`, `exp:50ms` (mean) or `lognormal:50ms,0.5` (median,
+//! sigma); smtp-sink's `-W cmd:delay:odds` dice is `dice:1s,70`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::net::Network;
+use crate::proto::{EnhancedCode, Reply};
+
+/// Where in a session a rule applies (smtp-sink's command names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The connection, before the greeting.
+    Connect,
+    /// HELO.
+    Helo,
+    /// EHLO.
+    Ehlo,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// DATA (before 354).
+    Data,
+    /// The end of the message (the final dot, or BDAT LAST).
+    #[serde(rename = "dot", alias = ".")]
+    Dot,
+    /// A BDAT chunk before the last.
+    Bdat,
+    /// RSET.
+    Rset,
+    /// NOOP.
+    Noop,
+    /// QUIT.
+    Quit,
+    /// VRFY.
+    Vrfy,
+    /// AUTH (the credentials).
+    Auth,
+    /// STARTTLS.
+    Starttls,
+}
+
+impl Stage {
+    /// Every stage, in label order.
+    pub const ALL: [Stage; 14] = [
+        Stage::Connect,
+        Stage::Helo,
+        Stage::Ehlo,
+        Stage::Mail,
+        Stage::Rcpt,
+        Stage::Data,
+        Stage::Dot,
+        Stage::Bdat,
+        Stage::Rset,
+        Stage::Noop,
+        Stage::Quit,
+        Stage::Vrfy,
+        Stage::Auth,
+        Stage::Starttls,
+    ];
+
+    /// The label value (smtp-sink's command name, lower case; `dot` for ".").
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Ehlo => "ehlo",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::Dot => "dot",
+            Stage::Bdat => "bdat",
+            Stage::Rset => "rset",
+            Stage::Noop => "noop",
+            Stage::Quit => "quit",
+            Stage::Vrfy => "vrfy",
+            Stage::Auth => "auth",
+            Stage::Starttls => "starttls",
+        }
+    }
+
+    /// A stage from an smtp-sink command name (`CONNECT`, `HELO`, ..., `.`); LHLO is EHLO.
+    pub fn parse(name: &str) -> Option<Stage> {
+        let n = name.trim().to_ascii_lowercase();
+        if n == "." || n == "lhlo" {
+            return Some(if n == "." { Stage::Dot } else { Stage::Ehlo });
+        }
+        Stage::ALL.into_iter().find(|s| s.name() == n)
+    }
+
+    /// True for stages only seen as command lines (not as decisions of their own).
+    pub fn is_line_only(self) -> bool {
+        matches!(
+            self,
+            Stage::Rset | Stage::Noop | Stage::Quit | Stage::Vrfy | Stage::Starttls
+        )
+    }
+}
+
+/// A delay distribution (see the module documentation for the syntax).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Dist {
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniform between the two.
+    Uniform(Duration, Duration),
+    /// Exponential with this mean.
+    Exp(Duration),
+    /// Log-normal with this median and sigma.
+    LogNormal(Duration, f64),
+    /// smtp-sink's `-W cmd:delay:odds`: `delay` times the number of 0..99 dice rolls before
+    /// one is at least `odds`.
+    Dice(Duration, u32),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s or m)")),
+    };
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range (0 to 1 hour)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn show(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+impl TryFrom<String> for Dist {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let (kind, arg) = s.split_once(':').unwrap_or(("fixed", &s));
+        Ok(match kind {
+            "fixed" => Dist::Fixed(parse_duration(arg)?),
+            "uniform" => {
+                let (a, b) = arg
+                    .split_once("..")
+                    .ok_or_else(|| format!("uniform needs LOW..HIGH: {s:?}"))?;
+                let (a, b) = (parse_duration(a)?, parse_duration(b)?);
+                if a > b {
+                    return Err(format!("uniform: {s:?} has LOW above HIGH"));
+                }
+                Dist::Uniform(a, b)
+            }
+            "exp" => Dist::Exp(parse_duration(arg)?),
+            "lognormal" => {
+                let (m, sigma) = arg
+                    .split_once(',')
+                    .ok_or_else(|| format!("lognormal needs MEDIAN,SIGMA: {s:?}"))?;
+                let sigma: f64 = sigma
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad sigma in {s:?}"))?;
+                if !(0.0..=5.0).contains(&sigma) {
+                    return Err(format!("lognormal sigma out of range (0 to 5): {s:?}"));
+                }
+                Dist::LogNormal(parse_duration(m)?, sigma)
+            }
+            "dice" => {
+                let (d, odds) = arg
+                    .split_once(',')
+                    .ok_or_else(|| format!("dice needs DELAY,ODDS: {s:?}"))?;
+                let odds: u32 = odds
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad odds in {s:?}"))?;
+                if !(1..=99).contains(&odds) {
+                    return Err(format!("dice odds must be 1 to 99: {s:?}"));
+                }
+                Dist::Dice(parse_duration(d)?, odds)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown distribution {kind:?} (fixed, uniform, exp, lognormal, dice)"
+                ))
+            }
+        })
+    }
+}
+
+impl From<Dist> for String {
+    fn from(d: Dist) -> String {
+        match d {
+            Dist::Fixed(a) => format!("fixed:{}", show(a)),
+            Dist::Uniform(a, b) => format!("uniform:{}..{}", show(a), show(b)),
+            Dist::Exp(a) => format!("exp:{}", show(a)),
+            Dist::LogNormal(a, s) => format!("lognormal:{},{s}", show(a)),
+            Dist::Dice(a, o) => format!("dice:{},{o}", show(a)),
+        }
+    }
+}
+
+impl Dist {
+    /// One draw (capped at an hour).
+    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
+        let secs = match *self {
+            Dist::Fixed(d) => d.as_secs_f64(),
+            Dist::Uniform(a, b) => rng.random_range(a.as_secs_f64()..=b.as_secs_f64()),
+            Dist::Exp(mean) => -mean.as_secs_f64() * (1.0 - rng.random::<f64>()).ln(),
+            Dist::LogNormal(median, sigma) => {
+                // Box-Muller: one standard normal draw.
+                let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                median.as_secs_f64() * (sigma * z).exp()
+            }
+            Dist::Dice(d, odds) => {
+                let mut n = 0u32;
+                while rng.random_range(0..100u32) < odds && n < 1000 {
+                    n += 1;
+                }
+                d.as_secs_f64() * f64::from(n)
+            }
+        };
+        Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+    }
+}
+
+/// What a rule does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    /// Answer with this reply instead (a 4xx or 5xx; at `connect`, the greeting).
+    Reply {
+        /// The reply code.
+        code: u16,
+        /// The enhanced status code (`4.2.1`); derived from the code's class when absent.
+        #[serde(default)]
+        enhanced: Option<String>,
+        /// The text.
+        #[serde(default = "default_text")]
+        text: String,
+    },
+    /// Close the connection without a reply (smtp-sink `-q`).
+    Disconnect,
+    /// `421 4.3.2` and close (smtp-sink `-Q`).
+    Close,
+    /// Answer normally, after a delay (smtp-sink `-w`, `-W`); at `dot` the delay is the
+    /// "slow end of data" of a busy server.
+    Delay {
+        /// The delay.
+        delay: Dist,
+    },
+    /// Read the message body at most this fast (`data` and `bdat` stages).
+    Throttle {
+        /// Octets per second.
+        bytes_per_second: u64,
+    },
+    /// After 354, wait, then `550` and stop reading (smtp-sink `-A`; `data` stage).
+    Abort {
+        /// The wait.
+        #[serde(default = "zero_delay")]
+        delay: Dist,
+    },
+}
+
+fn default_text() -> String {
+    "Error: command failed (injected fault)".into()
+}
+
+fn zero_delay() -> Dist {
+    Dist::Fixed(Duration::ZERO)
+}
+
+impl Action {
+    /// The label value of `ringrelay_faults_injected_total{action}`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Reply { code, .. } if *code >= 500 => "reply_5xx",
+            Action::Reply { .. } => "reply_4xx",
+            Action::Disconnect => "disconnect",
+            Action::Close => "close_421",
+            Action::Delay { .. } => "delay",
+            Action::Throttle { .. } => "throttle",
+            Action::Abort { .. } => "abort",
+        }
+    }
+
+    /// Every action label, in order.
+    pub const NAMES: [&'static str; 7] = [
+        "reply_4xx",
+        "reply_5xx",
+        "disconnect",
+        "close_421",
+        "delay",
+        "throttle",
+        "abort",
+    ];
+
+    /// Index of `name()` in `NAMES`.
+    pub fn index(&self) -> usize {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == self.name())
+            .unwrap_or(0)
+    }
+
+    /// The reply of a `Reply` action.
+    pub fn reply(code: u16, enhanced: Option<&str>, text: &str) -> Reply {
+        let class = (code / 100) as u8;
+        let e = enhanced
+            .and_then(|e| EnhancedCode::parse_prefix(&format!("{e} ")).map(|(e, _)| e))
+            .filter(|e| e.class == class)
+            .unwrap_or(EnhancedCode::new(class, 0, 0));
+        Reply::new(code, e, text.to_string())
+    }
+}
+
+/// Which sessions, envelopes and messages a rule is for; every field given must fit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// The sender's domain (case-insensitive).
+    #[serde(default)]
+    pub sender_domain: Option<String>,
+    /// A recipient's domain (at `rcpt`, the one being decided; later, any of them).
+    #[serde(default)]
+    pub recipient_domain: Option<String>,
+    /// A glob (`*`, `?`) over the recipient's local part (as above).
+    #[serde(default)]
+    pub local_part: Option<String>,
+    /// The client's network (CIDR).
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Smallest message size in octets (the SIZE parameter at `mail`, the content at `dot`).
+    #[serde(default)]
+    pub size_min: Option<u64>,
+    /// Largest message size in octets.
+    #[serde(default)]
+    pub size_max: Option<u64>,
+    /// A header field name present in the message (`dot` stage only).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// What a rule is matched against at one stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Facts<'a> {
+    /// The client's address.
+    pub client: Option<IpAddr>,
+    /// The sender.
+    pub sender: Option<&'a str>,
+    /// The recipients to consider (the one being decided at `rcpt`).
+    pub recipients: &'a [&'a str],
+    /// The message size, when known.
+    pub size: Option<u64>,
+    /// Header field names seen (lower case), at `dot`.
+    pub headers: &'a [String],
+}
+
+fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+fn local_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map_or(addr, |(l, _)| l)
+}
+
+/// `*` and `?` globbing, case-insensitive.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (
+        pattern.to_lowercase().chars().collect(),
+        text.to_lowercase().chars().collect(),
+    );
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A validated rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Its stage.
+    pub stage: Stage,
+    /// Its match, with the client network parsed.
+    pub matches: Match,
+    client: Option<Network>,
+    /// The chance it fires when it matches (0 to 1).
+    pub probability: f64,
+    /// What it does.
+    pub action: Action,
+}
+
+impl Rule {
+    /// True when the facts fit every field of the match.
+    pub fn fits(&self, f: &Facts<'_>) -> bool {
+        let m = &self.matches;
+        if let (Some(net), Some(ip)) = (&self.client, f.client) {
+            if !net.contains(ip) {
+                return false;
+            }
+        }
+        if let Some(d) = &m.sender_domain {
+            if !f
+                .sender
+                .is_some_and(|s| domain_of(s).eq_ignore_ascii_case(d))
+            {
+                return false;
+            }
+        }
+        if m.recipient_domain.is_some() || m.local_part.is_some() {
+            let any = f.recipients.iter().any(|r| {
+                m.recipient_domain
+                    .as_ref()
+                    .is_none_or(|d| domain_of(r).eq_ignore_ascii_case(d))
+                    && m.local_part.as_ref().is_none_or(|g| glob(g, local_of(r)))
+            });
+            if !any {
+                return false;
+            }
+        }
+        if m.size_min.is_some() || m.size_max.is_some() {
+            let Some(size) = f.size else {
+                return false;
+            };
+            if m.size_min.is_some_and(|min| size < min) || m.size_max.is_some_and(|max| size > max)
+            {
+                return false;
+            }
+        }
+        if let Some(h) = &m.header {
+            if !f.headers.iter().any(|n| n.eq_ignore_ascii_case(h)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A rule as written (TOML `[[rule]]` or JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// The stage.
+    pub stage: Stage,
+    /// The match.
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    /// The chance (default 1).
+    #[serde(default = "one")]
+    pub probability: f64,
+    /// The action and its parameters.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A rule set as written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Seed of the per-shard random draws (shard `n` uses `seed + n`), so a run repeats.
+    #[serde(default)]
+    pub seed: u64,
+    /// KumoMTA-style address triggers at RCPT: a local part containing `tempfail` gets 451,
+    /// `permfail` 550, one starting with `450-`, `550-` or `250-` that code.
+    #[serde(default)]
+    pub address_triggers: bool,
+    /// The rules, first match wins.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A validated rule set, ready for the shards.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    /// What it was built from (for `GET /faults`).
+    pub spec: RuleFile,
+    /// The rules.
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Validates `spec` whole: the first problem is the error.
+    pub fn new(spec: RuleFile) -> Result<Self, String> {
+        let mut rules = Vec::with_capacity(spec.rules.len());
+        for (i, r) in spec.rules.iter().enumerate() {
+            let at = |e: String| format!("rule {}: {e}", i + 1);
+            if !(0.0..=1.0).contains(&r.probability) {
+                return Err(at(format!(
+                    "probability {} is not between 0 and 1",
+                    r.probability
+                )));
+            }
+            match &r.action {
+                Action::Reply { code, .. } if !(400..=599).contains(code) => {
+                    let ok = r.stage == Stage::Connect && (200..300).contains(code);
+                    if !ok {
+                        return Err(at(format!("reply code {code} is not a 4xx or 5xx")));
+                    }
+                }
+                Action::Throttle {
+                    bytes_per_second: 0,
+                } => return Err(at("throttle needs bytes_per_second above 0".into())),
+                Action::Throttle { .. } if !matches!(r.stage, Stage::Data | Stage::Bdat) => {
+                    return Err(at("throttle applies to the data or bdat stage".into()))
+                }
+                Action::Abort { .. } if r.stage != Stage::Data => {
+                    return Err(at("abort applies to the data stage".into()))
+                }
+                _ => {}
+            }
+            if r.matches.header.is_some() && r.stage != Stage::Dot {
+                return Err(at("a header match applies to the dot stage".into()));
+            }
+            let client = match &r.matches.client {
+                Some(c) => Some(c.parse::<Network>().map_err(|e| at(e.to_string()))?),
+                None => None,
+            };
+            rules.push(Rule {
+                stage: r.stage,
+                matches: r.matches.clone(),
+                client,
+                probability: r.probability,
+                action: r.action.clone(),
+            });
+        }
+        Ok(Self { spec, rules })
+    }
+
+    /// Parses and validates TOML.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        Self::new(toml::from_str(text).map_err(|e| e.to_string())?)
+    }
+
+    /// Parses and validates JSON.
+    pub fn from_json(text: &[u8]) -> Result<Self, String> {
+        Self::new(serde_json::from_slice(text).map_err(|e| e.to_string())?)
+    }
+
+    /// True when nothing is configured (the sink runs as if there were no fault layer).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && !self.spec.address_triggers
+    }
+
+    /// True when some rule needs every command line (RSET, NOOP, QUIT, VRFY, STARTTLS).
+    pub fn needs_lines(&self) -> bool {
+        self.rules.iter().any(|r| r.stage.is_line_only())
+    }
+
+    /// True when some rule matches on header names.
+    pub fn needs_headers(&self) -> bool {
+        self.rules.iter().any(|r| r.matches.header.is_some())
+    }
+
+    /// The first rule for `stage` that fits and whose draw succeeds.
+    pub fn decide(&self, stage: Stage, facts: &Facts<'_>, rng: &mut impl Rng) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            r.stage == stage
+                && r.fits(facts)
+                && (r.probability >= 1.0 || rng.random::<f64>() < r.probability)
+        })
+    }
+}
+
+/// The reply an address trigger gives a recipient, if its local part asks for one.
+pub fn address_trigger(recipient: &str) -> Option<Reply> {
+    let local = local_of(recipient).to_ascii_lowercase();
+    for (prefix, code) in [("450-", 450u16), ("550-", 550), ("250-", 250)] {
+        if local.starts_with(prefix) {
+            return (code != 250)
+                .then(|| Action::reply(code, None, "Error: requested by the recipient address"));
+        }
+    }
+    if local.contains("tempfail") {
+        return Some(Reply::new(
+            451,
+            EnhancedCode::new(4, 2, 0),
+            "Temporary failure requested",
+        ));
+    }
+    if local.contains("permfail") {
+        return Some(Reply::new(
+            550,
+            EnhancedCode::new(5, 1, 1),
+            "Permanent failure requested",
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn rules_parse_validate_and_match() {
+        let set = RuleSet::from_toml(
+            r#"
+seed = 7
+[[rule]]
+stage = "rcpt"
+probability = 0.5
+action = "reply"
+code = 451
+enhanced = "4.2.1"
+text = "busy"
+match = { recipient_domain = "example.com", local_part = "t*st" }
+
+[[rule]]
+stage = "dot"
+action = "delay"
+delay = "lognormal:20ms,0.5"
+"#,
+        )
+        .unwrap();
+        assert_eq!(set.rules.len(), 2);
+        let r = &set.rules[0];
+        let to = ["teeest@Example.COM"];
+        assert!(r.fits(&Facts {
+            recipients: &to,
+            ..Facts::default()
+        }));
+        let other = ["best@example.com"];
+        assert!(!r.fits(&Facts {
+            recipients: &other,
+            ..Facts::default()
+        }));
+        for bad in [
+            "[[rule]]\nstage = \"rcpt\"\naction = \"reply\"\ncode = 250\n",
+            "[[rule]]\nstage = \"rcpt\"\nprobability = 2.0\naction = \"disconnect\"\n",
+            "[[rule]]\nstage = \"mail\"\naction = \"abort\"\n",
+            "[[rule]]\nstage = \"rcpt\"\naction = \"delay\"\ndelay = \"soon\"\n",
+            "[[rule]]\nstage = \"nope\"\naction = \"disconnect\"\n",
+        ] {
+            assert!(RuleSet::from_toml(bad).is_err(), "{bad}");
+        }
+        // The spec round-trips through JSON (GET then PUT).
+        let json = serde_json::to_vec(&set.spec).unwrap();
+        assert_eq!(RuleSet::from_json(&json).unwrap().spec, set.spec);
+    }
+
+    #[test]
+    fn draws_follow_their_distribution() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let d = Dist::try_from("exp:100ms".to_string()).unwrap();
+        let n = 20_000;
+        let mean: f64 = (0..n)
+            .map(|_| d.sample(&mut rng).as_secs_f64())
+            .sum::<f64>()
+            / n as f64;
+        assert!((mean - 0.1).abs() < 0.005, "{mean}");
+        let u = Dist::try_from("uniform:10ms..20ms".to_string()).unwrap();
+        assert!((0..1000).all(|_| {
+            let v = u.sample(&mut rng);
+            v >= Duration::from_millis(10) && v <= Duration::from_millis(20)
+        }));
+        let l = Dist::try_from("lognormal:50ms,0.5".to_string()).unwrap();
+        let mut v: Vec<f64> = (0..n).map(|_| l.sample(&mut rng).as_secs_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        assert!((v[n / 2] - 0.05).abs() < 0.003, "median {}", v[n / 2]);
+    }
+
+    #[test]
+    fn globs_and_triggers() {
+        assert!(glob("a*c", "abbbc") && glob("*", "") && glob("a?c", "abc"));
+        assert!(!glob("a*c", "abbb") && !glob("a?c", "ac"));
+        assert_eq!(address_trigger("x.tempfail@d").unwrap().code(), 451);
+        assert_eq!(address_trigger("permfail@d").unwrap().code(), 550);
+        assert_eq!(address_trigger("450-busy@d").unwrap().code(), 450);
+        assert!(address_trigger("250-ok@d").is_none());
+        assert!(address_trigger("plain@d").is_none());
+    }
+}
