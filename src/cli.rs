@@ -243,6 +243,11 @@ pub struct ServeArgs {
     /// Log lines as text or JSON, on stderr (default text).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<ringrelay::log::LogFormat>,
+    /// sink and debug: also log a line per transaction, as proxy always does (target
+    /// ringrelay::transaction).
+    #[arg(long)]
+    #[serde(default)]
+    pub log_transactions: bool,
     /// Log lines queued for the writer before further ones are dropped (and counted in
     /// ringrelay_log_lines_dropped_total) rather than delay mail (default 16384).
     #[arg(long, value_name = "LINES")]
@@ -498,6 +503,7 @@ fn serve_config(
     if let Some(v) = cli.log_format.or(file.log_format) {
         cfg.log.format = v;
     }
+    cfg.log.transactions = cli.log_transactions || file.log_transactions;
     if let Some(v) = cli.log_queue.or(file.log_queue) {
         cfg.log.queue_lines = v;
     }

@@ -58,6 +58,8 @@ pub struct LogConfig {
     /// Write every session's transcript (the `ringrelay::transcript` target) as bare lines,
     /// without time, level or target, as Python's `smtpd -d` does (`smtpd -d`).
     pub transcript: bool,
+    /// `sink` and `debug` also write the line per transaction (`proxy` always does).
+    pub transactions: bool,
 }
 
 impl Default for LogConfig {
@@ -67,6 +69,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             queue_lines: QUEUE_LINES,
             transcript: false,
+            transactions: false,
         }
     }
 }

@@ -22,17 +22,27 @@ use ringrelay::Server;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Runs `make`'s services, behind the fault layer when faults are configured.
+/// Runs `make`'s services, behind the fault layer when faults are configured, and with the
+/// transaction log line when asked.
 fn serve<S: ringrelay::handler::Service>(
     builder: ringrelay::server::ServerBuilder,
     faults: Option<ringrelay::faults::FaultConfig>,
+    log_transactions: bool,
     make: impl Fn(usize) -> S + Send + Sync + 'static,
 ) -> Result<ringrelay::server::RunReport, ringrelay::server::ServerError> {
-    match faults {
-        None => builder.handler_factory(make).run(),
-        Some(f) => builder
+    use ringrelay::faults::Faulty;
+    use ringrelay::handler::logged::Logged;
+    match (faults, log_transactions) {
+        (None, false) => builder.handler_factory(make).run(),
+        (None, true) => builder
+            .handler_factory(move |shard| Logged::new(make(shard), shard))
+            .run(),
+        (Some(f), false) => builder
+            .handler_factory(move |shard| Faulty::new(make(shard), f.clone(), shard))
+            .run(),
+        (Some(f), true) => builder
             .handler_factory(move |shard| {
-                ringrelay::faults::Faulty::new(make(shard), f.clone(), shard)
+                Logged::new(Faulty::new(make(shard), f.clone(), shard), shard)
             })
             .run(),
     }
@@ -69,6 +79,7 @@ fn main() -> ExitCode {
         m.readiness = ringrelay::metrics::ReadinessCheck(Some(health));
     }
     let faults = config.faults.clone();
+    let log_transactions = config.log.transactions;
     if let (Some(f), Some(m)) = (&faults, config.metrics.as_mut()) {
         let doc: Arc<dyn ringrelay::metrics::AdminDocument> =
             Arc::new(ringrelay::faults::FaultsDoc(f.rules.clone()));
@@ -79,7 +90,9 @@ fn main() -> ExitCode {
         cli::Kind::Sink => {
             let totals = Arc::new(SinkTotals::default());
             let t = totals.clone();
-            let r = serve(builder, faults, move |_| Sink::new(t.clone()));
+            let r = serve(builder, faults, log_transactions, move |_| {
+                Sink::new(t.clone())
+            });
             if r.is_ok() {
                 println!("{}", totals.summary());
             }
@@ -97,7 +110,7 @@ fn main() -> ExitCode {
             };
             let printer = Printer::start(out);
             let tx = printer.handler();
-            let r = serve(builder, faults, move |_| tx.clone());
+            let r = serve(builder, faults, log_transactions, move |_| tx.clone());
             // Every acknowledged message is already written; an output nobody reads must not
             // keep the process from exiting.
             if !printer.finish(std::time::Duration::from_secs(5)) {

@@ -230,3 +230,42 @@ fn a_log_nobody_reads_never_delays_mail() {
     server.stop_with(libc::SIGKILL, Duration::from_secs(10));
     assert_eq!(rec.finish().len(), 150);
 }
+
+/// `sink --log-transactions` (and `debug`): the same line per transaction, injected fault
+/// replies included (the log layer sits outside the fault layer).
+#[test]
+fn sink_and_debug_log_transactions_when_asked() {
+    for mode in ["sink", "debug"] {
+        let server = Server::mode(
+            mode,
+            "epoll",
+            &[
+                "--log-transactions",
+                "--log-format",
+                "json",
+                "--address-triggers",
+                "--shards",
+                "1",
+            ],
+        );
+        let mut c = Client::connect(server.port());
+        c.ehlo("client.example");
+        let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("sunk"));
+        assert_eq!(code, 250, "{mode}: {line}");
+        c.ok("MAIL FROM:<a@example.com>");
+        let (code, _) = c.cmd("RCPT TO:<x.tempfail@example.com>");
+        assert_eq!(code, 451);
+        c.ok("RSET");
+        c.quit();
+        let stopped = server.stop();
+        stopped.assert_success();
+        let lines = lines_of(&stopped.stderr, "ringrelay::transaction");
+        assert_eq!(lines.len(), 2, "{mode}: {}", stopped.stderr);
+        assert_eq!(lines[0]["outcome"], "delivered", "{mode}: {}", lines[0]);
+        assert_eq!(lines[0]["rcpts"], "b@example.com:250");
+        assert!(lines[0]["size"].as_u64().unwrap() > 0);
+        assert_eq!(lines[1]["outcome"], "abandoned", "{mode}: {}", lines[1]);
+        assert_eq!(lines[1]["rcpts"], "x.tempfail@example.com:451");
+        assert_ne!(lines[0]["id"], lines[1]["id"]);
+    }
+}

@@ -8,9 +8,11 @@
 //! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
 
 pub mod debug;
+pub mod logged;
 mod printer;
 pub mod service;
 pub mod sink;
+pub(crate) mod txlog;
 
 pub use service::{Answer, Connection, Pending, Service, UpstreamStats};
 

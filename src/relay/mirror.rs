@@ -20,8 +20,8 @@ use super::identity::Identity;
 use super::pool::UpstreamPool;
 use super::reply_map::relay_denied;
 use super::transaction::Transaction;
-use super::txlog::{Outcome, TxLog};
 use crate::client::core::Phase;
+use crate::handler::txlog::{Outcome, TxLog};
 use crate::handler::{Answer, Connection};
 use crate::proto::{EnhancedCode, Event, Reply, Session, State};
 

@@ -19,7 +19,6 @@
 //!  commands         the envelope commands: MAIL/RCPT lines, queued then in flight, in order
 //!  identity         XCLIENT / XFORWARD: the client's identity for the upstream
 //!  reply_map        the upstream's replies and failures as ours (never a 250 it did not give)
-//!  txlog            the log line per transaction (ids, envelope, verdicts, upstream reply)
 //!  pool             per-shard upstream connections: checkout, checkin, idle sweep
 //!  health           whether any upstream is reachable: /readyz, and probes while not
 //!  connector        how the pool reaches an upstream: TCP, or a stream a test supplies
@@ -38,7 +37,6 @@ mod mirror;
 pub mod pool;
 mod reply_map;
 mod transaction;
-mod txlog;
 mod x_peer;
 
 use std::cell::RefCell;

@@ -1,5 +1,6 @@
-//! The relay's log line per mail transaction (target `ringrelay::transaction`, level info):
-//! what an operator greps for when a message is asked about.
+//! The log line per mail transaction (target `ringrelay::transaction`, level info): what an
+//! operator greps for when a message is asked about. The relay writes one for every
+//! transaction; `sink` and `debug` when asked (`--log-transactions`, see `logged`).
 //!
 //! A record opens at MAIL and is written once, when the transaction ends: at our reply to the
 //! final dot, at a refused MAIL, or when the transaction is abandoned (RSET, a new greeting, a
@@ -35,7 +36,7 @@ struct Record {
 
 /// How a transaction ended, for the `outcome` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     /// Our final reply to the message (or to MAIL, when it was refused).
     Replied,
     /// Ended without a final reply: RSET, a new greeting, a refused body, the client gone.
@@ -45,11 +46,11 @@ pub(super) enum Outcome {
 /// The open record of a connection's current transaction (shared with the futures that
 /// learn its replies).
 #[derive(Clone, Default)]
-pub(super) struct TxLog(Rc<RefCell<Option<Record>>>);
+pub(crate) struct TxLog(Rc<RefCell<Option<Record>>>);
 
 impl TxLog {
     /// MAIL from this session opens transaction `id` (a record still open is abandoned).
-    pub(super) fn begin(&self, id: &str, session: &Session, session_id: &str, shard: usize) {
+    pub(crate) fn begin(&self, id: &str, session: &Session, session_id: &str, shard: usize) {
         self.end(Outcome::Abandoned, None, session_id, shard, None);
         let env = session.envelope();
         *self.0.borrow_mut() = Some(Record {
@@ -71,14 +72,14 @@ impl TxLog {
     }
 
     /// Our reply code to MAIL.
-    pub(super) fn mail(&self, code: u16) {
+    pub(crate) fn mail(&self, code: u16) {
         if let Some(r) = self.0.borrow_mut().as_mut() {
             r.mail = Some(code);
         }
     }
 
     /// Our reply code to RCPT `to`.
-    pub(super) fn rcpt(&self, to: &str, code: u16) {
+    pub(crate) fn rcpt(&self, to: &str, code: u16) {
         if let Some(r) = self.0.borrow_mut().as_mut() {
             if !r.rcpts.is_empty() {
                 r.rcpts.push(',');
@@ -88,7 +89,7 @@ impl TxLog {
     }
 
     /// The message's size in octets (content, as received).
-    pub(super) fn size(&self, octets: u64) {
+    pub(crate) fn size(&self, octets: u64) {
         if let Some(r) = self.0.borrow_mut().as_mut() {
             r.size = Some(octets);
         }
@@ -96,7 +97,7 @@ impl TxLog {
 
     /// Writes the line and closes the record (nothing when none is open). `upstream` is the
     /// upstream's name and its own reply to the final dot, when there was one.
-    pub(super) fn end(
+    pub(crate) fn end(
         &self,
         outcome: Outcome,
         reply: Option<&Reply>,
