@@ -1664,9 +1664,19 @@ fn upstream_pool_metrics() {
     }
     let value = |series: &str| sample(&body, series.trim_end());
     assert_eq!(value("ringrelay_upstream_checkouts_total "), 3.0, "{body}");
-    assert_eq!(value("ringrelay_upstream_connects_total "), 1.0, "{body}");
+    let labelled = format!("{{upstream=\"{upstream}\"}}");
+    assert_eq!(
+        value(&format!("ringrelay_upstream_connects_total{labelled}")),
+        1.0,
+        "{body}"
+    );
     assert_eq!(value("ringrelay_upstream_reuses_total "), 2.0, "{body}");
-    assert_eq!(value("ringrelay_upstream_connect_failures_total "), 0.0);
+    assert_eq!(
+        value(&format!(
+            "ringrelay_upstream_connect_failures_total{labelled}"
+        )),
+        0.0
+    );
     assert_eq!(value("ringrelay_upstream_connections_open "), 1.0, "{body}");
     // Upstream latencies: one connection opened, three verdicts on an end of data, each part
     // of its transaction as the client saw it.

@@ -32,35 +32,7 @@ pub enum Answer {
     },
 }
 
-/// Counters of a service's upstream connection pool (cumulative since the shard started),
-/// exported as the `ringrelay_upstream_*` metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UpstreamStats {
-    /// Connections handed out for a transaction.
-    pub checkouts: u64,
-    /// New connections opened (greeted, secured, authenticated).
-    pub connects: u64,
-    /// Checkouts served by an idle pooled connection.
-    pub reuses: u64,
-    /// Connection attempts that failed (each upstream tried counts).
-    pub connect_failures: u64,
-    /// Checkouts refused because the pool was full.
-    pub exhausted: u64,
-    /// Connections open now, idle or checked out.
-    pub open: u64,
-}
-
-impl UpstreamStats {
-    /// Adds another shard's counters.
-    pub fn add(&mut self, o: &UpstreamStats) {
-        self.checkouts += o.checkouts;
-        self.connects += o.connects;
-        self.reuses += o.reuses;
-        self.connect_failures += o.connect_failures;
-        self.exhausted += o.exhausted;
-        self.open += o.open;
-    }
-}
+pub use crate::metrics::UpstreamStats;
 
 /// Per-shard handler state that opens connections.
 pub trait Service: 'static {

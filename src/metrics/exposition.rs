@@ -366,26 +366,16 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
         out.extend(pool_families(&m.pool_by_shard));
     }
     if let Some(u) = &m.upstream {
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 3] = [
             (
                 "ringrelay_upstream_checkouts_total",
                 "Upstream connections handed out for a transaction.",
                 u.checkouts,
             ),
             (
-                "ringrelay_upstream_connects_total",
-                "Upstream connections opened (greeted, secured, authenticated).",
-                u.connects,
-            ),
-            (
                 "ringrelay_upstream_reuses_total",
                 "Checkouts served by an idle pooled upstream connection.",
                 u.reuses,
-            ),
-            (
-                "ringrelay_upstream_connect_failures_total",
-                "Upstream connection attempts that failed (each upstream tried counts).",
-                u.connect_failures,
             ),
             (
                 "ringrelay_upstream_pool_exhausted_total",
@@ -396,6 +386,29 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
         for (name, help, value) in counters {
             out.push(family(name, help, COUNTER, vec![counter(&[], value)]));
         }
+        let per = |f: fn(&super::UpstreamCounts) -> u64| -> Vec<Metric> {
+            let mut v: Vec<Metric> = u
+                .by_upstream
+                .iter()
+                .map(|(name, c)| counter(&[("upstream", name)], f(c)))
+                .collect();
+            if v.is_empty() {
+                v.push(counter(&[("upstream", "")], 0));
+            }
+            v
+        };
+        out.push(family(
+            "ringrelay_upstream_connects_total",
+            "Upstream connections opened (greeted, secured, authenticated), by upstream.",
+            COUNTER,
+            per(|c| c.connects),
+        ));
+        out.push(family(
+            "ringrelay_upstream_connect_failures_total",
+            "Upstream connection attempts that failed, by upstream (each one tried counts).",
+            COUNTER,
+            per(|c| c.connect_failures),
+        ));
         out.push(family(
             "ringrelay_upstream_connections_open",
             "Upstream connections open, idle or checked out (as of the shards' last publication).",

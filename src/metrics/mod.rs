@@ -15,6 +15,7 @@ mod exposition;
 mod hub;
 pub mod labels;
 pub mod snapshot;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub(crate) use admin::AdminListener;
 pub use hub::Merged;
 pub(crate) use hub::{Hub, ShardRecorder};
+pub use upstream::{UpstreamCounts, UpstreamStats};
 
 /// The default admin listener of the `ringrelay` binary.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";

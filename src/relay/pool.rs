@@ -339,6 +339,11 @@ impl UpstreamPool {
                     config.health.reached();
                     let mut p = pool.borrow_mut();
                     p.stats.connects += 1;
+                    p.stats
+                        .by_upstream
+                        .entry(server.clone())
+                        .or_default()
+                        .connects += 1;
                     p.connect_us.record(micros(started.elapsed()));
                     p.offers = Some(Offers {
                         eightbitmime: client.has_extn("8bitmime"),
@@ -358,6 +363,11 @@ impl UpstreamPool {
                 Err(e) => {
                     let mut p = pool.borrow_mut();
                     p.stats.connect_failures += 1;
+                    p.stats
+                        .by_upstream
+                        .entry(server.clone())
+                        .or_default()
+                        .connect_failures += 1;
                     last = match e {
                         // Its sentence names the server already.
                         ClientError::Tls(e) => e.to_string(),
@@ -439,10 +449,15 @@ impl UpstreamPool {
 
     /// The counters, with the connections open now.
     pub fn stats(&self) -> PoolStats {
-        PoolStats {
+        let mut stats = PoolStats {
             open: self.open.get() as u64,
-            ..self.stats
+            ..self.stats.clone()
+        };
+        // Every configured upstream has its series from the start.
+        for server in &self.config.get().servers {
+            stats.by_upstream.entry(server.clone()).or_default();
         }
+        stats
     }
 }
 
