@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::conn::{serve, ConnStream};
+use super::conn::serve;
 use super::shard::Shard;
+use super::stream::ConnStream;
 use crate::handler::Service;
 use crate::metrics::labels::RejectReason;
 use crate::rt;

@@ -14,7 +14,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use bytes::Bytes;
 use super::input::Input;
 use super::observe::Observer;
 use super::shard::Shard;
+use super::stream::{flush, ConnStream};
 use super::tls::Wire;
 use super::transcript::Transcript;
 use crate::handler::{Answer, Connection, Pending, Service};
@@ -35,25 +36,6 @@ const ABANDON_FLUSH: Duration = Duration::from_secs(1);
 
 /// Output queued beyond this waits for the peer to read before more input is taken.
 const OUTPUT_HIGH: usize = 64 * 1024;
-
-/// A connected socket as the connection logic needs it; implemented by each driver.
-pub(crate) trait ConnStream {
-    /// The next chunk of input; `None` at its end. Registers the task's waker when pending.
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>>;
-    /// Queues output.
-    fn send(&self, data: &[u8]);
-    /// Octets queued and not yet written.
-    fn unsent(&self) -> usize;
-    /// Ready once everything queued is written.
-    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// Hands the socket back to the driver (flush first: unsent output may be dropped).
-    fn close(self);
-}
-
-/// Waits until everything queued on `stream` is written.
-async fn flush<S: ConnStream>(stream: &S) -> io::Result<()> {
-    poll_fn(|cx| stream.poll_flush(cx)).await
-}
 
 /// What ended a wait for input.
 enum Woke {

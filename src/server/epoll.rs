@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::accept::Acceptor;
-use super::conn::ConnStream;
+use super::stream::ConnStream;
 
 /// Smallest read a connection posts; grows while reads fill it.
 const MIN_READ: usize = 4096;

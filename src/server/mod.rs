@@ -21,6 +21,7 @@ mod process;
 mod proxy;
 mod shard;
 mod shard_thread;
+mod stream;
 mod tls;
 mod transcript;
 mod uring;

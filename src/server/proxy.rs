@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::conn::ConnStream;
+use super::stream::ConnStream;
 use crate::metrics::labels::RejectReason;
 use crate::net::Network;
 use crate::proto::proxy_header::{parse, Parsed, Proxied};

@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::conn::ConnStream;
+use super::stream::ConnStream;
 
 /// Why a TLS server configuration could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use super::accept::Acceptor;
-use super::conn::ConnStream;
+use super::stream::ConnStream;
 use crate::engine::{Listener, Stream};
 
 /// A listener on the engine (multishot accept).
