@@ -5,6 +5,10 @@
 //! pipeline, send BDAT and hang up mid-message.
 #![allow(dead_code)]
 
+pub mod received;
+#[allow(unused_imports)]
+pub use received::*;
+
 use super::common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
