@@ -1,4 +1,4 @@
-//! The relay test kit shared by tests/relay_proxy.rs and tests/relay_pipelining.rs:
+//! The relay test kit shared by the tests/relay_*.rs files:
 //! `ringrelay proxy` under test, the recording aiosmtpd upstream
 //! (tests/peers/relay_recorder.py), the scripted misbehaving upstream
 //! (tests/peers/relay_upstream.py) and a raw SMTP client that can bind to 127.0.0.2,
