@@ -35,6 +35,8 @@ pub enum Mode {
     Smtpd(SmtpdArgs),
     /// Relay every transaction to upstream smarthosts (Python smtpd's PureProxy).
     Proxy(Box<ProxyArgs>),
+    /// Relay list mail to Mailman 3 over LMTP, the rest upstream (smtpd's MailmanProxy).
+    Mailman(Box<crate::cli_mailman::MailmanArgs>),
     /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
     Send(crate::send_cmd::SendArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -287,7 +289,7 @@ pub struct SmtpdArgs {
     /// Accepted for compatibility (ringrelay never changes user).
     #[arg(short = 'n', long = "nosetuid")]
     pub nosetuid: bool,
-    /// SMTPServer (sink), DebuggingServer (debug) or PureProxy (relay).
+    /// SMTPServer (sink), DebuggingServer (debug), PureProxy (relay) or MailmanProxy.
     #[arg(
         short = 'c',
         long = "class",
@@ -309,8 +311,11 @@ pub struct SmtpdArgs {
     pub reuse_port: bool,
     /// host:port to listen on (default localhost:8025).
     pub localaddr: Option<String>,
-    /// host:port of the upstream for PureProxy (default localhost:25).
+    /// host:port of the upstream for PureProxy and MailmanProxy (default localhost:25).
     pub remoteaddr: Option<String>,
+    /// Where Mailman is, for MailmanProxy.
+    #[command(flatten)]
+    pub mailman: crate::cli_mailman::MailmanOpts,
 }
 
 /// A mode ready to run.
@@ -358,19 +363,12 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         Mode::Sink(a) => Ok((Kind::Sink, serve_config(a, 0)?.0)),
         Mode::Debug(a) => Ok((Kind::Debug, serve_config(a, 0)?.0)),
         Mode::Proxy(a) => {
-            let a = *a;
-            // Per client address outside the relay networks (the MTA in front is exempt).
-            let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
-            if cfg.faults.is_some() {
-                return Err(CliError::Class(
-                    "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
-                     and debug"
-                        .into(),
-                ));
-            }
-            let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
-            // AUTH is offered exactly when there are users to check it against.
-            cfg.session.extensions.auth = relay.policy.load().users.is_some();
+            let (relay, cfg) = proxy_config(*a)?;
+            Ok((Kind::Proxy(Box::new(relay)), cfg))
+        }
+        Mode::Mailman(a) => {
+            let (relay, cfg) = proxy_config(a.proxy)?;
+            let relay = crate::cli_mailman::with_mailman(relay, a.mailman, None)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Smtpd(a) => smtpd_config(a),
@@ -378,6 +376,23 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
             Err(CliError::Class("not a server mode".into()))
         }
     }
+}
+
+/// The relay and server configurations of `proxy` (and `mailman`).
+fn proxy_config(a: ProxyArgs) -> Result<(ringrelay::relay::RelayConfig, ServerConfig), CliError> {
+    // Per client address outside the relay networks (the MTA in front is exempt).
+    let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
+    if cfg.faults.is_some() {
+        return Err(CliError::Class(
+            "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
+             and debug"
+                .into(),
+        ));
+    }
+    let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
+    // AUTH is offered exactly when there are users to check it against.
+    cfg.session.extensions.auth = relay.policy.load().users.is_some();
+    Ok((relay, cfg))
 }
 
 /// `--max-connections-per-client` in `proxy` when neither the flag nor the file sets it.
@@ -531,7 +546,7 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
     let kind = match a.class.rsplit('.').next().unwrap_or("") {
         "SMTPServer" => Kind::Sink,
         "DebuggingServer" => Kind::Debug,
-        "PureProxy" => {
+        class @ ("PureProxy" | "MailmanProxy") => {
             let remote = a
                 .remoteaddr
                 .clone()
@@ -541,12 +556,16 @@ fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
                 upstream: vec![remote],
                 ..Default::default()
             };
-            Kind::Proxy(Box::new(crate::cli_proxy::relay_config(relay, None)?))
+            let relay = crate::cli_proxy::relay_config(relay, None)?;
+            Kind::Proxy(Box::new(match class {
+                "MailmanProxy" => crate::cli_mailman::smtpd_mailman(relay, a.mailman.clone())?,
+                _ => relay,
+            }))
         }
         other => {
             return Err(CliError::Class(format!(
-                "unknown class {other:?}: use SMTPServer, DebuggingServer or PureProxy"
-            )))
+            "unknown class {other:?}: use SMTPServer, DebuggingServer, PureProxy or MailmanProxy"
+        )))
         }
     };
     let mut cfg = ServerConfig {

@@ -164,6 +164,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         upstream: ringrelay::reload::Swap::new(up),
         policy: ringrelay::reload::Swap::new(policy),
         x_peer: cli.x_peer || file.x_peer,
+        mailman: None,
     })
 }
 

@@ -3,6 +3,7 @@
 mod cli;
 mod cli_docs;
 mod cli_faults;
+mod cli_mailman;
 mod cli_proxy;
 mod cli_values;
 mod reload_cmd;
