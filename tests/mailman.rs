@@ -1,0 +1,207 @@
+//! `ringrelay mailman` (and `smtpd -c MailmanProxy`) in front of a real Mailman 3 core
+//! (tests/mailman_kit) and a recording aiosmtpd upstream (tests/relay_common), loopback only.
+//! Mailman starts once (10–15 s) and every case runs against it in one test, in order; the
+//! last ones stop it. Mailman's own outgoing mail (the list copies) goes to a second recorder.
+
+mod common;
+mod mailman_kit;
+mod relay_common;
+
+use common::*;
+use mailman_kit::Mailman;
+use relay_common::*;
+use std::time::{Duration, Instant};
+
+const LIST: &str = "ant@example.com";
+const MEMBERS: [&str; 2] = ["alice@members.test", "bob@members.test"];
+
+/// `ringrelay mailman` toward Mailman's LMTP and the upstream recorder.
+fn mailman_relay(m: &Mailman, upstream: u16) -> Server {
+    let lmtp = format!("127.0.0.1:{}", m.lmtp_port);
+    let data = m.data_dir().to_string_lossy().into_owned();
+    let up = format!("127.0.0.1:{upstream}");
+    Server::mode(
+        "mailman",
+        "uring",
+        &[
+            "--hostname",
+            RELAY_HOST,
+            "--shards",
+            "1",
+            "--metrics-listen",
+            "none",
+            "--upstream",
+            &up,
+            "--mailman-lmtp",
+            &lmtp,
+            "--mailman-data",
+            &data,
+        ],
+    )
+}
+
+fn post(subject: &str, from: &str, to: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}.{}@members.test>\r\nDate: Fri, 27 Nov 2026 12:00:00 +0000\r\n\
+         \r\nHello list.\r\n",
+        std::process::id()
+    )
+    .into_bytes()
+}
+
+/// Waits (at most 60 s) until the recorder in `dir` holds at least `n` messages.
+fn wait_for_messages(dir: &TempDir, n: usize) {
+    let t0 = Instant::now();
+    while !dir.join(&format!("{n}.eml")).exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "fewer than {n} messages from Mailman within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// RCPT's reply after a fresh MAIL.
+fn rcpt_after_mail(c: &mut Client, from: &str, to: &str) -> Answer {
+    c.ok(&format!("MAIL FROM:<{from}>"));
+    c.cmd(&format!("RCPT TO:<{to}>"))
+}
+
+#[test]
+fn list_mail_goes_to_mailman_and_the_rest_upstream() {
+    let _heavy = heavy();
+    let out = Recorder::start(&[]);
+    let upstream = Recorder::start(&[]);
+    let mut mm = Mailman::start(out.port);
+    mm.create_list(LIST, &MEMBERS);
+    let relay = mailman_relay(&mm, upstream.port);
+    let mut c = Client::connect(relay.port());
+    c.ehlo("client.test");
+
+    // A post from a member: accepted by Mailman over LMTP, our 250 is its 250.
+    let (code, line) = c.transaction(MEMBERS[0], &[LIST], &post("first", MEMBERS[0], LIST));
+    assert_eq!(code, 250, "post to the list: {line}");
+
+    // A recipient in the list domain that is no list: 550 5.1.1 at RCPT.
+    let (code, line) = rcpt_after_mail(&mut c, MEMBERS[0], "nope@example.com");
+    assert_eq!(code, 550, "{line}");
+    assert!(line.contains("5.1.1"), "{line}");
+    c.ok("RSET");
+
+    // List sub-addresses are Mailman's.
+    for sub in [
+        "ant-request@example.com",
+        "ant-owner@example.com",
+        "ant+tag@example.com",
+    ] {
+        let (code, line) = rcpt_after_mail(&mut c, MEMBERS[0], sub);
+        assert_eq!(code, 250, "{sub}: {line}");
+        c.ok("RSET");
+    }
+
+    // Elsewhere: relayed upstream, byte-exact after our Received: field.
+    let body = post("relayed", MEMBERS[0], "carol@elsewhere.test");
+    let (code, line) = c.transaction(MEMBERS[0], &["carol@elsewhere.test"], &body);
+    assert_eq!(code, 250, "{line}");
+
+    // Mixed: the second destination waits for another transaction (452 4.5.3).
+    let (code, _) = rcpt_after_mail(&mut c, MEMBERS[0], "dave@elsewhere.test");
+    assert_eq!(code, 250);
+    let (code, line) = c.cmd(&format!("RCPT TO:<{LIST}>"));
+    assert_eq!(code, 452, "list after upstream: {line}");
+    assert!(line.contains("4.5.3"), "{line}");
+    let (code, line) = c.data(&post("mixed", MEMBERS[0], "dave@elsewhere.test"));
+    assert_eq!(code, 250, "{line}");
+    let (code, _) = rcpt_after_mail(&mut c, MEMBERS[0], LIST);
+    assert_eq!(code, 250);
+    for second in ["erin@elsewhere.test", "ant-request@example.com"] {
+        let (code, line) = c.cmd(&format!("RCPT TO:<{second}>"));
+        assert_eq!(code, 452, "{second} after the list: {line}");
+    }
+    c.ok("RSET");
+
+    // smtpd -c MailmanProxy localaddr remoteaddr, the seed's order.
+    let local = format!("127.0.0.1:{}", free_port());
+    let remote = format!("127.0.0.1:{}", upstream.port);
+    let lmtp = format!("127.0.0.1:{}", mm.lmtp_port);
+    let data = mm.data_dir().to_string_lossy().into_owned();
+    let smtpd = Server::start(&[
+        "smtpd",
+        "-n",
+        "-c",
+        "MailmanProxy",
+        "--mailman-lmtp",
+        &lmtp,
+        "--mailman-data",
+        &data,
+        &local,
+        &remote,
+    ]);
+    let mut s = Client::connect(smtpd.port());
+    s.ehlo("client.test");
+    let (code, line) = rcpt_after_mail(&mut s, MEMBERS[1], "nope@example.com");
+    assert_eq!(code, 550, "smtpd MailmanProxy: {line}");
+    s.ok("RSET");
+    let (code, line) = rcpt_after_mail(&mut s, MEMBERS[1], LIST);
+    assert_eq!(code, 250, "smtpd MailmanProxy: {line}");
+    s.ok("RSET");
+    let (code, line) = s.transaction(
+        MEMBERS[1],
+        &["frank@elsewhere.test"],
+        &post("smtpd", MEMBERS[1], "frank@elsewhere.test"),
+    );
+    assert_eq!(code, 250, "{line}");
+    s.quit();
+    smtpd.stop().assert_success();
+
+    // Mailman's copies of the post reach both members, with its prefix and List-* fields.
+    wait_for_messages(&out.dir, 1);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Mailman stopped: 451 4.4.1 for its domains, and other mail still flows.
+    mm.stop();
+    let mut c2 = Client::connect(relay.port());
+    c2.ehlo("client.test");
+    for to in [LIST, "ant+down@example.com"] {
+        let (code, line) = rcpt_after_mail(&mut c2, MEMBERS[0], to);
+        assert_eq!(code, 451, "{to} with Mailman down: {line}");
+        assert!(line.contains("4.4.1"), "{line}");
+        c2.ok("RSET");
+    }
+    let late = post("late", MEMBERS[0], "gina@elsewhere.test");
+    let (code, line) = c2.transaction(MEMBERS[0], &["gina@elsewhere.test"], &late);
+    assert_eq!(code, 250, "upstream with Mailman down: {line}");
+    c2.quit();
+    c.quit();
+    relay.stop().assert_success();
+
+    let copies = out.finish();
+    let mut got: Vec<String> = copies.iter().flat_map(|m| m.rcpts.clone()).collect();
+    got.sort();
+    assert_eq!(got, MEMBERS, "the list's copies go to its members");
+    for m in &copies {
+        let text = String::from_utf8_lossy(&m.content);
+        assert!(text.contains("Subject: [Ant] first"), "{text}");
+        assert!(text.contains("List-Id: <ant.example.com>"), "{text}");
+        assert!(
+            text.contains("List-Post: <mailto:ant@example.com>"),
+            "{text}"
+        );
+    }
+
+    let relayed = upstream.finish();
+    let rcpts: Vec<&str> = relayed.iter().map(|m| m.rcpts[0].as_str()).collect();
+    assert_eq!(
+        rcpts,
+        [
+            "carol@elsewhere.test",
+            "dave@elsewhere.test",
+            "frank@elsewhere.test",
+            "gina@elsewhere.test"
+        ]
+    );
+    let first = &relayed[0];
+    assert!(first.content.starts_with(b"Received: "));
+    assert!(first.content.ends_with(&body), "relayed byte-exact");
+}
