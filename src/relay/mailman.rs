@@ -109,7 +109,7 @@ impl MailmanRouter {
             }
         }
         let domain = domain.to_ascii_lowercase();
-        self.domains.borrow().names.iter().any(|d| *d == domain)
+        self.domains.borrow().names.contains(&domain)
     }
 
     /// Where mail to `to` goes, or our refusal of it (`550 5.1.1`, `451 4.4.1`).

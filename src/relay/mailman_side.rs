@@ -116,22 +116,16 @@ impl MailmanSide {
                     return Some(reply);
                 }
             };
-            let (tx, options, params) = {
-                let p = pending.borrow();
-                let options = p.as_ref().map(|p| p.options.clone()).unwrap_or_default();
-                match dest {
-                    Destination::Upstream => (upstream, options, params),
-                    Destination::Mailman => {
-                        (lmtp, lmtp_mail_options(&options), lmtp_rcpt_params(&params))
-                    }
-                }
-            };
-            let Some((from, identity)) = pending
+            // MAIL always came first (the session sees to it).
+            let (from, options, identity) = pending
                 .borrow()
                 .as_ref()
-                .map(|p| (p.from.clone(), p.identity.clone()))
-            else {
-                return None;
+                .map(|p| (p.from.clone(), p.options.clone(), p.identity.clone()))?;
+            let (tx, options, params) = match dest {
+                Destination::Upstream => (upstream, options, params),
+                Destination::Mailman => {
+                    (lmtp, lmtp_mail_options(&options), lmtp_rcpt_params(&params))
+                }
             };
             let mail = tx.begin();
             let rcpt = tx.queue(rcpt_line(&to, &params), Phase::Rcpt);

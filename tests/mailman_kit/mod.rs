@@ -1,5 +1,6 @@
 //! A real Mailman 3 core for tests/mailman.rs: installed by scripts/install-test-deps.sh in
-//! a venv (~/.cache/ringrelay-mailman-venv, or $RINGRELAY_MAILMAN), configured under a
+//! a venv ($MAILMAN_VENV, default ~/.cache/ringrelay-mailman-venv; or the
+//! `mailman` command $RINGRELAY_MAILMAN names), configured under a
 //! temporary directory (SQLite; LMTP on a free loopback port; its outgoing mail to a port the
 //! test names; only the lmtp, in, pipeline, out and virgin runners), started once and stopped
 //! (with every process it started) when dropped.
@@ -27,7 +28,9 @@ fn mailman_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = PathBuf::from(home).join(".cache/ringrelay-mailman-venv/bin/mailman");
+    let venv = std::env::var("MAILMAN_VENV")
+        .unwrap_or_else(|_| format!("{home}/.cache/ringrelay-mailman-venv"));
+    let p = PathBuf::from(venv).join("bin/mailman");
     assert!(
         p.exists(),
         "{} not found: run scripts/install-test-deps.sh (it installs Mailman 3 in a venv)",
