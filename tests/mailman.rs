@@ -38,6 +38,7 @@ fn mailman_relay(m: &Mailman, port: u16, upstream: u16) -> Server {
         &lmtp,
         "--mailman-data",
         &data,
+        "--smtputf8",
     ])
 }
 
@@ -79,13 +80,14 @@ fn rcpt_after_mail(c: &mut Client, from: &str, to: &str) -> Answer {
 #[test]
 fn list_mail_goes_to_mailman_and_the_rest_upstream() {
     let _heavy = heavy();
-    let upstream = Recorder::start(&[]);
+    let upstream = Recorder::start(&["--smtputf8"]);
     let port = free_port();
     let mut mm = Mailman::start(port);
     mm.create_list(LIST, &MEMBERS);
     let relay = mailman_relay(&mm, port, upstream.port);
     let mut c = Client::connect(relay.port());
-    c.ehlo("client.test");
+    let kw = c.ehlo_keywords("client.test");
+    assert!(kw.contains(&"SMTPUTF8".to_string()), "{kw:?}");
 
     // A post from a member: accepted by Mailman over LMTP, our 250 is its 250.
     let (code, line) = c.transaction(MEMBERS[0], &[LIST], &post("first", MEMBERS[0], LIST));
@@ -97,6 +99,13 @@ fn list_mail_goes_to_mailman_and_the_rest_upstream() {
     let (code, line) = c.transaction(MEMBERS[0], &[LIST], looping.as_bytes());
     assert_eq!(code, 554, "a looping post: {line}");
     assert!(line.contains("5.4.6"), "{line}");
+
+    // Mailman does not offer SMTPUTF8: refused at RCPT, the upstream still takes it.
+    c.ok(&format!("MAIL FROM:<{}> SMTPUTF8", MEMBERS[0]));
+    let (code, line) = c.cmd(&format!("RCPT TO:<{LIST}>"));
+    assert_eq!(code, 553, "SMTPUTF8 to Mailman: {line}");
+    assert!(line.contains("5.6.7"), "{line}");
+    c.ok("RSET");
 
     // A recipient in the list domain that is no list: 550 5.1.1 at RCPT.
     let (code, line) = rcpt_after_mail(&mut c, MEMBERS[0], "nope@example.com");
