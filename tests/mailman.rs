@@ -31,7 +31,7 @@ fn mailman_relay(m: &Mailman, port: u16, upstream: u16) -> Server {
         "--shards",
         "1",
         "--metrics-listen",
-        "none",
+        "127.0.0.1:0",
         "--upstream",
         &up,
         "--mailman-lmtp",
@@ -198,6 +198,26 @@ fn list_mail_goes_to_mailman_and_the_rest_upstream() {
     assert_eq!(code, 250, "upstream with Mailman down: {line}");
     c2.quit();
     c.quit();
+
+    // The pool metrics are split by destination.
+    let (status, text) = http_get(metrics_addr(&relay), "/metrics");
+    assert_eq!(status, 200);
+    let checkouts = |dest: &str| -> u64 {
+        let key = format!("ringrelay_upstream_checkouts_total{{destination=\"{dest}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&key));
+        line.unwrap_or_else(|| panic!("no {key} in:\n{text}"))[key.len()..]
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        checkouts("mailman") >= 5,
+        "probes and the post went to Mailman"
+    );
+    assert!(
+        checkouts("upstream") >= 4,
+        "four messages and the list's copies went upstream"
+    );
     relay.stop().assert_success();
 
     let (copies, relayed): (Vec<Stored>, Vec<Stored>) = upstream

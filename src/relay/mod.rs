@@ -178,6 +178,10 @@ impl Service for Relay {
         Some(self.pool_stats())
     }
 
+    fn mailman_stats(&self) -> Option<crate::handler::UpstreamStats> {
+        self.mailman.as_ref().map(|m| m.pool().borrow().stats())
+    }
+
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> RelayConn {
         let r = this.borrow();
         let n = r.next_session.get();
