@@ -1,8 +1,9 @@
-//! Postfix itself as the MTA in front of `ringrelay proxy`: a private Postfix instance (tests/postfix_kit; its
-//! own config and queue directories under target/, `relayhost = [127.0.0.1]:PROXYPORT`,
-//! smtpd on a free loopback port, no chroot, logging to a file) is started and stopped by the
-//! test, mail is submitted to it over SMTP (swaks, smtp-source), and it delivers through
-//! ringrelay to the recording aiosmtpd upstream (tests/peers/relay_recorder.py).
+//! Postfix itself as the MTA in front of `ringrelay proxy`: a private Postfix instance
+//! (tests/postfix_kit: its own config and queue directories under target/,
+//! `relayhost = [127.0.0.1]:PROXYPORT`, smtpd on a free loopback port, no chroot, logging to a
+//! file) is started and stopped by the test, mail is submitted to it over SMTP (swaks,
+//! smtp-source), and it delivers through ringrelay to the recording aiosmtpd upstream
+//! (tests/peers/relay_recorder.py).
 //!
 //! It also shows what the 4xx mapping is for: while the upstream is down ringrelay answers
 //! 451, Postfix keeps the message in its queue, and delivers it once the upstream is back.
