@@ -6,10 +6,12 @@
 
 mod common;
 mod mailman_kit;
+mod postfix_kit;
 mod relay_common;
 
 use common::*;
 use mailman_kit::Mailman;
+use postfix_kit::Postfix;
 use relay_common::*;
 use std::time::{Duration, Instant};
 
@@ -179,6 +181,24 @@ fn list_mail_goes_to_mailman_and_the_rest_upstream() {
     s.quit();
     smtpd.stop().assert_success();
 
+    // Postfix in front, one message to the list and elsewhere: the 452 makes it send the
+    // second recipient in a transaction of its own, by itself, and both arrive.
+    let pf_dir = TempDir::new("mailman-postfix");
+    let pf = Postfix::start(pf_dir.path(), port);
+    let mut p = Client::connect(pf.port);
+    p.ehlo("client.test");
+    let both = [LIST, "hank@elsewhere.test"];
+    let mut msg = post("viapostfix", MEMBERS[1], LIST);
+    msg.splice(0..0, b"Cc: hank@elsewhere.test\r\n".iter().copied());
+    let (code, line) = p.transaction(MEMBERS[1], &both, &msg);
+    assert_eq!(code, 250, "Postfix took the message: {line}");
+    p.quit();
+    wait_for_message(&upstream.dir, "Subject: viapostfix");
+    wait_for_message(&upstream.dir, "Subject: [Ant] viapostfix");
+    let log = pf.maillog();
+    assert!(log.contains("4.5.3"), "Postfix met the 452 4.5.3:\n{log}");
+    pf.stop();
+
     // Mailman's copies of the post come back through us to the members (checked below).
     wait_for_message(&upstream.dir, "Subject: [Ant] first");
     std::thread::sleep(Duration::from_secs(2));
@@ -215,8 +235,8 @@ fn list_mail_goes_to_mailman_and_the_rest_upstream() {
         "probes and the post went to Mailman"
     );
     assert!(
-        checkouts("upstream") >= 4,
-        "four messages and the list's copies went upstream"
+        checkouts("upstream") >= 5,
+        "five messages and the list's copies went upstream"
     );
     relay.stop().assert_success();
 
@@ -224,29 +244,34 @@ fn list_mail_goes_to_mailman_and_the_rest_upstream() {
         .finish()
         .into_iter()
         .partition(|m| m.rcpts.iter().any(|r| r.ends_with("@members.test")));
-    let mut got: Vec<String> = copies.iter().flat_map(|m| m.rcpts.clone()).collect();
-    got.sort();
-    assert_eq!(got, MEMBERS, "the list's copies go to its members");
+    // Each post's copies go to both members, with the list's prefix and List-* fields.
+    for subject in ["first", "viapostfix"] {
+        let prefixed = format!("Subject: [Ant] {subject}\r\n");
+        let of: Vec<&Stored> = copies
+            .iter()
+            .filter(|m| String::from_utf8_lossy(&m.content).contains(&prefixed))
+            .collect();
+        let mut got: Vec<String> = of.iter().flat_map(|m| m.rcpts.clone()).collect();
+        got.sort();
+        assert_eq!(got, MEMBERS, "the copies of {subject:?} go to the members");
+        for m in of {
+            let text = String::from_utf8_lossy(&m.content);
+            assert!(text.contains("List-Id: <ant.example.com>"), "{text}");
+            assert!(
+                text.contains("List-Post: <mailto:ant@example.com>"),
+                "{text}"
+            );
+        }
+    }
+    // The looping post reached nobody.
     for m in &copies {
-        let text = String::from_utf8_lossy(&m.content);
-        assert!(text.contains("Subject: [Ant] first"), "{text}");
-        assert!(text.contains("List-Id: <ant.example.com>"), "{text}");
-        assert!(
-            text.contains("List-Post: <mailto:ant@example.com>"),
-            "{text}"
-        );
+        assert!(!String::from_utf8_lossy(&m.content).contains("Subject: [Ant] loop"));
     }
 
-    let rcpts: Vec<&str> = relayed.iter().map(|m| m.rcpts[0].as_str()).collect();
-    assert_eq!(
-        rcpts,
-        [
-            "carol@elsewhere.test",
-            "dave@elsewhere.test",
-            "frank@elsewhere.test",
-            "gina@elsewhere.test"
-        ]
-    );
+    let mut rcpts: Vec<&str> = relayed.iter().map(|m| m.rcpts[0].as_str()).collect();
+    rcpts.sort();
+    let others = ["carol", "dave", "frank", "gina", "hank"].map(|n| format!("{n}@elsewhere.test"));
+    assert_eq!(rcpts, others, "each non-list message relayed once");
     let first = &relayed[0];
     assert!(first.content.starts_with(b"Received: "));
     assert!(first.content.ends_with(&body), "relayed byte-exact");
