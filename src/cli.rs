@@ -332,11 +332,11 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         Mode::Sink(a) => Ok((Kind::Sink, serve_config(a, 0)?.0)),
         Mode::Debug(a) => Ok((Kind::Debug, serve_config(a, 0)?.0)),
         Mode::Proxy(a) => {
-            let (relay, cfg) = proxy_config(*a)?;
+            let (relay, cfg) = crate::cli_proxy::proxy_config(*a)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Mailman(a) => {
-            let (relay, cfg) = proxy_config(a.proxy)?;
+            let (relay, cfg) = crate::cli_proxy::proxy_config(a.proxy)?;
             let relay = crate::cli_mailman::with_mailman(relay, a.mailman, None)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
@@ -347,29 +347,12 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
     }
 }
 
-/// The relay and server configurations of `proxy` (and `mailman`).
-fn proxy_config(a: ProxyArgs) -> Result<(ringrelay::relay::RelayConfig, ServerConfig), CliError> {
-    // Per client address outside the relay networks (the MTA in front is exempt).
-    let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
-    if cfg.faults.is_some() {
-        return Err(CliError::Class(
-            "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
-             and debug"
-                .into(),
-        ));
-    }
-    let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
-    // AUTH is offered exactly when there are users to check it against.
-    cfg.session.extensions.auth = relay.policy.load().users.is_some();
-    Ok((relay, cfg))
-}
-
 /// `--max-connections-per-client` in `proxy` when neither the flag nor the file sets it.
 pub(crate) const PROXY_PER_CLIENT: usize = 50;
 
 /// The server configuration, and the file's `[proxy]` table if it has one;
 /// `per_client_default` is the mode's `--max-connections-per-client`.
-fn serve_config(
+pub(crate) fn serve_config(
     cli: ServeArgs,
     per_client_default: usize,
 ) -> Result<(ServerConfig, Option<crate::cli_proxy::RelayArgs>), CliError> {
