@@ -18,6 +18,8 @@
 #   python3-seccomp  denies io_uring_setup to test the epoll fallback (run by /usr/bin/python3)
 # Python (pip): aiosmtpd, the maintained successor of the smtpd module, as a reference peer.
 # The Python peer scripts in tests/peers/ otherwise only use the standard library.
+# Mailman 3 core (pip, in its own venv: $MAILMAN_VENV, default ~/.cache/ringrelay-mailman-venv)
+#   for tests/mailman.rs; SQLAlchemy < 2.1 (2.1 breaks Mailman 3.3's list queries).
 set -euo pipefail
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
@@ -81,6 +83,18 @@ else
     log "python: aiosmtpd already installed"
 fi
 
+# Mailman 3 core in a venv of its own (tests/mailman_kit finds it there; about a minute the
+# first time, skipped afterwards).
+MAILMAN_VENV=${MAILMAN_VENV:-$HOME/.cache/ringrelay-mailman-venv}
+MAILMAN_PIN=(mailman==3.3.10 'sqlalchemy<2.1')
+if ! "$MAILMAN_VENV/bin/python" -c 'import mailman, sqlalchemy' 2>/dev/null; then
+    log "pip install ${MAILMAN_PIN[*]} (venv $MAILMAN_VENV)"
+    "$PYTHON" -m venv "$MAILMAN_VENV"
+    "$MAILMAN_VENV/bin/pip" install --quiet --disable-pip-version-check "${MAILMAN_PIN[@]}"
+else
+    log "python: Mailman 3 already installed in $MAILMAN_VENV"
+fi
+
 # Fail loudly if anything the tests rely on is still missing.
 fail=0
 check() {
@@ -107,6 +121,7 @@ check "python smtpd module (< 3.12)" "$PYTHON" -W ignore -c 'import smtpd'
 check "python3-seccomp (system python)" /usr/bin/python3 -c 'import seccomp'
 check "systemd-analyze (systemd)" systemd-analyze --version
 check "python3-yaml (system python)" /usr/bin/python3 -c 'import yaml'
+check "mailman 3 (venv)" "$MAILMAN_VENV/bin/mailman" --version
 # The postfix daemon must not be running (nothing here needs it; port 25 stays free).
 if pgrep -x master >/dev/null 2>&1 && [ -e /var/spool/postfix/pid/master.pid ]; then
     log "note: a postfix master process is running; the tests do not need it"

@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::cli_values::{resolve_all, smtpd_addr, ByteSize, ListenAddr, MetricsListen, ValueError};
+use crate::cli_smtpd::system_hostname;
+use crate::cli_smtpd::SmtpdArgs;
+use crate::cli_values::{resolve_all, ByteSize, ListenAddr, MetricsListen, ValueError};
 use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
-use ringrelay::proto::{BareLineEndings, SessionConfig};
+use ringrelay::proto::BareLineEndings;
 use ringrelay::server::{IoMode, ServerConfig};
 
 /// ringrelay: a high-throughput SMTP sink, debugging server and relay.
@@ -35,6 +37,8 @@ pub enum Mode {
     Smtpd(SmtpdArgs),
     /// Relay every transaction to upstream smarthosts (Python smtpd's PureProxy).
     Proxy(Box<ProxyArgs>),
+    /// Relay list mail to Mailman 3 over LMTP, the rest upstream (smtpd's MailmanProxy).
+    Mailman(Box<crate::cli_mailman::MailmanArgs>),
     /// Send one message (smtplib as a command): exit 0 when a recipient accepted it.
     Send(crate::send_cmd::SendArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
@@ -263,7 +267,9 @@ pub struct ServeArgs {
 }
 
 /// Metrics settings for a `--metrics-listen` value (absent = the best-effort default).
-fn metrics_config(listen: Option<MetricsListen>) -> Result<Option<MetricsConfig>, CliError> {
+pub(crate) fn metrics_config(
+    listen: Option<MetricsListen>,
+) -> Result<Option<MetricsConfig>, CliError> {
     let (addrs, optional) = match listen {
         Some(MetricsListen::Off) => return Ok(None),
         Some(MetricsListen::On(addr)) => (addr.resolve()?, false),
@@ -279,38 +285,6 @@ fn metrics_config(listen: Option<MetricsListen>) -> Result<Option<MetricsConfig>
         jemalloc: true,
         ..MetricsConfig::default()
     }))
-}
-
-/// `python -m smtpd` options.
-#[derive(Clone, Debug, Args)]
-pub struct SmtpdArgs {
-    /// Accepted for compatibility (ringrelay never changes user).
-    #[arg(short = 'n', long = "nosetuid")]
-    pub nosetuid: bool,
-    /// SMTPServer (sink), DebuggingServer (debug) or PureProxy (relay).
-    #[arg(
-        short = 'c',
-        long = "class",
-        value_name = "CLASSNAME",
-        default_value = "PureProxy"
-    )]
-    pub class: String,
-    /// Largest message in octets (k, M, G: binary multiples).
-    #[arg(short = 's', long = "size", value_name = "LIMIT")]
-    pub size: Option<ByteSize>,
-    /// Offer SMTPUTF8.
-    #[arg(short = 'u', long = "smtputf8")]
-    pub smtputf8: bool,
-    /// Print each session's transcript to stderr, as Python's smtpd -d does.
-    #[arg(short = 'd', long = "debug")]
-    pub debug: bool,
-    /// Share the address with a ringrelay already listening there (a planned handover).
-    #[arg(long)]
-    pub reuse_port: bool,
-    /// host:port to listen on (default localhost:8025).
-    pub localaddr: Option<String>,
-    /// host:port of the upstream for PureProxy (default localhost:25).
-    pub remoteaddr: Option<String>,
 }
 
 /// A mode ready to run.
@@ -358,22 +332,15 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         Mode::Sink(a) => Ok((Kind::Sink, serve_config(a, 0)?.0)),
         Mode::Debug(a) => Ok((Kind::Debug, serve_config(a, 0)?.0)),
         Mode::Proxy(a) => {
-            let a = *a;
-            // Per client address outside the relay networks (the MTA in front is exempt).
-            let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
-            if cfg.faults.is_some() {
-                return Err(CliError::Class(
-                    "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
-                     and debug"
-                        .into(),
-                ));
-            }
-            let relay = crate::cli_proxy::relay_config(a.relay, file_relay)?;
-            // AUTH is offered exactly when there are users to check it against.
-            cfg.session.extensions.auth = relay.policy.load().users.is_some();
+            let (relay, cfg) = crate::cli_proxy::proxy_config(*a)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
-        Mode::Smtpd(a) => smtpd_config(a),
+        Mode::Mailman(a) => {
+            let (relay, cfg) = crate::cli_proxy::proxy_config(a.proxy)?;
+            let relay = crate::cli_mailman::with_mailman(relay, a.mailman, None)?;
+            Ok((Kind::Proxy(Box::new(relay)), cfg))
+        }
+        Mode::Smtpd(a) => crate::cli_smtpd::smtpd_config(a),
         Mode::Send(_) | Mode::Completions { .. } | Mode::Man { .. } => {
             Err(CliError::Class("not a server mode".into()))
         }
@@ -381,11 +348,11 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
 }
 
 /// `--max-connections-per-client` in `proxy` when neither the flag nor the file sets it.
-const PROXY_PER_CLIENT: usize = 50;
+pub(crate) const PROXY_PER_CLIENT: usize = 50;
 
 /// The server configuration, and the file's `[proxy]` table if it has one;
 /// `per_client_default` is the mode's `--max-connections-per-client`.
-fn serve_config(
+pub(crate) fn serve_config(
     cli: ServeArgs,
     per_client_default: usize,
 ) -> Result<(ServerConfig, Option<crate::cli_proxy::RelayArgs>), CliError> {
@@ -523,57 +490,4 @@ fn serve_config(
         }
     }
     Ok((cfg, file.proxy))
-}
-
-fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
-    let local = a.localaddr.as_deref().unwrap_or("localhost:8025");
-    let addr = smtpd_addr(local, "localaddr", "localhost:8025")?;
-    let kind = match a.class.rsplit('.').next().unwrap_or("") {
-        "SMTPServer" => Kind::Sink,
-        "DebuggingServer" => Kind::Debug,
-        "PureProxy" => {
-            let remote = a
-                .remoteaddr
-                .clone()
-                .unwrap_or_else(|| "localhost:25".into());
-            smtpd_addr(&remote, "remoteaddr", "localhost:25")?;
-            let relay = crate::cli_proxy::RelayArgs {
-                upstream: vec![remote],
-                ..Default::default()
-            };
-            Kind::Proxy(Box::new(crate::cli_proxy::relay_config(relay, None)?))
-        }
-        other => {
-            return Err(CliError::Class(format!(
-                "unknown class {other:?}: use SMTPServer, DebuggingServer or PureProxy"
-            )))
-        }
-    };
-    let mut cfg = ServerConfig {
-        listen: vec![addr],
-        reuse_port: a.reuse_port,
-        metrics: metrics_config(None)?,
-        ..ServerConfig::default()
-    };
-    cfg.log.transcript = a.debug;
-    if matches!(kind, Kind::Proxy(_)) {
-        cfg.max_connections_per_client = PROXY_PER_CLIENT;
-    }
-    cfg.session.hostname = system_hostname();
-    if let Some(size) = a.size {
-        cfg.session.data_size_limit = size.0;
-    }
-    cfg.session.extensions.smtputf8 = a.smtputf8;
-    Ok((kind, cfg))
-}
-
-fn system_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if ok && !name.is_empty() => name.to_string(),
-        _ => SessionConfig::default().hostname,
-    }
 }

@@ -13,7 +13,8 @@ use ringrelay::relay::acl::{AuthUsers, Network, RelayPolicy};
 use ringrelay::relay::pool::{UpstreamConfig, UpstreamTls};
 use ringrelay::relay::RelayConfig;
 
-use crate::cli::CliError;
+use crate::cli::{serve_config, CliError, ProxyArgs, PROXY_PER_CLIENT};
+use ringrelay::server::ServerConfig;
 
 /// Relay options.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -164,7 +165,25 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         upstream: ringrelay::reload::Swap::new(up),
         policy: ringrelay::reload::Swap::new(policy),
         x_peer: cli.x_peer || file.x_peer,
+        mailman: None,
     })
+}
+
+/// The relay and server configurations of `proxy` (and `mailman`).
+pub fn proxy_config(a: ProxyArgs) -> Result<(RelayConfig, ServerConfig), CliError> {
+    // Per client address outside the relay networks (the MTA in front is exempt).
+    let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
+    if cfg.faults.is_some() {
+        return Err(CliError::Class(
+            "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
+             and debug"
+                .into(),
+        ));
+    }
+    let relay = relay_config(a.relay, file_relay)?;
+    // AUTH is offered exactly when there are users to check it against.
+    cfg.session.extensions.auth = relay.policy.load().users.is_some();
+    Ok((relay, cfg))
 }
 
 #[cfg(test)]

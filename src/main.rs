@@ -3,7 +3,9 @@
 mod cli;
 mod cli_docs;
 mod cli_faults;
+mod cli_mailman;
 mod cli_proxy;
+mod cli_smtpd;
 mod cli_values;
 mod reload_cmd;
 mod send_cmd;

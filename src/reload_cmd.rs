@@ -16,7 +16,10 @@ use crate::cli::{self, Kind, Mode};
 
 /// The reloader for `mode` as started (`None` for `smtpd`, which reads no files).
 pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reloader> {
-    if !matches!(mode, Mode::Sink(_) | Mode::Debug(_) | Mode::Proxy(_)) {
+    if !matches!(
+        mode,
+        Mode::Sink(_) | Mode::Debug(_) | Mode::Proxy(_) | Mode::Mailman(_)
+    ) {
         return None;
     }
     let tls = config.tls.clone();

@@ -83,6 +83,11 @@ pub trait Service: 'static {
     fn upstream_stats(&self) -> Option<UpstreamStats> {
         None
     }
+    /// The counters of the pool toward Mailman's LMTP, for `mailman` mode (None otherwise):
+    /// the upstream metrics are then split by destination.
+    fn mailman_stats(&self) -> Option<UpstreamStats> {
+        None
+    }
 }
 
 /// One client connection's handler.

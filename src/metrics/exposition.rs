@@ -365,32 +365,48 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
     if !m.pool_by_shard.is_empty() {
         out.extend(pool_families(&m.pool_by_shard));
     }
-    if let Some(u) = &m.upstream {
-        let counters: [(&str, &str, u64); 3] = [
+    if let Some(up) = &m.upstream {
+        // In `mailman` mode each family has one sample per destination.
+        let split: Vec<(&[(&str, &str)], &super::UpstreamStats)> = match &m.mailman {
+            Some(mm) => vec![
+                (&[("destination", "upstream")], up),
+                (&[("destination", "mailman")], mm),
+            ],
+            None => vec![(&[], up)],
+        };
+        let sample = |f: fn(&super::UpstreamStats) -> u64| -> Vec<Metric> {
+            split.iter().map(|(l, u)| counter(l, f(u))).collect()
+        };
+        let counters: [(&str, &str, Vec<Metric>); 3] = [
             (
                 "ringrelay_upstream_checkouts_total",
                 "Upstream connections handed out for a transaction.",
-                u.checkouts,
+                sample(|u| u.checkouts),
             ),
             (
                 "ringrelay_upstream_reuses_total",
                 "Checkouts served by an idle pooled upstream connection.",
-                u.reuses,
+                sample(|u| u.reuses),
             ),
             (
                 "ringrelay_upstream_pool_exhausted_total",
                 "Checkouts refused (451) because the shard's pool was full.",
-                u.exhausted,
+                sample(|u| u.exhausted),
             ),
         ];
-        for (name, help, value) in counters {
-            out.push(family(name, help, COUNTER, vec![counter(&[], value)]));
+        for (name, help, samples) in counters {
+            out.push(family(name, help, COUNTER, samples));
         }
         let per = |f: fn(&super::UpstreamCounts) -> u64| -> Vec<Metric> {
-            let mut v: Vec<Metric> = u
-                .by_upstream
+            let mut v: Vec<Metric> = split
                 .iter()
-                .map(|(name, c)| counter(&[("upstream", name)], f(c)))
+                .flat_map(|(l, u)| {
+                    u.by_upstream.iter().map(move |(name, c)| {
+                        let mut pairs = l.to_vec();
+                        pairs.push(("upstream", name));
+                        counter(&pairs, f(c))
+                    })
+                })
                 .collect();
             if v.is_empty() {
                 v.push(counter(&[("upstream", "")], 0));
@@ -413,7 +429,7 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             "ringrelay_upstream_connections_open",
             "Upstream connections open, idle or checked out (as of the shards' last publication).",
             GAUGE,
-            vec![gauge(&[], u.open as f64)],
+            split.iter().map(|(l, u)| gauge(l, u.open as f64)).collect(),
         ));
         out.push(family(
             "ringrelay_upstream_connect_duration_seconds",

@@ -23,6 +23,8 @@ struct SlotData {
     active: u64,
     /// The shard's upstream pool counters at the last publication (relaying services only).
     upstream: Option<crate::handler::UpstreamStats>,
+    /// The same for its pool toward Mailman's LMTP (`mailman` mode only).
+    mailman: Option<crate::handler::UpstreamStats>,
     /// The shard's DATA buffer pool at the last publication (io_uring shards only).
     pool: Option<crate::engine::PoolStats>,
 }
@@ -69,6 +71,8 @@ pub struct Merged {
     pub active_by_shard: Vec<u64>,
     /// Upstream pool counters summed over shards, when the service relays.
     pub upstream: Option<crate::handler::UpstreamStats>,
+    /// The LMTP pool counters toward Mailman summed over shards (`mailman` mode).
+    pub mailman: Option<crate::handler::UpstreamStats>,
     /// Each shard's DATA buffer pool (io_uring shards; empty under epoll).
     pub pool_by_shard: Vec<crate::engine::PoolStats>,
 }
@@ -157,6 +161,9 @@ impl Hub {
             if let Some(u) = &d.upstream {
                 m.upstream.get_or_insert_with(Default::default).add(u);
             }
+            if let Some(u) = &d.mailman {
+                m.mailman.get_or_insert_with(Default::default).add(u);
+            }
             if let Some(p) = d.pool {
                 m.pool_by_shard.push(p);
             }
@@ -214,9 +221,16 @@ impl ShardRecorder {
         self.hub.interval
     }
 
-    /// Stores the shard's upstream pool counters (cumulative) for the next merge.
-    pub(crate) fn set_upstream(&self, stats: Option<crate::handler::UpstreamStats>) {
-        lock(&self.hub.slots[self.index].data).upstream = stats;
+    /// Stores the shard's upstream pool counters (cumulative) for the next merge, and those
+    /// of its pool toward Mailman (`mailman` mode).
+    pub(crate) fn set_upstream(
+        &self,
+        stats: Option<crate::handler::UpstreamStats>,
+        mailman: Option<crate::handler::UpstreamStats>,
+    ) {
+        let mut d = lock(&self.hub.slots[self.index].data);
+        d.upstream = stats;
+        d.mailman = mailman;
     }
 
     /// Stores the shard's DATA buffer pool figures for the next merge.

@@ -45,6 +45,7 @@ pub(super) async fn open(
         timeouts: config.timeouts,
         local_hostname: config.helo.clone(),
         implicit_tls: (config.tls == UpstreamTls::Implicit).then(|| config.tls_options.clone()),
+        lmtp: config.lmtp,
         ..ConnectOptions::default()
     };
     let mut client = connector.connect(server, opts).await?;

@@ -7,6 +7,11 @@
 //!
 //! The mirror decides what is ours to decide — who may relay where, AUTH credentials, the
 //! trace of each message — and never touches the upstream connection itself.
+//!
+//! In `mailman` mode (`MailmanSide`) the session does not pipeline decisions: MAIL gets the
+//! session's own 250 and opens nothing; the first RCPT asks the router where it goes, then
+//! sends MAIL and that RCPT to the destination's transaction (upstream or Mailman's LMTP), and
+//! the first accepted recipient fixes the destination for the rest of the transaction.
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
@@ -17,6 +22,7 @@ use super::commands::{rcpt_line, Seq};
 use super::content::{Framing, Outgoing};
 use super::headers::Trace;
 use super::identity::Identity;
+use super::mailman_side::MailmanSide;
 use super::pool::UpstreamPool;
 use super::reply_map::relay_denied;
 use super::transaction::Transaction;
@@ -42,6 +48,8 @@ pub struct RelayConn {
     tx_id: String,
     /// The current transaction's log record.
     log: TxLog,
+    /// `mailman` mode: the two destinations and the one this transaction chose.
+    mailman: Option<MailmanSide>,
 }
 
 impl RelayConn {
@@ -66,7 +74,15 @@ impl RelayConn {
             session_id,
             tx_id: String::new(),
             log: TxLog::default(),
+            mailman: None,
         }
+    }
+
+    /// In `mailman` mode: transactions go where `side` routes them.
+    pub(super) fn with_mailman(mut self, side: MailmanSide) -> Self {
+        self.tx = side.current();
+        self.mailman = Some(side);
+        self
     }
 
     /// A new transaction id: PID, shard and a per-shard number, in hex. An RFC 5321 `id` is
@@ -149,6 +165,12 @@ impl RelayConn {
             .to_string();
         let options = env.mail_options.clone();
         let identity = Identity::of(session);
+        if let Some(side) = self.mailman.as_mut() {
+            // Nothing opens before the first recipient says where the mail goes.
+            side.begin(from, options, identity);
+            log.mail(250);
+            return Answer::Now(None);
+        }
         let seq = self.tx.begin();
         let tx = self.tx.clone();
         Answer::Later(Box::pin(async move {
@@ -170,6 +192,11 @@ impl RelayConn {
             let denied = relay_denied();
             self.log.rcpt(to.as_str(), denied.code());
             return Answer::Now(Some(denied));
+        }
+        if let Some(side) = self.mailman.as_ref() {
+            if let Some(answer) = side.rcpt(to, params, &self.log) {
+                return answer;
+            }
         }
         let seq = self.tx.queue(rcpt_line(to, params), Phase::Rcpt);
         let to = to.as_str().to_string();
@@ -205,6 +232,10 @@ impl RelayConn {
 
 impl Connection for RelayConn {
     fn event(&mut self, session: &Session, event: Event) -> Answer {
+        if let Some(side) = &self.mailman {
+            // The destination the last RCPT fixed (decisions are not pipelined here).
+            self.tx = side.current();
+        }
         match event {
             // The relay asks for no command lines (`Service::command_hook`): the core's own.
             Event::Connect | Event::Hello | Event::Quit | Event::Command => Answer::Now(None),
@@ -261,6 +292,9 @@ impl Connection for RelayConn {
             }
             Event::Reset => {
                 self.log_end(Outcome::Abandoned, None);
+                if let Some(side) = &self.mailman {
+                    side.clear();
+                }
                 self.outgoing = None;
                 match self.tx.reset() {
                     Some(rset) => Answer::Later(Box::pin(async move {
@@ -277,5 +311,8 @@ impl Connection for RelayConn {
         self.log_end(Outcome::Abandoned, None);
         // A client gone mid-transaction: never send the terminator; close the upstream side.
         self.tx.abandon();
+        if let Some(side) = &self.mailman {
+            side.abandon();
+        }
     }
 }

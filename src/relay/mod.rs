@@ -24,6 +24,8 @@
 //!  connector        how the pool reaches an upstream: TCP, or a stream a test supplies
 //!  headers, x_peer  the Received: field and what it says, the loop guard; X-Peer:
 //!  acl              relay networks, recipient domains, AUTH users
+//!  mailman          `mailman` mode: which recipients are Mailman's (domains, LMTP probe)
+//!  mailman_side     `mailman` mode: a connection's two destinations, one per transaction
 //! ```
 
 pub mod acl;
@@ -33,6 +35,8 @@ mod content;
 pub mod headers;
 pub mod health;
 mod identity;
+pub mod mailman;
+mod mailman_side;
 mod mirror;
 pub mod pool;
 mod reply_map;
@@ -63,6 +67,8 @@ pub struct RelayConfig {
     pub policy: Swap<RelayPolicy>,
     /// Add the seed's `X-Peer:` field at the end of each message's header section.
     pub x_peer: bool,
+    /// `mailman` mode: list mail goes to Mailman's LMTP runner, the rest upstream.
+    pub mailman: Option<mailman::MailmanConfig>,
 }
 
 /// One shard's relay service.
@@ -73,6 +79,8 @@ pub struct Relay {
     shard: usize,
     next_id: Rc<std::cell::Cell<u64>>,
     next_session: std::cell::Cell<u64>,
+    /// `mailman` mode's router (with its LMTP pool).
+    mailman: Option<Rc<mailman::MailmanRouter>>,
 }
 
 impl Relay {
@@ -89,12 +97,16 @@ impl Relay {
         connector: Rc<dyn connector::Connector>,
     ) -> Self {
         Self {
-            pool: UpstreamPool::with_connector(config.upstream.clone(), connector),
+            pool: UpstreamPool::with_connector(config.upstream.clone(), connector.clone()),
             policy: Cached::new(config.policy.clone()),
             x_peer: config.x_peer,
             shard,
             next_id: Rc::new(std::cell::Cell::new(0)),
             next_session: std::cell::Cell::new(0),
+            mailman: config.mailman.as_ref().map(|m| {
+                let pool = UpstreamPool::with_connector(m.lmtp.clone(), connector.clone());
+                Rc::new(mailman::MailmanRouter::new(m.clone(), pool))
+            }),
         }
     }
 
@@ -112,47 +124,33 @@ impl Service for Relay {
     /// While no upstream is reachable, the first shard also probes them (a connection that
     /// opens joins the pool), so readiness returns without client traffic.
     fn start(this: &Rc<RefCell<Self>>) {
-        let pool = Rc::downgrade(&this.borrow().pool);
-        let prober = this.borrow().shard == 0;
-        crate::rt::spawn_local(async move {
-            loop {
-                let every = match pool.upgrade() {
-                    Some(p) if !p.borrow().is_closed() => p.borrow().sweep_interval(),
-                    _ => return,
-                };
-                let every = if prober {
-                    every.min(health::PROBE_EVERY)
-                } else {
-                    every
-                };
-                crate::rt::sleep(every).await;
-                let Some(p) = pool.upgrade().filter(|p| !p.borrow().is_closed()) else {
-                    return;
-                };
-                p.borrow_mut().sweep(Instant::now());
-                let due = prober && p.borrow().config().health.probe_due();
-                if due {
-                    crate::rt::spawn_local(async move {
-                        if let Ok(up) = UpstreamPool::checkout(&p, true).await {
-                            p.borrow_mut().checkin(up, true);
-                        }
-                    });
-                }
-            }
-        });
+        let r = this.borrow();
+        sweep_pool(Rc::downgrade(&r.pool), r.shard == 0);
+        if let Some(m) = &r.mailman {
+            sweep_pool(Rc::downgrade(m.pool()), false);
+        }
     }
 
     /// QUIT to every idle upstream connection (each within 2 s).
     fn close(this: &Rc<RefCell<Self>>) -> Pin<Box<dyn Future<Output = ()>>> {
-        let pool = this.borrow().pool.clone();
-        let mut p = pool.borrow_mut();
-        p.set_closed();
-        Box::pin(p.close_idle(Duration::from_secs(2)))
+        let r = this.borrow();
+        let mut pools = vec![r.pool.clone()];
+        pools.extend(r.mailman.as_ref().map(|m| m.pool().clone()));
+        let closing: Vec<Pin<Box<dyn Future<Output = ()>>>> = pools
+            .iter()
+            .map(|pool| {
+                let mut p = pool.borrow_mut();
+                p.set_closed();
+                Box::pin(p.close_idle(Duration::from_secs(2))) as Pin<Box<dyn Future<Output = ()>>>
+            })
+            .collect();
+        Box::pin(crate::rt::join_all(closing))
     }
 
-    /// The client's pipelined RCPTs and DATA go upstream in the same write as its MAIL.
+    /// The client's pipelined RCPTs and DATA go upstream in the same write as its MAIL
+    /// (in `mailman` mode each RCPT's destination is known only once the last is answered).
     fn pipelines_decisions(&self) -> bool {
-        true
+        self.mailman.is_none()
     }
 
     /// 8BITMIME and SMTPUTF8 are offered to clients only when the upstream offers them (as
@@ -180,12 +178,16 @@ impl Service for Relay {
         Some(self.pool_stats())
     }
 
+    fn mailman_stats(&self) -> Option<crate::handler::UpstreamStats> {
+        self.mailman.as_ref().map(|m| m.pool().borrow().stats())
+    }
+
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> RelayConn {
         let r = this.borrow();
         let n = r.next_session.get();
         r.next_session.set(n + 1);
         let session_id: Rc<str> = format!("{:x}-{}-c{n:x}", std::process::id(), r.shard).into();
-        RelayConn::new(
+        let conn = RelayConn::new(
             r.pool.clone(),
             r.policy.get(),
             r.x_peer,
@@ -193,6 +195,41 @@ impl Service for Relay {
             r.next_id.clone(),
             session.peer().ip(),
             session_id,
-        )
+        );
+        match &r.mailman {
+            Some(m) => conn.with_mailman(mailman_side::MailmanSide::new(m.clone(), r.pool.clone())),
+            None => conn,
+        }
     }
+}
+
+/// Sweeps `pool`'s idle connections (QUIT to those past their TTL, age or message count)
+/// until it closes; a `prober` also probes the upstreams while none is reachable.
+fn sweep_pool(pool: std::rc::Weak<RefCell<UpstreamPool>>, prober: bool) {
+    crate::rt::spawn_local(async move {
+        loop {
+            let every = match pool.upgrade() {
+                Some(p) if !p.borrow().is_closed() => p.borrow().sweep_interval(),
+                _ => return,
+            };
+            let every = if prober {
+                every.min(health::PROBE_EVERY)
+            } else {
+                every
+            };
+            crate::rt::sleep(every).await;
+            let Some(p) = pool.upgrade().filter(|p| !p.borrow().is_closed()) else {
+                return;
+            };
+            p.borrow_mut().sweep(Instant::now());
+            let due = prober && p.borrow().config().health.probe_due();
+            if due {
+                crate::rt::spawn_local(async move {
+                    if let Ok(up) = UpstreamPool::checkout(&p, true).await {
+                        p.borrow_mut().checkin(up, true);
+                    }
+                });
+            }
+        }
+    });
 }

@@ -74,6 +74,9 @@ pub struct UpstreamConfig {
     pub xclient: bool,
     /// Whether any upstream is reachable, shared by every shard (and `/readyz`).
     pub health: std::sync::Arc<super::health::UpstreamHealth>,
+    /// Speak LMTP (LHLO; one reply per recipient after the data): the `mailman` mode's
+    /// connections to Mailman's LMTP runner.
+    pub lmtp: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -95,6 +98,7 @@ impl Default for UpstreamConfig {
             xforward: false,
             xclient: false,
             health: Default::default(),
+            lmtp: false,
         }
     }
 }

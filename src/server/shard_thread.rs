@@ -125,7 +125,9 @@ async fn serve_shard<A: Acceptor + 'static, H: Service>(
     H::close(&shard.handler).await;
     shard.handler.borrow_mut().shutdown();
     if let Some(m) = &shard.metrics {
-        m.set_upstream(shard.handler.borrow().upstream_stats());
+        let h = shard.handler.borrow();
+        m.set_upstream(h.upstream_stats(), h.mailman_stats());
+        drop(h);
         m.set_pool(crate::engine::pool_stats());
         shard.handler.borrow_mut().drain_metrics(&mut m.record());
         m.publish(u64::MAX, 0, true);
@@ -144,7 +146,9 @@ async fn publish_metrics<H: Service>(shard: Rc<Shard<H>>) {
             r = asked.changed() => if r.is_err() { return },
         }
         let generation = *asked.borrow_and_update();
-        m.set_upstream(shard.handler.borrow().upstream_stats());
+        let h = shard.handler.borrow();
+        m.set_upstream(h.upstream_stats(), h.mailman_stats());
+        drop(h);
         m.set_pool(crate::engine::pool_stats());
         shard.handler.borrow_mut().drain_metrics(&mut m.record());
         m.publish(generation, shard.conns.borrow().len(), false);
