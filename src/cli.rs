@@ -28,9 +28,9 @@ pub struct Cli {
 #[derive(Clone, Debug, Subcommand)]
 pub enum Mode {
     /// Accept and discard every message, counting them (like Postfix's smtp-sink).
-    Sink(ServeArgs),
+    Sink(crate::cli_target::SinkArgs),
     /// Print every message to stdout (Python's DebuggingServer).
-    Debug(ServeArgs),
+    Debug(crate::cli_target::SinkArgs),
     /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
     Smtpd(SmtpdArgs),
     /// Relay every transaction to upstream smarthosts (Python smtpd's PureProxy).
@@ -256,6 +256,10 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub proxy: Option<crate::cli_proxy::RelayArgs>,
+    /// `sink` and `debug` target options from the config file's `[sink]` table (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub sink: Option<crate::cli_target::TargetArgs>,
     /// TOML config file with the same keys as these flags.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -355,8 +359,8 @@ pub enum CliError {
 pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
     match mode {
         // Load tests connect from one address: no per-client limit by default.
-        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a, 0)?.0)),
-        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a, 0)?.0)),
+        Mode::Sink(ref a) => crate::cli_target::resolve(Kind::Sink, &mode, a.serve.clone()),
+        Mode::Debug(ref a) => crate::cli_target::resolve(Kind::Debug, &mode, a.serve.clone()),
         Mode::Proxy(a) => {
             let a = *a;
             // Per client address outside the relay networks (the MTA in front is exempt).
@@ -385,7 +389,7 @@ const PROXY_PER_CLIENT: usize = 50;
 
 /// The server configuration, and the file's `[proxy]` table if it has one;
 /// `per_client_default` is the mode's `--max-connections-per-client`.
-fn serve_config(
+pub(crate) fn serve_config(
     cli: ServeArgs,
     per_client_default: usize,
 ) -> Result<(ServerConfig, Option<crate::cli_proxy::RelayArgs>), CliError> {

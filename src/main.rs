@@ -4,6 +4,7 @@ mod cli;
 mod cli_docs;
 mod cli_faults;
 mod cli_proxy;
+mod cli_target;
 mod cli_values;
 mod reload_cmd;
 mod send_cmd;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let mode = args.mode.clone();
+    let target = cli_target::target_of(&mode).unwrap_or_default();
     let (kind, config) = match cli::resolve(args.mode) {
         Ok(v) => v,
         Err(e) => {
@@ -87,6 +89,9 @@ fn main() -> ExitCode {
     }
     let builder = Server::builder().config(config);
     let result = match kind {
+        k @ (cli::Kind::Sink | cli::Kind::Debug) if target.wraps() => {
+            cli_target::run(k, builder, &target)
+        }
         cli::Kind::Sink => {
             let totals = Arc::new(SinkTotals::default());
             let t = totals.clone();
