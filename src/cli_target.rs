@@ -153,7 +153,10 @@ pub fn run(kind: Kind, builder: ServerBuilder, t: &TargetArgs) -> Result<RunRepo
     } else {
         None
     };
-    let counters = t.counters.then(|| Arc::new(Counters::default()));
+    // The sink's summary counts what the wrapper acknowledged (not a message whose dump
+    // failed), so the sink always has counters; debug only with -c.
+    let counters =
+        (t.counters || matches!(kind, Kind::Sink)).then(|| Arc::new(Counters::new(t.counters)));
     let options = TargetOptions {
         auth_any: t.auth_any,
         dumps: dumper.as_ref().map(Dumper::queue),
@@ -181,12 +184,12 @@ pub fn run(kind: Kind, builder: ServerBuilder, t: &TargetArgs) -> Result<RunRepo
         }
         _ => {
             let totals = Arc::new(SinkTotals::default());
-            let tt = totals.clone();
             let r = builder
-                .handler_factory(move |_| Target::new(Sink::new(tt.clone()), options.clone()))
+                .handler_factory(move |_| Target::new(Sink::new(totals.clone()), options.clone()))
                 .run();
-            if r.is_ok() {
-                println!("{}", totals.summary());
+            if let (Ok(_), Some(c)) = (&r, &counters) {
+                let [s, m, rc, b] = c.totals();
+                println!("sink: sessions={s} messages={m} recipients={rc} bytes={b}");
             }
             r
         }
@@ -196,7 +199,7 @@ pub fn run(kind: Kind, builder: ServerBuilder, t: &TargetArgs) -> Result<RunRepo
             eprintln!("ringrelay: the dump writer did not finish in time");
         }
     }
-    if let Some(c) = counters {
+    if let Some(c) = counters.filter(|_| t.counters) {
         eprintln!("{}", c.line());
     }
     r

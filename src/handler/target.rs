@@ -5,8 +5,9 @@
 //! Contract: every event goes to the wrapped service first and its answer stands, except
 //! that `Event::Auth` is answered `235` when any credentials are accepted, and that an
 //! accepted message is acknowledged only once its dump is written (`452 4.3.1` otherwise).
-//! The counters line is printed when a session ends, at most once a second, so a busy target
-//! spends one relaxed atomic add per message and session on it. Without any option the
+//! The counters count only what was acknowledged (a message whose dump failed is not); with
+//! `-c` their line is printed when a session ends, at most once a second, so a busy target
+//! spends a few relaxed atomic adds per message and session on them. Without any option the
 //! binary runs the bare service, so none of this is on its hot path.
 
 use std::cell::RefCell;
@@ -31,10 +32,13 @@ pub struct Counters {
     /// Milliseconds after `start` of the last line printed.
     printed_ms: AtomicU64,
     start: Instant,
+    /// Print the line when sessions end (`-c`); otherwise only count.
+    print: bool,
 }
 
-impl Default for Counters {
-    fn default() -> Self {
+impl Counters {
+    /// Counters that print their line when sessions end (`print`, for `-c`) or only count.
+    pub fn new(print: bool) -> Self {
         Self {
             sessions: AtomicU64::new(0),
             messages: AtomicU64::new(0),
@@ -42,27 +46,36 @@ impl Default for Counters {
             bytes: AtomicU64::new(0),
             printed_ms: AtomicU64::new(0),
             start: Instant::now(),
+            print,
         }
+    }
+
+    /// The totals: (sessions, messages acknowledged, their recipients, their octets).
+    pub fn totals(&self) -> [u64; 4] {
+        [
+            &self.sessions,
+            &self.messages,
+            &self.recipients,
+            &self.bytes,
+        ]
+        .map(|a| a.load(Ordering::Relaxed))
     }
 }
 
 impl Counters {
     /// The counters line: `sessions=N messages=N recipients=N bytes=N`.
     pub fn line(&self) -> String {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "counters: sessions={} messages={} recipients={} bytes={}",
-            l(&self.sessions),
-            l(&self.messages),
-            l(&self.recipients),
-            l(&self.bytes)
-        )
+        let [s, m, r, b] = self.totals();
+        format!("counters: sessions={s} messages={m} recipients={r} bytes={b}")
     }
 
     /// A session ended: counts it, and prints the line unless one went out less than a
     /// second ago.
     fn session_ended(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
+        if !self.print {
+            return;
+        }
         let now = self.start.elapsed().as_millis() as u64 + 1000;
         let last = self.printed_ms.load(Ordering::Relaxed);
         if now >= last + 1000
@@ -83,7 +96,7 @@ pub struct TargetOptions {
     pub auth_any: bool,
     /// Dump each accepted message here.
     pub dumps: Option<DumpQueue>,
-    /// Running counters.
+    /// Counts of sessions and acknowledged messages (printed as they go with `-c`).
     pub counters: Option<Arc<Counters>>,
 }
 
