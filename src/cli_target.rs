@@ -140,8 +140,16 @@ pub fn resolve(
     Ok((kind, cfg))
 }
 
-/// Serves `sink` or `debug` with the `Target` wrapper (`TargetArgs::wraps`).
-pub fn run(kind: Kind, builder: ServerBuilder, t: &TargetArgs) -> Result<RunReport, ServerError> {
+/// Serves `sink` or `debug` with the `Target` wrapper (`TargetArgs::wraps`), behind the fault
+/// layer when faults are configured and the transaction log when asked (`crate::serve`) (a message a fault refuses is neither dumped nor counted;
+/// an AUTH rule still refuses with `--auth-any`).
+pub fn run(
+    kind: Kind,
+    builder: ServerBuilder,
+    t: &TargetArgs,
+    faults: Option<ringrelay::faults::FaultConfig>,
+    log_transactions: bool,
+) -> Result<RunReport, ServerError> {
     let dumper = if t.dump_dir.is_some() || t.dump_mbox.is_some() {
         match Dumper::start(t.dump_dir.clone(), t.dump_mbox.clone()) {
             Ok(d) => Some(d),
@@ -174,9 +182,9 @@ pub fn run(kind: Kind, builder: ServerBuilder, t: &TargetArgs) -> Result<RunRepo
             };
             let printer = Printer::start(out);
             let h = printer.handler().with_envelope(t.envelope);
-            let r = builder
-                .handler_factory(move |_| Target::new(h.clone(), options.clone()))
-                .run();
+            let r = crate::serve(builder, faults, log_transactions, move |_| {
+                Target::new(h.clone(), options.clone())
+            });
             if !printer.finish(std::time::Duration::from_secs(5)) {
                 eprintln!("ringrelay: the output is not being read; exiting without waiting");
             }
@@ -184,9 +192,9 @@ pub fn run(kind: Kind, builder: ServerBuilder, t: &TargetArgs) -> Result<RunRepo
         }
         _ => {
             let totals = Arc::new(SinkTotals::default());
-            let r = builder
-                .handler_factory(move |_| Target::new(Sink::new(totals.clone()), options.clone()))
-                .run();
+            let r = crate::serve(builder, faults, log_transactions, move |_| {
+                Target::new(Sink::new(totals.clone()), options.clone())
+            });
             if let (Ok(_), Some(c)) = (&r, &counters) {
                 let [s, m, rc, b] = c.totals();
                 println!("sink: sessions={s} messages={m} recipients={rc} bytes={b}");

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     let builder = Server::builder().config(config);
     let result = match kind {
         k @ (cli::Kind::Sink | cli::Kind::Debug) if target.wraps() => {
-            cli_target::run(k, builder, &target)
+            cli_target::run(k, builder, &target, faults, log_transactions)
         }
         cli::Kind::Sink => {
             let totals = Arc::new(SinkTotals::default());

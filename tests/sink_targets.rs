@@ -196,3 +196,34 @@ RCPT TO:<to@example.org>\nRCPT TO:<hidden@example.org>\n---------- MESSAGE FOLLO
         stopped.stderr
     );
 }
+
+const REFUSED_BY_FAULTS: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
+s.ehlo('client.example')
+code, text = s.docmd('AUTH', 'PLAIN AGFueW9uZQBwdw==')
+print('AUTH', code)
+try:
+    s.sendmail('a@example.org', ['b@example.org'], b'Subject: x\r\n\r\nbody\r\n')
+    print('ACCEPTED')
+except smtplib.SMTPDataError as e:
+    print('REFUSED', e.smtp_code)
+s.quit()
+"#;
+
+/// With fault flags too, a fault wins: `-f auth` refuses the credentials `--auth-any` would
+/// take, and a message `-r .` refuses is neither dumped nor counted.
+#[test]
+fn faults_win_over_the_target_options() {
+    let dir = TempDir::new("target-faults");
+    let dumps = dir.join("dumps");
+    let d = dumps.to_str().unwrap();
+    let server = Server::sink("epoll", &["-d", d, "--auth-any", "-f", "auth", "-r", "."]);
+    let out = run_python(REFUSED_BY_FAULTS, server.port());
+    assert!(out.stdout.contains("AUTH 500"), "{}", out.stdout);
+    assert!(out.stdout.contains("REFUSED 450"), "{}", out.stdout);
+    let stopped = server.stop();
+    stopped.assert_success();
+    assert_eq!(stopped.sink_summary().messages, 0);
+    assert_eq!(std::fs::read_dir(&dumps).unwrap().count(), 0);
+}

@@ -3,7 +3,8 @@
 //! `--dump-mbox`: `dump`), and running counters on stderr (`-c`).
 //!
 //! Contract: every event goes to the wrapped service first and its answer stands, except
-//! that `Event::Auth` is answered `235` when any credentials are accepted, and that an
+//! that `Event::Auth` is answered `235` when any credentials are accepted (unless the wrapped
+//! service refuses them: a fault rule), and that an
 //! accepted message is acknowledged only once its dump is written (`452 4.3.1` otherwise).
 //! The counters count only what was acknowledged (a message whose dump failed is not); with
 //! `-c` their line is printed when a session ends, at most once a second, so a busy target
@@ -165,14 +166,18 @@ impl<S: Service> Service for Target<S> {
 impl<C: Connection> Connection for TargetConn<C> {
     fn event(&mut self, session: &Session, event: Event) -> Answer {
         match event {
-            Event::Auth if self.options.auth_any => {
-                let _ = self.inner.event(session, Event::Auth);
-                Answer::Now(Some(Reply::new(
-                    235,
-                    EnhancedCode::new(2, 7, 0),
-                    "Authentication successful",
-                )))
-            }
+            // Any credentials, unless the wrapped service refuses them (a fault rule).
+            Event::Auth if self.options.auth_any => match self.inner.event(session, Event::Auth) {
+                Answer::Now(Some(r)) if !r.is_positive() => Answer::Now(Some(r)),
+                Answer::Now(_) => Answer::Now(Some(auth_ok())),
+                Answer::Later(f) => Answer::Later(Box::pin(async move {
+                    match f.await {
+                        Some(r) if !r.is_positive() => Some(r),
+                        _ => Some(auth_ok()),
+                    }
+                })),
+                close @ Answer::Close { .. } => close,
+            },
             Event::DataChunk(chunk) => {
                 if self.options.dumps.is_some() {
                     chunk.extend_content(&mut self.message);
@@ -246,6 +251,10 @@ impl<C: Connection> TargetConn<C> {
             reply
         }))
     }
+}
+
+fn auth_ok() -> Reply {
+    Reply::new(235, EnhancedCode::new(2, 7, 0), "Authentication successful")
 }
 
 fn count(c: &Counters, recipients: u64, bytes: u64) {
