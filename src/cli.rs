@@ -30,9 +30,9 @@ pub struct Cli {
 #[derive(Clone, Debug, Subcommand)]
 pub enum Mode {
     /// Accept and discard every message, counting them (like Postfix's smtp-sink).
-    Sink(ServeArgs),
+    Sink(crate::cli_target::SinkArgs),
     /// Print every message to stdout (Python's DebuggingServer).
-    Debug(ServeArgs),
+    Debug(crate::cli_target::SinkArgs),
     /// Drop-in for `python -m smtpd`: [-n] [-c CLASS] [-s SIZE] [-u] [-d] [localaddr [remoteaddr]].
     Smtpd(SmtpdArgs),
     /// Relay every transaction to upstream smarthosts (Python smtpd's PureProxy).
@@ -260,6 +260,10 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub proxy: Option<crate::cli_proxy::RelayArgs>,
+    /// `sink` and `debug` target options from the config file's `[sink]` table (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub sink: Option<crate::cli_target::TargetArgs>,
     /// TOML config file with the same keys as these flags.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -329,8 +333,8 @@ pub enum CliError {
 pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
     match mode {
         // Load tests connect from one address: no per-client limit by default.
-        Mode::Sink(a) => Ok((Kind::Sink, serve_config(a, 0)?.0)),
-        Mode::Debug(a) => Ok((Kind::Debug, serve_config(a, 0)?.0)),
+        Mode::Sink(ref a) => crate::cli_target::resolve(Kind::Sink, &mode, a.serve.clone()),
+        Mode::Debug(ref a) => crate::cli_target::resolve(Kind::Debug, &mode, a.serve.clone()),
         Mode::Proxy(a) => {
             let (relay, cfg) = crate::cli_proxy::proxy_config(*a)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))

@@ -6,6 +6,7 @@ mod cli_faults;
 mod cli_mailman;
 mod cli_proxy;
 mod cli_smtpd;
+mod cli_target;
 mod cli_values;
 mod reload_cmd;
 mod send_cmd;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let mode = args.mode.clone();
+    let target = cli_target::target_of(&mode).unwrap_or_default();
     let (kind, config) = match cli::resolve(args.mode) {
         Ok(v) => v,
         Err(e) => {
@@ -89,6 +91,9 @@ fn main() -> ExitCode {
     }
     let builder = Server::builder().config(config);
     let result = match kind {
+        k @ (cli::Kind::Sink | cli::Kind::Debug) if target.wraps() => {
+            cli_target::run(k, builder, &target, faults, log_transactions)
+        }
         cli::Kind::Sink => {
             let totals = Arc::new(SinkTotals::default());
             let t = totals.clone();

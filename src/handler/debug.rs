@@ -10,6 +10,15 @@
 //! ------------ END MESSAGE ------------
 //! ```
 //!
+//! With `--envelope` (`Debug::with_envelope`) the envelope comes first, so Bcc recipients
+//! are visible:
+//!
+//! ```text
+//! ---------- ENVELOPE ----------
+//! MAIL FROM:<sender@example.org>
+//! RCPT TO:<rcpt@example.org>          (one line per accepted recipient)
+//! ```
+//!
 //! A shard formats the whole block and hands it to the printer thread (`printer`), so
 //! printing never blocks a shard and two messages never interleave; the reply to the end of
 //! data waits until the block is written (the seed's DebuggingServer printed before it
@@ -29,7 +38,16 @@ impl Printer {
     pub fn handler(&self) -> Debug {
         Debug {
             queue: self.queue(),
+            envelope: false,
         }
+    }
+}
+
+impl Debug {
+    /// Prints the envelope (MAIL FROM, RCPT TO) before each message block when `on`.
+    pub fn with_envelope(mut self, on: bool) -> Self {
+        self.envelope = on;
+        self
     }
 }
 
@@ -37,21 +55,25 @@ impl Printer {
 #[derive(Debug, Clone)]
 pub struct Debug {
     queue: PrintQueue,
+    envelope: bool,
 }
 
 /// One connection of the DebuggingServer: collects the message, prints it at its end.
 pub struct DebugConn {
     queue: PrintQueue,
     message: Vec<u8>,
+    envelope: bool,
 }
 
 impl Service for Debug {
     type Conn = DebugConn;
 
     fn open(this: &Rc<RefCell<Self>>, _session: &Session) -> DebugConn {
+        let this = this.borrow();
         DebugConn {
-            queue: this.borrow().queue.clone(),
+            queue: this.queue.clone(),
             message: Vec::new(),
+            envelope: this.envelope,
         }
     }
 }
@@ -61,7 +83,12 @@ impl Connection for DebugConn {
         match event {
             Event::DataChunk(chunk) => chunk.extend_content(&mut self.message),
             Event::DataEnd => {
-                let block = format_message(session, &self.message);
+                let mut block = format_message(session, &self.message);
+                if self.envelope {
+                    let mut with = format_envelope(session);
+                    with.append(&mut block);
+                    block = with;
+                }
                 self.message = Vec::new();
                 let queue = self.queue.clone();
                 return Answer::Later(Box::pin(async move { queue.print(block).await }));
@@ -107,6 +134,21 @@ pub fn format_message(session: &Session, message: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b"------------ END MESSAGE ------------\n");
     out
+}
+
+/// The envelope lines printed before a message block with `--envelope`.
+pub fn format_envelope(session: &Session) -> Vec<u8> {
+    let env = session.envelope();
+    let mut out = String::from("---------- ENVELOPE ----------\n");
+    let from = env
+        .mail_from
+        .as_ref()
+        .map_or(String::new(), |f| f.to_string());
+    out.push_str(&format!("MAIL FROM:<{from}>\n"));
+    for to in &env.rcpt_tos {
+        out.push_str(&format!("RCPT TO:<{to}>\n"));
+    }
+    out.into_bytes()
 }
 
 /// Appends Python's `repr()` of a str.
@@ -184,6 +226,13 @@ Subject: hi\nFrom: a@b\nX-Peer: 192.0.2.7\n\nbody\n.dot\n------------ END MESSAG
             got,
             "---------- MESSAGE FOLLOWS ----------\nX-Peer: 192.0.2.7\n------------ END MESSAGE ------------\n"
         );
+    }
+
+    #[test]
+    fn envelope_lines() {
+        let s = session_with_mail("");
+        let got = String::from_utf8(format_envelope(&s)).unwrap();
+        assert_eq!(got, "---------- ENVELOPE ----------\nMAIL FROM:<a@b>\n");
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
 
 pub mod debug;
+pub mod dump;
 pub mod logged;
 mod printer;
 pub mod service;
 pub mod sink;
+pub mod target;
 pub(crate) mod txlog;
 
 pub use service::{Answer, Connection, Pending, Service, UpstreamStats};

@@ -158,7 +158,7 @@ impl<H: Handler> Connection for HandlerConn<H> {
                 h.reset(session);
                 None
             }
-            Event::Quit | Event::ChunkEnd => None,
+            Event::Quit | Event::ChunkEnd | Event::RecipientVerdict => None,
         })
     }
 

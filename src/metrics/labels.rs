@@ -6,7 +6,7 @@ pub use crate::proto::Verb;
 
 impl Verb {
     /// How many verbs there are (the length of per-verb arrays).
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// Every verb, in label order.
     pub const ALL: [Verb; Verb::COUNT] = [
         Verb::Helo,
@@ -23,6 +23,7 @@ impl Verb {
         Verb::Expn,
         Verb::Starttls,
         Verb::Auth,
+        Verb::Lhlo,
         Verb::Unknown,
     ];
 
@@ -43,6 +44,7 @@ impl Verb {
             Verb::Expn => "EXPN",
             Verb::Starttls => "STARTTLS",
             Verb::Auth => "AUTH",
+            Verb::Lhlo => "LHLO",
             Verb::Unknown => "UNKNOWN",
         }
     }
@@ -134,7 +136,7 @@ impl RefusalStage {
     /// The stage of the reply to a command line with this verb.
     pub fn of_verb(verb: Verb) -> RefusalStage {
         match verb {
-            Verb::Helo | Verb::Ehlo => RefusalStage::Helo,
+            Verb::Helo | Verb::Ehlo | Verb::Lhlo => RefusalStage::Helo,
             Verb::Mail => RefusalStage::Mail,
             Verb::Rcpt => RefusalStage::Rcpt,
             Verb::Data | Verb::Bdat => RefusalStage::Data,

@@ -17,6 +17,11 @@ pub enum Command<'a> {
         /// The domain or address literal the client gave.
         name: &'a str,
     },
+    /// LHLO with the client's name (LMTP, RFC 2033).
+    Lhlo {
+        /// The domain or address literal the client gave.
+        name: &'a str,
+    },
     /// MAIL FROM:<path> with its parameters (`KEY` or `KEY=VALUE`, as the client wrote them).
     Mail {
         /// The reverse path.
@@ -90,6 +95,8 @@ pub enum Verb {
     Starttls,
     /// AUTH.
     Auth,
+    /// LHLO (LMTP).
+    Lhlo,
     /// Anything else (including empty and over-long lines).
     Unknown,
 }
@@ -123,6 +130,7 @@ impl Verb {
             VRFY => Verb::Vrfy,
             EXPN => Verb::Expn,
             AUTH => Verb::Auth,
+            LHLO => Verb::Lhlo,
             _ => Verb::Unknown,
         }
     }
@@ -175,6 +183,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
             VRFY => Ok(Command::Vrfy),
             EXPN => Ok(Command::Expn),
             AUTH => Ok(Command::Auth),
+            LHLO => lhlo(arg),
             _ => Err(CommandError::Unknown),
         },
         8 if verb.eq_ignore_ascii_case(b"STARTTLS") => {
@@ -200,6 +209,7 @@ const HELP: u32 = word(b"help");
 const VRFY: u32 = word(b"vrfy");
 const EXPN: u32 = word(b"expn");
 const AUTH: u32 = word(b"auth");
+const LHLO: u32 = word(b"lhlo");
 
 fn pack4(v: &[u8]) -> u32 {
     // ASCII letters lowercased by setting bit 5; non-letters can then never equal a verb.
@@ -231,6 +241,13 @@ fn hello(extended: bool, arg: &[u8]) -> Result<Command<'_>, CommandError> {
     }
     let name = std::str::from_utf8(name).map_err(|_| CommandError::Syntax(usage))?;
     Ok(Command::Hello { extended, name })
+}
+
+fn lhlo(arg: &[u8]) -> Result<Command<'_>, CommandError> {
+    match hello(true, arg) {
+        Ok(Command::Hello { name, .. }) => Ok(Command::Lhlo { name }),
+        _ => Err(CommandError::Syntax("Syntax: LHLO hostname")),
+    }
 }
 
 /// Strips `FROM:` / `TO:` (case-insensitive) from a MAIL/RCPT argument.

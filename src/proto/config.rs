@@ -108,6 +108,10 @@ pub struct SessionConfig {
     pub bare_line_endings: BareLineEndings,
     /// EXPN answer.
     pub expn: ExpnPolicy,
+    /// Speak LMTP (RFC 2033) instead of SMTP: LHLO instead of HELO/EHLO, one reply per
+    /// recipient after the data (`Event::RecipientVerdict`). The greeting text is the
+    /// caller's to set (say `LMTP`).
+    pub lmtp: bool,
 }
 
 impl SessionConfig {
@@ -134,6 +138,7 @@ impl Default for SessionConfig {
             min_data_rate: 500,
             bare_line_endings: BareLineEndings::Reject,
             expn: ExpnPolicy::Disabled,
+            lmtp: false,
         }
     }
 }

@@ -49,6 +49,10 @@ pub enum Event {
     /// with the line as if it had never been handed over: `500 5.5.1` for an unknown verb,
     /// and for a known one its usual reply, or its usual decision event, raised at once.
     Command,
+    /// *Decision*, LMTP only (`SessionConfig::lmtp`): one per accepted recipient, in RCPT
+    /// order, after `DataEnd` was answered (`Session::verdict_recipient` says which). The
+    /// default answer is the `DataEnd` answer; another one is this recipient's reply alone.
+    RecipientVerdict,
 }
 
 impl Event {

@@ -27,6 +27,7 @@ mod auth;
 mod body;
 mod execute;
 mod hooks;
+mod lmtp;
 mod pipeline;
 
 pub use auth::Credentials;
@@ -80,6 +81,8 @@ enum Awaiting {
     Auth,
     /// A command line handed to the handler (`hooks`).
     Command,
+    /// LMTP: the verdict for the accepted recipient at this index, after the data.
+    RecipientVerdict(usize),
 }
 
 /// A decision event handed out and not answered yet.
@@ -194,6 +197,8 @@ pub struct Session {
     pending_verb: Option<Verb>,
     /// The handler's extensions to the command set (`set_command_hook`, `set_ehlo_keywords`).
     hooks: hooks::Hooks,
+    /// LMTP: the end-of-data verdict each recipient gets unless its own differs.
+    lmtp_verdict: Option<Reply>,
 }
 
 impl Session {
@@ -244,6 +249,7 @@ impl Session {
             observations: None,
             pending_verb: None,
             hooks: hooks::Hooks::default(),
+            lmtp_verdict: None,
         }
     }
 

@@ -238,7 +238,11 @@ impl Connection for RelayConn {
         }
         match event {
             // The relay asks for no command lines (`Service::command_hook`): the core's own.
-            Event::Connect | Event::Hello | Event::Quit | Event::Command => Answer::Now(None),
+            Event::Connect
+            | Event::Hello
+            | Event::Quit
+            | Event::Command
+            | Event::RecipientVerdict => Answer::Now(None),
             Event::Auth => Answer::Now(self.check_auth(session)),
             // Outside the relay networks and not authenticated: refused at RCPT (554 5.7.1),
             // where the client expects relay decisions.

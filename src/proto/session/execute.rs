@@ -134,6 +134,8 @@ impl Session {
             Err(e) => return self.command_error(e, line),
         };
         match cmd {
+            Command::Hello { .. } if self.config.lmtp => self.lmtp_refuse_hello(line),
+            Command::Lhlo { name } => self.lhlo(name, line),
             Command::Hello { extended, name } => {
                 self.pending_helo = Some((name.to_string(), extended));
                 self.decide(Awaiting::Hello, Event::Hello);
@@ -224,7 +226,7 @@ impl Session {
         self.starttls_pending = true;
     }
 
-    fn command_error(&mut self, e: CommandError, line: &[u8]) {
+    pub(super) fn command_error(&mut self, e: CommandError, line: &[u8]) {
         if e == CommandError::Unknown && self.hooks.mode == CommandHook::UnknownVerbs {
             return self.raise_command(line);
         }
@@ -546,8 +548,12 @@ impl Session {
             Awaiting::Auth => self.apply_auth(reply),
             Awaiting::Command => self.apply_command(reply),
             Awaiting::ChunkEnd(size) => self.apply_chunk_verdict(size, reply),
+            Awaiting::RecipientVerdict(i) => self.apply_recipient_verdict(i, reply),
             Awaiting::DataEnd => {
                 let reply = reply.unwrap_or_else(|| Reply::new(250, esc(2, 0, 0), "Ok: queued"));
+                if self.config.lmtp {
+                    return self.lmtp_data_end(reply);
+                }
                 self.observe(Observation::Message {
                     code: reply.code(),
                     size: Some(self.envelope.data_size),
