@@ -3,7 +3,8 @@
 //! Layers, data flowing only downwards:
 //!
 //! ```text
-//!  main.rs / cli    parse args + TOML config; pick a mode; start shards
+//!  bin/ringrelay/   the binary (not the library): parse args + TOML config; pick a mode;
+//!                   start shards
 //!  server/          shard threads: pinned, one event loop each (the io_uring engine, or tokio
 //!                   on epoll), listeners, connection slab, graceful drain; the connection
 //!                   logic both drivers share

@@ -55,14 +55,14 @@ fn toml_int(doc: &toml::Value, key: &str) -> i64 {
         .unwrap_or_else(|| panic!("no integer {key} in the config example"))
 }
 
-/// Package name = the default binary (src/main.rs), the one the files must name.
+/// Package name = the default binary (src/bin/ringrelay/), the one the files must name.
 fn binary_name() -> String {
     let cargo: toml::Value = toml::from_str(
         &std::fs::read_to_string(manifest_dir().join("Cargo.toml")).expect("Cargo.toml"),
     )
     .expect("Cargo.toml parses");
     let name = cargo["package"]["name"].as_str().unwrap().to_string();
-    assert!(manifest_dir().join("src/main.rs").exists());
+    assert!(manifest_dir().join("src/bin/ringrelay/main.rs").exists());
     let bins = cargo.get("bin").and_then(|b| b.as_array());
     for b in bins.into_iter().flatten() {
         assert_ne!(

@@ -16,7 +16,7 @@ fn stages(flag: &str, cmds: &[String]) -> Result<Vec<Stage>, CliError> {
         .flat_map(|c| c.split_whitespace())
         .map(|c| {
             Stage::parse(c).ok_or_else(|| {
-                CliError::Class(format!("{flag}: unknown command {c:?} (CONNECT, HELO, EHLO, LHLO, MAIL, RCPT, DATA, \".\", BDAT, RSET, NOOP, QUIT, VRFY, AUTH, STARTTLS)"))
+                CliError::Invalid(format!("{flag}: unknown command {c:?} (CONNECT, HELO, EHLO, LHLO, MAIL, RCPT, DATA, \".\", BDAT, RSET, NOOP, QUIT, VRFY, AUTH, STARTTLS)"))
             })
         })
         .collect()
@@ -24,7 +24,7 @@ fn stages(flag: &str, cmds: &[String]) -> Result<Vec<Stage>, CliError> {
 
 fn seconds(flag: &str, secs: f64) -> Result<Dist, CliError> {
     if !(0.0..=3600.0).contains(&secs) {
-        return Err(CliError::Class(format!(
+        return Err(CliError::Invalid(format!(
             "{flag}: {secs} s is out of range (0 to 3600)"
         )));
     }
@@ -73,7 +73,7 @@ pub fn fault_config(cli: &ServeArgs, file: &ServeArgs) -> Result<Option<FaultCon
         spec.rules.push(rule(Stage::Data, Action::Delay { delay }));
     }
     for w in pick(&cli.delay, &file.delay) {
-        let bad = || CliError::Class(format!("-W {w:?}: expected CMD:SECS[:ODDS]"));
+        let bad = || CliError::Invalid(format!("-W {w:?}: expected CMD:SECS[:ODDS]"));
         let mut parts = w.split(':');
         let (Some(cmd), Some(secs)) = (parts.next(), parts.next()) else {
             return Err(bad());
@@ -103,7 +103,7 @@ pub fn fault_config(cli: &ServeArgs, file: &ServeArgs) -> Result<Option<FaultCon
             source,
         })?;
         let from_file = RuleSet::from_toml(&text)
-            .map_err(|e| CliError::Class(format!("--faults {}: {e}", path.display())))?;
+            .map_err(|e| CliError::Invalid(format!("--faults {}: {e}", path.display())))?;
         spec.seed = from_file.spec.seed;
         spec.address_triggers = from_file.spec.address_triggers;
         spec.rules.extend(from_file.spec.rules);
@@ -114,7 +114,7 @@ pub fn fault_config(cli: &ServeArgs, file: &ServeArgs) -> Result<Option<FaultCon
     }
     let stop_after_messages = cli.max_messages.or(file.max_messages);
     let stop_after_sessions = cli.max_sessions.or(file.max_sessions);
-    let rules = RuleSet::new(spec).map_err(CliError::Class)?;
+    let rules = RuleSet::new(spec).map_err(CliError::Invalid)?;
     // A rules file, even an empty one, keeps the layer for changes while running.
     let nothing = rules.is_empty() && rules_file.is_none();
     if nothing && stop_after_messages.is_none() && stop_after_sessions.is_none() {

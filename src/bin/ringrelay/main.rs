@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_docs;
+mod cli_error;
 mod cli_faults;
 mod cli_mailman;
 mod cli_proxy;

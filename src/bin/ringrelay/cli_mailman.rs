@@ -63,7 +63,7 @@ pub fn with_mailman(
     } else if let Some(dir) = opts.mailman_data.or(default_data.map(PathBuf::from)) {
         MailmanDomains::File(dir.join("postfix_domains"))
     } else {
-        return Err(CliError::Class(
+        return Err(CliError::Invalid(
             "mailman needs --mailman-domains DOMAIN,... or --mailman-data DIR".into(),
         ));
     };

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::cli_smtpd::system_hostname;
 use crate::cli_smtpd::SmtpdArgs;
-use crate::cli_values::{resolve_all, ByteSize, ListenAddr, MetricsListen, ValueError};
+use crate::cli_values::{resolve_all, ByteSize, ListenAddr, MetricsListen};
 use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
 use ringrelay::proto::BareLineEndings;
 use ringrelay::server::{IoMode, ServerConfig};
@@ -302,32 +302,7 @@ pub enum Kind {
     Proxy(Box<ringrelay::relay::RelayConfig>),
 }
 
-/// Why the arguments could not be turned into a configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The config file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// File.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// The config file is not valid.
-    #[error("{path}: {source}")]
-    Parse {
-        /// File.
-        path: PathBuf,
-        /// TOML error.
-        source: toml::de::Error,
-    },
-    /// A class name `smtpd` does not know or cannot run yet.
-    #[error("{0}")]
-    Class(String),
-    /// A size or an address that cannot be used.
-    #[error(transparent)]
-    Value(#[from] ValueError),
-}
+pub use crate::cli_error::CliError;
 
 /// Turns the parsed command line into a kind and a server configuration.
 pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
@@ -346,7 +321,7 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         }
         Mode::Smtpd(a) => crate::cli_smtpd::smtpd_config(a),
         Mode::Send(_) | Mode::Completions { .. } | Mode::Man { .. } => {
-            Err(CliError::Class("not a server mode".into()))
+            Err(CliError::Invalid("not a server mode".into()))
         }
     }
 }
@@ -459,7 +434,7 @@ pub(crate) fn serve_config(
                 .iter()
                 .map(|n| {
                     n.parse()
-                        .map_err(|e| CliError::Class(format!("--proxy-trusted: {e}")))
+                        .map_err(|e| CliError::Invalid(format!("--proxy-trusted: {e}")))
                 })
                 .collect::<Result<_, _>>()?;
         }
@@ -483,12 +458,12 @@ pub(crate) fn serve_config(
     match (cert, key) {
         (Some(cert), Some(key)) => {
             let tls = ringrelay::server::tls_server_config(&cert, &key)
-                .map_err(|e| CliError::Class(format!("--tls-cert/--tls-key: {e}")))?;
+                .map_err(|e| CliError::Invalid(format!("--tls-cert/--tls-key: {e}")))?;
             cfg.tls = Some(ringrelay::reload::Swap::new(tls));
         }
         (None, None) => {}
         _ => {
-            return Err(CliError::Class(
+            return Err(CliError::Invalid(
                 "--tls-cert and --tls-key go together".into(),
             ))
         }

@@ -96,7 +96,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
     let pick = |a: Vec<String>, b: Vec<String>| if a.is_empty() { b } else { a };
     let servers = pick(cli.upstream, file.upstream);
     if servers.is_empty() {
-        return Err(CliError::Class(
+        return Err(CliError::Invalid(
             "proxy needs at least one --upstream HOST:PORT".into(),
         ));
     }
@@ -107,7 +107,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
             .iter()
             .map(|n| {
                 n.parse::<Network>()
-                    .map_err(|e| CliError::Class(e.to_string()))
+                    .map_err(|e| CliError::Invalid(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
     }
@@ -116,7 +116,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         let text =
             std::fs::read_to_string(&path).map_err(|source| CliError::Read { path, source })?;
         let users =
-            AuthUsers::parse(&text).map_err(|e| CliError::Class(format!("--auth-users: {e}")))?;
+            AuthUsers::parse(&text).map_err(|e| CliError::Invalid(format!("--auth-users: {e}")))?;
         policy.users = Some(std::sync::Arc::new(users));
     }
     let mut up = UpstreamConfig {
@@ -174,7 +174,7 @@ pub fn proxy_config(a: ProxyArgs) -> Result<(RelayConfig, ServerConfig), CliErro
     // Per client address outside the relay networks (the MTA in front is exempt).
     let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
     if cfg.faults.is_some() {
-        return Err(CliError::Class(
+        return Err(CliError::Invalid(
             "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
              and debug"
                 .into(),

@@ -68,7 +68,7 @@ pub fn smtpd_config(a: SmtpdArgs) -> Result<(Kind, ServerConfig), CliError> {
             }))
         }
         other => {
-            return Err(CliError::Class(format!(
+            return Err(CliError::Invalid(format!(
             "unknown class {other:?}: use SMTPServer, DebuggingServer, PureProxy or MailmanProxy"
         )))
         }

@@ -111,7 +111,7 @@ pub fn target_of(mode: &Mode) -> Result<TargetArgs, CliError> {
         counters: cli.counters || file.counters,
     };
     if t.envelope && matches!(mode, Mode::Sink(_)) {
-        return Err(CliError::Class(
+        return Err(CliError::Invalid(
             "--envelope is for debug (sink prints nothing)".into(),
         ));
     }
