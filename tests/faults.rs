@@ -314,3 +314,38 @@ fn http_put(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String)
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, body.to_string())
 }
+
+/// LMTP: a `dot` rule judges each recipient on its own (smtplib.LMTP sees one refused and
+/// one accepted reply after the data).
+#[test]
+fn lmtp_recipients_are_failed_one_by_one() {
+    let dir = TempDir::new("faults-lmtp");
+    let rules = dir.join("faults.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nstage = \"dot\"\naction = \"reply\"\ncode = 452\nenhanced = \"4.2.2\"\n\
+         text = \"Mailbox full\"\nmatch = { local_part = \"full*\" }\n",
+    )
+    .unwrap();
+    let server = Server::sink("epoll", &["--lmtp", "--faults", rules.to_str().unwrap()]);
+    let script = r#"
+import smtplib, sys
+s = smtplib.LMTP('127.0.0.1', int(sys.argv[1]))
+s.ehlo()
+assert s.mail('a@example.org')[0] == 250
+assert s.rcpt('fullbox@example.org')[0] == 250
+assert s.rcpt('fine@example.org')[0] == 250
+first = s.data(b'Subject: lmtp faults\r\n\r\nbody\r\n')
+second = s.getreply()
+print(first[0], second[0])
+s.quit()
+"#;
+    let mut p = Peer::spawn(
+        &python(),
+        &["-c".into(), script.into(), server.port().to_string()],
+    );
+    let out = p.finish(Duration::from_secs(60));
+    out.assert_success("smtplib.LMTP");
+    assert_eq!(out.stdout.trim(), "452 250", "{}", out.stdout);
+    server.stop().assert_success();
+}

@@ -192,7 +192,9 @@ fn stage_of(session: &Session, event: &Event) -> Option<Stage> {
         Event::Mail => Stage::Mail,
         Event::Rcpt => Stage::Rcpt,
         Event::DataStart => Stage::Data,
-        Event::DataEnd => Stage::Dot,
+        // In LMTP the end of data is judged per recipient (each one can be failed).
+        Event::DataEnd if session.config().lmtp => return None,
+        Event::DataEnd | Event::RecipientVerdict => Stage::Dot,
         Event::ChunkEnd => Stage::Bdat,
         Event::Auth => Stage::Auth,
         Event::Command => {
@@ -250,16 +252,20 @@ impl<C: Connection> FaultyConn<C> {
         let env = session.envelope();
         let rcpt_now;
         let all: Vec<&str>;
-        let recipients: &[&str] = if stage == Stage::Rcpt {
-            rcpt_now = session.pending_recipient().map(|(m, _)| m.as_str());
-            match &rcpt_now {
-                Some(r) => std::slice::from_ref(r),
-                None => &[],
-            }
-        } else {
-            all = env.rcpt_tos.iter().map(|m| m.as_str()).collect();
-            &all
-        };
+        let recipients: &[&str] =
+            if stage == Stage::Rcpt || matches!(event, Event::RecipientVerdict) {
+                rcpt_now = match event {
+                    Event::RecipientVerdict => session.verdict_recipient().map(|(_, m)| m.as_str()),
+                    _ => session.pending_recipient().map(|(m, _)| m.as_str()),
+                };
+                match &rcpt_now {
+                    Some(r) => std::slice::from_ref(r),
+                    None => &[],
+                }
+            } else {
+                all = env.rcpt_tos.iter().map(|m| m.as_str()).collect();
+                &all
+            };
         if stage == Stage::Rcpt && set.spec.address_triggers {
             if let Some(reply) = recipients.first().and_then(|r| rules::address_trigger(r)) {
                 let action = Action::Reply {
@@ -286,7 +292,6 @@ impl<C: Connection> FaultyConn<C> {
             size,
             headers: &headers,
         };
-        let _ = event;
         let mut rng = self.shared.rng.borrow_mut();
         set.decide(stage, &facts, &mut *rng)
             .map(|r| r.action.clone())
@@ -323,10 +328,13 @@ impl<C: Connection> Connection for FaultyConn<C> {
             self.note_session();
         }
         let Some(stage) = stage_of(session, &event) else {
+            if matches!(event, Event::DataEnd) {
+                self.note_message();
+            }
             return self.inner.event(session, event);
         };
         let Some(action) = self.inject(session, stage, &event) else {
-            if stage == Stage::Dot {
+            if matches!(event, Event::DataEnd) {
                 self.note_message();
             }
             return self.inner.event(session, event);
@@ -338,7 +346,7 @@ impl<C: Connection> Connection for FaultyConn<C> {
                 enhanced,
                 text,
             } => {
-                if stage == Stage::Dot {
+                if matches!(event, Event::DataEnd) {
                     // The wrapped service collected this message: it is void.
                     let _ = self.inner.event(session, Event::Reset);
                 }
@@ -359,7 +367,7 @@ impl<C: Connection> Connection for FaultyConn<C> {
             Action::Delay { delay } => {
                 let d = delay.sample(&mut *self.shared.rng.borrow_mut());
                 let d = self.delay(d);
-                if stage == Stage::Dot {
+                if matches!(event, Event::DataEnd) {
                     self.note_message();
                 }
                 self.later(session, event, d)
