@@ -103,12 +103,18 @@ impl<T> Cached<T> {
 
     /// The current value (one atomic load unless a reload happened).
     pub fn get(&self) -> Arc<T> {
+        self.borrow().clone()
+    }
+
+    /// The current value, borrowed: no reference count touched (one atomic load unless a
+    /// reload happened). Do not hold it across an `await`.
+    pub fn borrow(&self) -> std::cell::Ref<'_, Arc<T>> {
         let g = self.swap.generation();
         if g != self.generation.get() {
             *self.value.borrow_mut() = self.swap.load();
             self.generation.set(g);
         }
-        self.value.borrow().clone()
+        self.value.borrow()
     }
 }
 

@@ -245,37 +245,35 @@ impl<C: Connection> FaultyConn<C> {
 
     /// A rule's verdict on `event`, if one fires.
     fn inject(&mut self, session: &Session, stage: Stage, event: &Event) -> Option<Action> {
-        let set = self.shared.rules.get();
-        if set.is_empty() {
+        let set = self.shared.rules.borrow();
+        let triggers = stage == Stage::Rcpt && set.spec.address_triggers;
+        if !set.has_stage(stage) && !triggers {
             return None;
         }
         let env = session.envelope();
-        let rcpt_now;
-        let all: Vec<&str>;
-        let recipients: &[&str] =
-            if stage == Stage::Rcpt || matches!(event, Event::RecipientVerdict) {
-                rcpt_now = match event {
-                    Event::RecipientVerdict => session.verdict_recipient().map(|(_, m)| m.as_str()),
-                    _ => session.pending_recipient().map(|(m, _)| m.as_str()),
-                };
-                match &rcpt_now {
-                    Some(r) => std::slice::from_ref(r),
-                    None => &[],
-                }
-            } else {
-                all = env.rcpt_tos.iter().map(|m| m.as_str()).collect();
-                &all
-            };
-        if stage == Stage::Rcpt && set.spec.address_triggers {
-            if let Some(reply) = recipients.first().and_then(|r| rules::address_trigger(r)) {
-                let action = Action::Reply {
+        let one = match event {
+            Event::RecipientVerdict => session.verdict_recipient().map(|(_, m)| m.as_str()),
+            _ if stage == Stage::Rcpt => session.pending_recipient().map(|(m, _)| m.as_str()),
+            _ => None,
+        };
+        if triggers {
+            if let Some(reply) = one.and_then(rules::address_trigger) {
+                return Some(Action::Reply {
                     code: reply.code(),
                     enhanced: reply.enhanced().map(|e| e.to_string()),
                     text: reply.text().to_string(),
-                };
-                return Some(action);
+                });
             }
         }
+        let all: Vec<&str> = if one.is_none() && set.needs_recipients(stage) {
+            env.rcpt_tos.iter().map(|m| m.as_str()).collect()
+        } else {
+            Vec::new()
+        };
+        let recipients: &[&str] = match &one {
+            Some(r) => std::slice::from_ref(r),
+            None => &all,
+        };
         let headers = if stage == Stage::Dot && set.needs_headers() {
             header_names(&self.head)
         } else {
@@ -301,7 +299,7 @@ impl<C: Connection> FaultyConn<C> {
 impl<C: Connection> Connection for FaultyConn<C> {
     fn event(&mut self, session: &Session, event: Event) -> Answer {
         if let Event::DataChunk(chunk) = &event {
-            if self.shared.rules.get().needs_headers() && self.head.len() < HEAD_MAX {
+            if self.head.len() < HEAD_MAX && self.shared.rules.borrow().needs_headers() {
                 chunk.extend_content(&mut self.head);
                 self.head.truncate(HEAD_MAX);
             }

@@ -508,6 +508,12 @@ pub struct RuleSet {
     pub spec: RuleFile,
     /// The rules.
     pub rules: Vec<Rule>,
+    /// Bit `s as u32` set: some rule applies at stage `s` (most events have none).
+    stages: u32,
+    /// Bit `s as u32` set: some rule at that stage matches on recipients.
+    recipient_stages: u32,
+    /// Some rule matches on header names.
+    headers: bool,
 }
 
 impl RuleSet {
@@ -555,7 +561,30 @@ impl RuleSet {
                 action: r.action.clone(),
             });
         }
-        Ok(Self { spec, rules })
+        let bit = |st: Stage| 1u32 << st as u32;
+        let stages = rules.iter().fold(0, |m, r| m | bit(r.stage));
+        let recipient_stages = rules
+            .iter()
+            .filter(|r| r.matches.recipient_domain.is_some() || r.matches.local_part.is_some())
+            .fold(0, |m, r| m | bit(r.stage));
+        let headers = rules.iter().any(|r| r.matches.header.is_some());
+        Ok(Self {
+            spec,
+            rules,
+            stages,
+            recipient_stages,
+            headers,
+        })
+    }
+
+    /// True when some rule applies at `stage`.
+    pub fn has_stage(&self, stage: Stage) -> bool {
+        self.stages & (1 << stage as u32) != 0
+    }
+
+    /// True when some rule at `stage` matches on recipients.
+    pub fn needs_recipients(&self, stage: Stage) -> bool {
+        self.recipient_stages & (1 << stage as u32) != 0
     }
 
     /// Parses and validates TOML.
@@ -580,7 +609,7 @@ impl RuleSet {
 
     /// True when some rule matches on header names.
     pub fn needs_headers(&self) -> bool {
-        self.rules.iter().any(|r| r.matches.header.is_some())
+        self.headers
     }
 
     /// The first rule for `stage` that fits and whose draw succeeds.
