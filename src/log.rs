@@ -122,9 +122,27 @@ fn filter(config: &LogConfig) -> Result<EnvFilter, LogError> {
         .map_err(|e| LogError::Filter(config.level.clone(), e.to_string()))
 }
 
+/// Whether session transcripts are asked for (`LogConfig::transcript`, or a filter naming
+/// their target): checked before any transcript work, since `tracing::enabled!` cannot rule
+/// them out cheaply under the per-layer filters.
+static TRANSCRIPT_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when transcripts may be written (see `TRANSCRIPT_ON`).
+pub fn transcript_on() -> bool {
+    TRANSCRIPT_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the process's log subscriber. Call once, before the shards start.
 pub fn init(config: &LogConfig) -> Result<LogGuard, LogError> {
     let filter = filter(config)?;
+    let named = std::env::var("RUST_LOG")
+        .unwrap_or_default()
+        .contains(TRANSCRIPT)
+        || config.level.contains(TRANSCRIPT);
+    TRANSCRIPT_ON.store(
+        config.transcript || named,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(config.queue_lines.max(1))
         .lossy(true)

@@ -28,7 +28,7 @@ pub(crate) struct Transcript {
 }
 
 fn enabled() -> bool {
-    tracing::enabled!(target: TRANSCRIPT, tracing::Level::TRACE)
+    crate::log::transcript_on() && tracing::enabled!(target: TRANSCRIPT, tracing::Level::TRACE)
 }
 
 fn emit(line: &str) {
