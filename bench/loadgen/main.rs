@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             ca_file: args.tls_ca.clone(),
             insecure: args.tls_ca.is_none(),
             flag_names: args::TLS_FLAGS,
+            ..Default::default()
         };
         match opts.client_config() {
             Ok(c) => Some(c),

@@ -66,11 +66,23 @@ pub struct TlsOptions {
     pub insecure: bool,
     /// What the user calls these options, for error messages.
     pub flag_names: TlsFlagNames,
+    /// The configuration once built: every connection made with these options (and their
+    /// clones) shares it, instead of reading the system roots and the CA file again. A new
+    /// `TlsOptions` (a reload) builds its own.
+    pub cache: Arc<std::sync::OnceLock<Arc<rustls::ClientConfig>>>,
 }
 
 impl TlsOptions {
-    /// Builds the rustls client configuration.
+    /// The rustls client configuration, built on first use and then shared.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsFailure> {
+        if let Some(config) = self.cache.get() {
+            return Ok(config.clone());
+        }
+        let config = self.build_client_config()?;
+        Ok(self.cache.get_or_init(|| config).clone())
+    }
+
+    fn build_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsFailure> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -345,4 +357,24 @@ pub fn describe_session(conn: &rustls::ClientConnection) -> String {
         .and_then(|c| CertInfo::parse(c))
         .map_or_else(|| "unknown".to_string(), |i| format!("\"{}\"", i.subject));
     format!("{version}, cipher {cipher}, peer subject {subject}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_configuration_is_built_once_per_options() {
+        let options = TlsOptions::default();
+        let first = options.client_config().unwrap();
+        assert!(Arc::ptr_eq(&first, &options.client_config().unwrap()));
+        // Clones (every shard's copy of the upstream settings) share it...
+        assert!(Arc::ptr_eq(
+            &first,
+            &options.clone().client_config().unwrap()
+        ));
+        // ...and new options (a reload) build their own.
+        let reloaded = TlsOptions::default();
+        assert!(!Arc::ptr_eq(&first, &reloaded.client_config().unwrap()));
+    }
 }

@@ -139,6 +139,7 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
         ca_file: cli.upstream_tls_ca.or(file.upstream_tls_ca),
         insecure: cli.upstream_tls_insecure || file.upstream_tls_insecure,
         flag_names: TlsFlagNames::UPSTREAM,
+        ..Default::default()
     };
     let user = cli.upstream_auth_user.or(file.upstream_auth_user);
     let pw_file = cli

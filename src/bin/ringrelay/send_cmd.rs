@@ -185,6 +185,7 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, SendError> {
         ca_file: args.tls_ca.clone(),
         insecure: args.tls_insecure,
         flag_names: TlsFlagNames::SEND,
+        ..Default::default()
     };
     let opts = ConnectOptions {
         timeouts: args
