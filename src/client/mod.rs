@@ -10,7 +10,9 @@
 pub mod auth;
 pub mod cert_info;
 pub mod core;
+mod dial;
 pub mod error;
+mod features;
 pub mod message;
 pub mod reply;
 mod send;
@@ -20,7 +22,8 @@ pub mod tls_trust;
 pub mod transport;
 
 pub use error::{ClientError, Refused};
+pub use features::Features;
 pub use send::SendOptions;
-pub use smtp::{ConnectOptions, Features, SmtpClient};
+pub use smtp::{ConnectOptions, SmtpClient};
 pub use tls_error::{TlsError, TlsFailure};
 pub use tls_trust::{TlsFlagNames, TlsOptions};

@@ -6,20 +6,21 @@
 //! driver never runs on io_uring. Everything the core has to transmit at a flush goes out in
 //! one vectored write. Timers and timeouts come from the runtime facade (`crate::rt`).
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::{TcpSocket, TcpStream, UnixStream};
+use tokio::net::UnixStream;
 
 use crate::engine;
 
 use super::auth::Mechanism;
 use super::core::{ClientCore, CoreError, Phase, Timeouts};
+use super::dial::{connect_one, local_fqdn, resolve};
 use super::error::ClientError;
+use super::features::Features;
 use super::transport::{ByteStream, Plain, Stream, TlsOptions, TlsStream};
 use super::{TlsError, TlsFailure};
 use crate::proto::Reply;
@@ -42,52 +43,6 @@ pub struct ConnectOptions {
     pub tls_server_name: Option<String>,
     /// 0 = quiet, 1 = commands and replies on stderr, 2 = the same with timestamps.
     pub debug_level: u8,
-}
-
-/// What the server said it supports in its EHLO reply (keywords lower-cased, as smtplib).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Features {
-    map: BTreeMap<String, String>,
-}
-
-impl Features {
-    /// Parses the lines after the first of an EHLO reply.
-    pub fn parse(reply: &Reply) -> Self {
-        let mut map = BTreeMap::new();
-        for line in reply.text().split('\n').skip(1) {
-            let line = line.trim();
-            // Old-style "AUTH=LOGIN PLAIN" is merged into "auth", as smtplib does.
-            let (key, params) = match line.split_once([' ', '=']) {
-                Some((k, p)) => (k, p.trim()),
-                None => (line, ""),
-            };
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                continue;
-            }
-            let key = key.to_ascii_lowercase();
-            let entry: &mut String = map.entry(key).or_default();
-            if !entry.is_empty() && !params.is_empty() {
-                entry.push(' ');
-            }
-            entry.push_str(params);
-        }
-        Self { map }
-    }
-
-    /// smtplib's `has_extn`.
-    pub fn has(&self, name: &str) -> bool {
-        self.map.contains_key(&name.to_ascii_lowercase())
-    }
-
-    /// The parameters of an extension.
-    pub fn params(&self, name: &str) -> Option<&str> {
-        self.map.get(&name.to_ascii_lowercase()).map(String::as_str)
-    }
-
-    /// The SIZE limit, if the server declared one (0 = none).
-    pub fn size_limit(&self) -> Option<u64> {
-        self.params("size").and_then(|p| p.trim().parse().ok())
-    }
 }
 
 /// An SMTP or LMTP client connection.
@@ -612,81 +567,4 @@ fn trace_line(debug_level: u8, what: &str, text: &str) {
         );
     }
     let _ = writeln!(err, "{what}: {text}");
-}
-
-/// The addresses of `host:port`: an IP literal at once; a name through tokio's resolver, or
-/// on the engine through a short-lived thread (getaddrinfo blocks; the shard must not).
-async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let text = format!("{host}:{port}");
-    if !engine::is_current() {
-        return Ok(tokio::net::lookup_host(&text).await?.collect());
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("ringrelay-resolve".into())
-        .spawn(move || {
-            use std::net::ToSocketAddrs;
-            let _ = tx.send(text.to_socket_addrs().map(Iterator::collect));
-        })?;
-    rx.await
-        .unwrap_or_else(|_| Err(std::io::Error::other("resolver thread failed")))
-}
-
-/// One TCP connection attempt, on the engine when this thread runs one.
-async fn connect_one(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<Plain> {
-    if engine::is_current() {
-        let s = match source {
-            Some(src) => engine::Socket::connect_from(addr, src).await?,
-            None => engine::Socket::connect(addr).await?,
-        };
-        return Ok(Plain::Ring(s));
-    }
-    let tcp = match source {
-        Some(src) => {
-            let sock = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            sock.bind(src)?;
-            sock.connect(addr).await?
-        }
-        None => TcpStream::connect(addr).await?,
-    };
-    let _ = tcp.set_nodelay(true);
-    Ok(Plain::Tcp(tcp))
-}
-
-/// The local host name for HELO/EHLO.
-fn local_fqdn() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(n) if ok && !n.is_empty() && n.contains('.') => n.to_string(),
-        _ => "[127.0.0.1]".to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn features_like_smtplib() {
-        let r = Reply::plain(
-            250,
-            "mx Hello\nPIPELINING\nSIZE 1000\nAUTH PLAIN LOGIN\nAUTH=CRAM-MD5\n8BITMIME\nSTARTTLS",
-        );
-        let f = Features::parse(&r);
-        assert!(f.has("PIPELINING") && f.has("starttls") && f.has("8bitmime"));
-        assert_eq!(f.size_limit(), Some(1000));
-        assert_eq!(f.params("auth"), Some("PLAIN LOGIN CRAM-MD5"));
-        assert!(!f.has("chunking"));
-    }
 }

@@ -14,6 +14,7 @@
 //!   injected failures from real ones;
 //! - with no rule configured the sink does not pay for this layer: the binary leaves it out.
 
+pub mod dist;
 pub mod rules;
 
 use std::cell::{Cell, RefCell};

@@ -9,7 +9,7 @@
 //! carry no client: the connection's real addresses apply. TLVs after the addresses are
 //! skipped. UDP is refused (this is a TCP service).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Version 2's twelve-octet signature.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -31,7 +31,7 @@ pub enum Proxied {
     },
     /// Version 2 LOCAL: the sender's own connection (a health check); use the real addresses.
     Local,
-    /// Version 1 UNKNOWN, or version 2 UNSPEC or a Unix socket: no client address to use.
+    /// Version 1 UNKNOWN, or version 2 UNSPEC or an AF_UNIX pair: no client address to use.
     Unknown,
 }
 
@@ -219,7 +219,7 @@ fn parse_v2(input: &[u8]) -> Result<Parsed, ProxyHeaderError> {
             }
         }
         0x12 | 0x22 => return Err(ProxyHeaderError::Unsupported("UDP")),
-        // Unix sockets carry no IP client: the real addresses apply.
+        // AF_UNIX addresses name no IP client: the real addresses apply.
         0x31 | 0x32 => Proxied::Unknown,
         _ => return Err(ProxyHeaderError::Malformed("unknown address family")),
     };

@@ -25,17 +25,20 @@
 
 mod auth;
 mod body;
+mod deadlines;
 mod execute;
+mod greeting;
 mod hooks;
 mod lmtp;
 mod pipeline;
+mod view;
 
 pub use auth::Credentials;
 pub use hooks::{CommandHook, PendingCommand};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use core::net::SocketAddr;
@@ -375,48 +378,6 @@ impl Session {
         }
     }
 
-    /// When the session wants `handle_timeout` called; `None` while it waits for its handler
-    /// or is closed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.decisions.is_empty() || self.state == State::Closed {
-            return None;
-        }
-        let in_body = matches!(self.mode, Mode::Data | Mode::Bdat(_));
-        let limit = if in_body {
-            self.config.data_timeout
-        } else {
-            self.config.idle_timeout
-        };
-        let mut deadline = self.last_activity + limit;
-        if let Some(started) = self.line_started {
-            // A command line gets the idle timeout from its first octet, however it trickles.
-            deadline = deadline.min(started + self.config.idle_timeout);
-        }
-        let rate = self.config.min_data_rate;
-        if let (true, true, Some(started)) = (in_body, self.stressed && rate > 0, self.data_started)
-        {
-            // Under stress a body must keep `rate` octets a second after its first second.
-            let due = Duration::from_secs_f64((self.data_octets + rate) as f64 / rate as f64);
-            deadline = deadline.min(started + due);
-        }
-        Some(deadline)
-    }
-
-    /// Tells the session whether the server is under stress (the driver decides: more than
-    /// half of its connection budget in use); message bodies must then keep the configured
-    /// minimum rate.
-    pub fn set_stressed(&mut self, stressed: bool) {
-        self.stressed = stressed;
-    }
-
-    /// Ends the session with `421 4.4.2` if its deadline has passed.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if matches!(self.poll_timeout(), Some(t) if now >= t) {
-            let text = format!("{} Error: timeout exceeded", self.config.hostname);
-            self.close_with(Reply::new(421, EnhancedCode::new(4, 4, 2), text));
-        }
-    }
-
     /// Ends the session with `reply` (for example `421 4.3.2` at shutdown): the transaction in
     /// progress is reset and no more input is read.
     pub fn close_with(&mut self, reply: Reply) {
@@ -437,100 +398,6 @@ impl Session {
     /// True once the session has nothing more to say after its pending output: flush, then close.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
-    }
-
-    /// The session's place in the command sequence (the seed's `smtp_state`, refined).
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// The client's address (the seed's `peer`).
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// The name from the accepted HELO/EHLO (the seed's `seen_greeting`).
-    pub fn helo_name(&self) -> Option<&str> {
-        self.helo.as_deref()
-    }
-
-    /// The HELO/EHLO awaiting a decision: (name, is EHLO).
-    pub fn pending_helo(&self) -> Option<(&str, bool)> {
-        self.pending_helo.as_ref().map(|(n, e)| (n.as_str(), *e))
-    }
-
-    /// True when the accepted greeting was EHLO.
-    pub fn is_esmtp(&self) -> bool {
-        self.esmtp
-    }
-
-    /// Our own name (the seed's `fqdn`).
-    pub fn hostname(&self) -> &str {
-        &self.config.hostname
-    }
-
-    /// The current transaction.
-    pub fn envelope(&self) -> &Envelope {
-        &self.envelope
-    }
-
-    /// The RCPT awaiting a decision (the newest one, when decisions are pipelined): (address,
-    /// parameters).
-    pub fn pending_recipient(&self) -> Option<(&Mailbox, &[String])> {
-        if self.decisions.back()?.kind != Awaiting::Rcpt {
-            return None;
-        }
-        let (m, p) = self.pending_rcpts.back()?;
-        Some((m, p.as_slice()))
-    }
-
-    /// The AUTH credentials awaiting a decision (`Event::Auth`).
-    pub fn pending_auth(&self) -> Option<&Credentials> {
-        self.pending_auth.as_ref()
-    }
-
-    /// The identity a successful AUTH established (RFC 4954), if any.
-    pub fn authenticated(&self) -> Option<&str> {
-        self.authenticated.as_deref()
-    }
-
-    /// True after STARTTLS was accepted (`220` written) and before `tls_started`: the driver
-    /// must send the pending output, discard nothing but require that no input follows the
-    /// STARTTLS line in plaintext (RFC 3207 §5; otherwise it closes the connection), start TLS,
-    /// then call `tls_started`. The session reads no input meanwhile.
-    pub fn starttls_requested(&self) -> bool {
-        self.starttls_pending
-    }
-
-    /// TLS is now active: the session forgets everything the client said before (RFC 3207
-    /// §4.2) and expects a new EHLO.
-    pub fn tls_started(&mut self) {
-        self.starttls_pending = false;
-        self.tls = true;
-        self.abort_transaction();
-        self.mail_refused = false;
-        self.failed_chunks = None;
-        self.helo = None;
-        self.esmtp = false;
-        self.authenticated = None;
-        if self.state != State::Closed {
-            self.state = State::ExpectHelo;
-        }
-    }
-
-    /// True once TLS is active.
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-
-    /// The configuration this session runs with.
-    pub fn config(&self) -> &SessionConfig {
-        &self.config
-    }
-
-    /// Protocol errors counted against the error budget so far.
-    pub fn error_count(&self) -> u32 {
-        self.errors
     }
 
     fn process(&mut self, now: Instant, input: &[u8]) -> usize {
