@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """What fault injection costs the sink when nothing fires (issue 13's benchmark).
 
-usage: bench/faults_overhead.py [--binary PATH] [--reps N] [--messages N]
+usage: bench/faults_overhead.py [--binary PATH] [--reps N] [--messages N] [--before PATH]
+
+With --before PATH it instead compares two builds without any fault option (PATH, e.g. the
+build of an earlier commit, against --binary), interleaved the same way.
 
 Three sink configurations, measured interleaved in one run (rep by rep, so drift on a shared
 machine hits them alike), each a fresh `ringrelay sink --shards 1` pinned to CPU 0 with
@@ -83,7 +86,18 @@ def main():
     ap.add_argument("--binary", default="target/release/ringrelay")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--messages", type=int, default=30000)
+    ap.add_argument("--before")
     a = ap.parse_args()
+    if a.before:
+        runs = {"before": [], "after": []}
+        for rep in range(a.reps):
+            runs["before"].append(one(a.before, [], a.messages))
+            runs["after"].append(one(a.binary, [], a.messages))
+            print(f"rep {rep + 1}: before {runs['before'][-1]:.3f}, after {runs['after'][-1]:.3f}",
+                  flush=True)
+        b, f = statistics.median(runs["before"]), statistics.median(runs["after"])
+        print(f"\nserver CPU s per 10k messages: before {b:.3f}, after {f:.3f}, ratio {f / b:.3f}")
+        return
     with tempfile.TemporaryDirectory() as d:
         empty = os.path.join(d, "empty.toml")
         rules = os.path.join(d, "rules20.toml")
