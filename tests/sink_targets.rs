@@ -66,12 +66,12 @@ fn lmtp_smtplib_one_reply_per_recipient() {
         "{dump}"
     );
     assert!(
-        dump.contains("X-Mail-Args: FROM:<sender@example.org>\n"),
+        dump.contains("X-Mail-Args: <sender@example.org>\n"),
         "{dump}"
     );
     assert!(
         dump.contains(
-            "X-Rcpt-Args: TO:<one@example.org>\nX-Rcpt-Args: TO:<two@example.org>\nReceived: from "
+            "X-Rcpt-Args: <one@example.org>\nX-Rcpt-Args: <two@example.org>\nReceived: from "
         ),
         "{dump}"
     );

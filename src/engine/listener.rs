@@ -1,6 +1,9 @@
 //! A listening socket on the engine: one multishot accept, whose completions queue accepted
 //! descriptors until the accept loop takes them.
 //!
+//! A listener is a TCP or a Unix-domain (stream) socket; the engine treats both alike, and
+//! only the peer's address differs (a Unix-domain client has none to report).
+//!
 //! Closing cancels the multishot accept and waits for its final completion before the
 //! listening socket is closed; connections accepted in the meantime are handed back to the
 //! caller (to be told 421), never dropped silently.
@@ -9,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -27,7 +30,9 @@ struct AcceptSide {
 
 /// A listener's state, shared by its handle and the engine's routing table.
 pub(crate) struct ListenerShared {
-    socket: std::net::TcpListener,
+    socket: OwnedFd,
+    /// A TCP listener (its peers have an address), not a Unix-domain one.
+    inet: bool,
     key: Cell<usize>,
     st: RefCell<AcceptSide>,
 }
@@ -38,10 +43,20 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Takes over a bound, listening socket (on the engine's thread).
+    /// Takes over a bound, listening TCP socket (on the engine's thread).
     pub fn from_std(socket: std::net::TcpListener) -> Listener {
+        Self::from_fd(socket.into(), true)
+    }
+
+    /// Takes over a bound, listening Unix-domain socket (on the engine's thread).
+    pub fn from_unix(socket: std::os::unix::net::UnixListener) -> Listener {
+        Self::from_fd(socket.into(), false)
+    }
+
+    fn from_fd(socket: OwnedFd, inet: bool) -> Listener {
         let shared = Rc::new(ListenerShared {
             socket,
+            inet,
             key: Cell::new(usize::MAX),
             st: RefCell::new(AcceptSide {
                 ready: VecDeque::new(),
@@ -63,8 +78,8 @@ impl Listener {
         self.shared.socket.as_raw_fd()
     }
 
-    /// The next connection and its peer's address.
-    pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+    /// The next connection and its peer's address (`None` on a Unix-domain listener).
+    pub async fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         let fd = std::future::poll_fn(|cx| {
             let mut st = self.shared.st.borrow_mut();
             if let Some(r) = st.ready.pop_front() {
@@ -82,7 +97,8 @@ impl Listener {
         })
         .await?;
         let stream = Stream::from_fd(fd);
-        Ok((stream, peer_of(fd)))
+        let peer = self.shared.inet.then(|| peer_of(fd));
+        Ok((stream, peer))
     }
 
     /// Stops accepting: cancels the multishot accept, waits for its end, closes the socket.

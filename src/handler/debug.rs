@@ -115,7 +115,11 @@ pub fn format_message(session: &Session, message: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(b"]\n");
     }
-    let peer = format!("X-Peer: {}\n", session.peer().ip());
+    let peer = if session.is_local() {
+        "X-Peer: local\n".to_string()
+    } else {
+        format!("X-Peer: {}\n", session.peer().ip())
+    };
     let mut in_headers = true;
     let body = message.strip_suffix(b"\r\n").unwrap_or(message);
     if !body.is_empty() {

@@ -239,8 +239,9 @@ fn proto(session: &Session) -> &'static str {
 /// message (dot-unstuffed, lines ending in LF) and an empty line.
 pub fn format_dump(session: &Session, message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 512);
-    let ip = session.peer().ip();
-    let addr = match ip {
+    let addr = match session.peer().ip() {
+        // smtp-sink's word for a client on a Unix-domain socket.
+        _ if session.is_local() => "local".to_string(),
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("ipv6:{a}"),
     };
@@ -254,14 +255,14 @@ pub fn format_dump(session: &Session, message: &[u8]) -> Vec<u8> {
         .mail_from
         .as_ref()
         .map_or(String::new(), |f| f.to_string());
-    h.push_str(&format!("X-Mail-Args: FROM:<{from}>"));
+    h.push_str(&format!("X-Mail-Args: <{from}>"));
     for o in &env.mail_options {
         h.push(' ');
         h.push_str(o);
     }
     h.push('\n');
     for (i, to) in env.rcpt_tos.iter().enumerate() {
-        h.push_str(&format!("X-Rcpt-Args: TO:<{to}>"));
+        h.push_str(&format!("X-Rcpt-Args: <{to}>"));
         for o in env.rcpt_options.get(i).into_iter().flatten() {
             h.push(' ');
             h.push_str(o);

@@ -56,7 +56,7 @@ impl TxLog {
         *self.0.borrow_mut() = Some(Record {
             id: id.to_string(),
             started: Instant::now(),
-            client: session.peer().to_string(),
+            client: session.client_label().to_string(),
             helo: clean(session.helo_name().unwrap_or("-")).into_owned(),
             tls: session.is_tls(),
             auth: session.authenticated().unwrap_or("-").to_string(),

@@ -23,4 +23,6 @@ pub use data::DataChunk;
 pub use envelope::{BodyType, Envelope};
 pub use event::{Event, Observation};
 pub use reply::{EnhancedCode, Reply};
-pub use session::{CommandHook, Credentials, PendingCommand, Session, State};
+pub use session::{
+    ClientLabel, CommandHook, Credentials, PendingCommand, Session, State, LOCAL_PEER,
+};

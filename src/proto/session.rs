@@ -35,6 +35,7 @@ mod view;
 
 pub use auth::Credentials;
 pub use hooks::{CommandHook, PendingCommand};
+pub use view::{ClientLabel, LOCAL_PEER};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -140,6 +141,8 @@ struct Body {
 pub struct Session {
     config: Arc<SessionConfig>,
     peer: SocketAddr,
+    /// The client came over a Unix-domain socket (`peer` is then 127.0.0.1:0).
+    local: bool,
     state: State,
     mode: Mode,
     helo: Option<String>,
@@ -213,6 +216,7 @@ impl Session {
         Self {
             config,
             peer,
+            local: false,
             state: State::ExpectHelo,
             mode: Mode::Command,
             helo: None,

@@ -19,8 +19,9 @@ use crate::rt;
 pub(crate) trait Acceptor {
     /// The connected stream type.
     type Stream: ConnStream + 'static;
-    /// Accepts one connection. Cancel-safe.
-    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)>;
+    /// Accepts one connection, with its peer's address (`None`: a Unix-domain client, which
+    /// has none). Cancel-safe.
+    async fn accept(&self) -> io::Result<(Self::Stream, Option<SocketAddr>)>;
     /// Stops accepting and closes the listener; returns connections accepted but not taken.
     async fn close(self) -> Vec<Self::Stream>;
 }
@@ -41,7 +42,7 @@ pub(crate) async fn accept_loop<A: Acceptor, H: Service>(acceptor: A, shard: Rc<
                     shard.count_rejected(RejectReason::Draining);
                     refuse(stream, SHUTTING_DOWN);
                 } else {
-                    match shard.admit(peer.ip()) {
+                    match shard.admit(peer.map(|p| p.ip())) {
                         Ok(key) => {
                             let shard = shard.clone();
                             rt::spawn_local(async move {

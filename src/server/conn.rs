@@ -28,7 +28,7 @@ use super::transcript::Transcript;
 use crate::handler::{Answer, Connection, Pending, Service};
 use crate::metrics::labels::for_each_reply;
 use crate::metrics::ShardRecorder;
-use crate::proto::{EnhancedCode, Reply, Session, State};
+use crate::proto::{EnhancedCode, Reply, Session, State, LOCAL_PEER};
 use crate::rt;
 
 /// Past the drain timeout, how long the last replies get to be written.
@@ -46,20 +46,22 @@ enum Woke {
     Abandon,
 }
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes; `peer` is `None` for a client on a
+/// Unix-domain socket.
 pub(crate) async fn serve<S: ConnStream, H: Service>(
     stream: S,
-    peer: core::net::SocketAddr,
+    peer: Option<core::net::SocketAddr>,
     key: usize,
     shard: Rc<Shard<H>>,
 ) {
     let started = Instant::now();
     let stream = Wire::new(stream);
     let mut input = Input::default();
-    let peer = match &shard.proxy {
-        None => peer,
-        Some(proxy) => match arrive_proxied(&stream, peer, proxy, key, &shard, &mut input).await {
-            Some(client) => client,
+    let real = peer.unwrap_or(LOCAL_PEER);
+    let (peer, local) = match &shard.proxy {
+        None => (real, peer.is_none()),
+        Some(proxy) => match arrive_proxied(&stream, real, proxy, key, &shard, &mut input).await {
+            Some(client) => (client.unwrap_or(real), client.is_none() && peer.is_none()),
             None => {
                 stream.close();
                 return;
@@ -67,6 +69,9 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
         },
     };
     let mut session = Session::new(shard.session_config.clone(), peer, Instant::now());
+    if local {
+        session.set_local();
+    }
     let mut conn = H::open(&shard.handler, &session);
     let mut pending: Answers = VecDeque::new();
     let metrics = shard.metrics.as_ref();
@@ -84,8 +89,9 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             session.set_ehlo_keywords(keywords);
         }
     }
-    tracing::debug!(target: crate::log::CONNECTION, client = %peer, "connected");
-    let mut transcript = Transcript::start(peer);
+    let client = session.client_label();
+    tracing::debug!(target: crate::log::CONNECTION, %client, "connected");
+    let mut transcript = Transcript::start(client.0);
     // Nothing more may be written: the peer is gone, or TLS could not start after its 220.
     let mut silent = false;
     loop {
@@ -163,7 +169,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             if max != 0 && session.error_count() >= max {
                 tracing::info!(
                     target: crate::log::CONNECTION,
-                    client = %peer,
+                    %client,
                     errors = session.error_count(),
                     "error budget spent: 421 and close"
                 );
@@ -214,7 +220,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
             Woke::Timer => {
                 session.handle_timeout(rt::now());
                 if session.is_closed() {
-                    tracing::info!(target: crate::log::CONNECTION, client = %peer, "timeout: 421 and close");
+                    tracing::info!(target: crate::log::CONNECTION, %client, "timeout: 421 and close");
                     finish_pending(&mut session, &mut conn, &mut pending, &shard, key).await;
                     break;
                 }
@@ -265,7 +271,7 @@ pub(crate) async fn serve<S: ConnStream, H: Service>(
     conn.close(&session);
     tracing::debug!(
         target: crate::log::CONNECTION,
-        client = %peer,
+        %client,
         duration_ms = started.elapsed().as_millis() as u64,
         errors = session.error_count(),
         "closed"
@@ -285,18 +291,20 @@ async fn arrive_proxied<S: ConnStream, H: Service>(
     key: usize,
     shard: &Shard<H>,
     input: &mut Input,
-) -> Option<core::net::SocketAddr> {
+) -> Option<Option<core::net::SocketAddr>> {
     match super::proxy::arrive(stream, real, proxy).await {
         Ok(arrival) => {
             if let Some(rest) = arrival.rest {
                 input.push(rest);
             }
-            if let Err(reply) = shard.admit_client(key, arrival.peer.ip()) {
-                stream.send(reply);
-                let _ = rt::timeout(ABANDON_FLUSH, flush(stream)).await;
-                return None;
+            if let Some(client) = arrival.proxied {
+                if let Err(reply) = shard.admit_client(key, client.ip()) {
+                    stream.send(reply);
+                    let _ = rt::timeout(ABANDON_FLUSH, flush(stream)).await;
+                    return None;
+                }
             }
-            Some(arrival.peer)
+            Some(arrival.proxied)
         }
         Err(reason) => {
             shard.count_rejected(reason);

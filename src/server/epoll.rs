@@ -1,7 +1,8 @@
 //! The epoll driver (plain tokio, current-thread): the fallback when io_uring is unavailable
 //! (kernel.io_uring_disabled, seccomp). The same connection logic runs on it: input comes as
 //! chunks of a per-connection read buffer, output is written at once and the rest queued.
-//! Everything here is readiness based, so every future is cancel-safe.
+//! Everything here is readiness based, so every future is cancel-safe. TCP and Unix-domain
+//! sockets are served alike (`Sock` dispatches the few calls that differ only in type).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -10,9 +11,10 @@ use std::net::SocketAddr;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use super::accept::Acceptor;
+use super::listener::ListenSocket;
 use super::stream::ConnStream;
 
 /// Smallest read a connection posts; grows while reads fill it.
@@ -30,21 +32,36 @@ pub(crate) fn block_on<F: Future>(f: F) -> io::Result<F::Output> {
 }
 
 /// A listener on the epoll loop.
-pub(crate) struct EpollListener(TcpListener);
+pub(crate) enum EpollListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
 
 impl EpollListener {
-    pub(crate) fn from_std(l: std::net::TcpListener) -> io::Result<Self> {
-        Ok(Self(TcpListener::from_std(l)?))
+    /// Registers a bound listener with this thread's loop.
+    pub(crate) fn new(l: ListenSocket) -> io::Result<Self> {
+        Ok(match l {
+            ListenSocket::Tcp(l) => Self::Tcp(TcpListener::from_std(l)?),
+            ListenSocket::Unix(l) => Self::Unix(UnixListener::from_std(l)?),
+        })
     }
 }
 
 impl Acceptor for EpollListener {
     type Stream = EpollStream;
 
-    async fn accept(&self) -> io::Result<(EpollStream, SocketAddr)> {
-        let (s, peer) = self.0.accept().await?;
-        let _ = s.set_nodelay(true);
-        Ok((EpollStream::new(s), peer))
+    async fn accept(&self) -> io::Result<(EpollStream, Option<SocketAddr>)> {
+        match self {
+            Self::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((EpollStream::new(Sock::Tcp(s)), Some(peer)))
+            }
+            Self::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((EpollStream::new(Sock::Unix(s)), None))
+            }
+        }
     }
 
     async fn close(self) -> Vec<EpollStream> {
@@ -53,9 +70,45 @@ impl Acceptor for EpollListener {
     }
 }
 
+/// A connected socket of either kind.
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.try_write(buf),
+            Sock::Unix(s) => s.try_write(buf),
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.try_read_buf(buf),
+            Sock::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => s.poll_read_ready(cx),
+            Sock::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Sock::Tcp(s) => s.poll_write_ready(cx),
+            Sock::Unix(s) => s.poll_write_ready(cx),
+        }
+    }
+}
+
 /// A connection on the epoll loop.
 pub(crate) struct EpollStream {
-    s: TcpStream,
+    s: Sock,
     rbuf: RefCell<BytesMut>,
     read_size: Cell<usize>,
     out: RefCell<Vec<u8>>,
@@ -63,7 +116,7 @@ pub(crate) struct EpollStream {
 }
 
 impl EpollStream {
-    fn new(s: TcpStream) -> Self {
+    fn new(s: Sock) -> Self {
         Self {
             s,
             rbuf: RefCell::new(BytesMut::new()),
@@ -104,7 +157,7 @@ impl ConnStream for EpollStream {
                 buf.reserve(size);
             }
             // try_read_buf clears the readiness on WouldBlock, so the next poll registers us.
-            match self.s.try_read_buf(&mut *buf) {
+            match self.s.try_read_buf(&mut buf) {
                 Ok(0) => return Poll::Ready(Ok(None)),
                 Ok(n) => {
                     if n >= size && size < MAX_READ {

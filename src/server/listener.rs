@@ -8,36 +8,75 @@
 //! the caller says the sharing is meant (`Sharing::Handover`: a rolling restart, where the new
 //! process joins the old one's port and the old one then drains). Port 0 needs no probe: the
 //! kernel never picks a port for it that another socket holds.
+//!
+//! Unix-domain listeners (`config.listen_unix`) follow the same rule; `unix` binds them.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::unix::{self, UnixPath};
 use super::{ServerConfig, ServerError};
 use crate::metrics::AdminListener;
 
-/// Every shard's listeners (one per `config.listen` address, in order), and the bound address
-/// of each (with the real port where 0 was asked for).
-pub(crate) type Bound = (Vec<Vec<TcpListener>>, Vec<SocketAddr>);
+/// A listening socket a shard accepts on.
+#[derive(Debug)]
+pub(crate) enum ListenSocket {
+    /// TCP, with this shard's own SO_REUSEPORT socket.
+    Tcp(TcpListener),
+    /// Unix-domain, shared by every shard (see `unix`).
+    Unix(UnixListener),
+}
 
-/// Binds `shards` listeners on each of `config.listen`, honouring `config.reuse_port`.
+/// What `bind_listen` bound.
+pub(crate) struct Bound {
+    /// Every shard's listeners: one per `config.listen` address, then one per
+    /// `config.listen_unix` path, in order.
+    pub per_shard: Vec<Vec<ListenSocket>>,
+    /// The bound address of each TCP listener (with the real port where 0 was asked for).
+    pub local_addrs: Vec<SocketAddr>,
+    /// The socket files, removed when dropped (the server's end).
+    pub unix_paths: Vec<UnixPath>,
+}
+
+/// Binds `shards` listeners on each of `config.listen` and `config.listen_unix`, honouring
+/// `config.reuse_port`.
 pub(crate) fn bind_listen(config: &ServerConfig, shards: usize) -> Result<Bound, ServerError> {
-    let mut per_shard: Vec<Vec<TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<ListenSocket>> = (0..shards).map(|_| Vec::new()).collect();
     let mut local_addrs = Vec::with_capacity(config.listen.len());
+    let sharing = Sharing::from(config.reuse_port);
     for &addr in &config.listen {
-        let group =
-            bind_group(addr, shards, Sharing::from(config.reuse_port)).map_err(|f| match f {
-                BindFailure::InUse if config.reuse_port => ServerError::AddrNotShared { addr },
-                BindFailure::InUse => ServerError::AddrInUse { addr },
-                BindFailure::Other(source) => ServerError::Bind { addr, source },
-            })?;
+        let group = bind_group(addr, shards, sharing).map_err(|f| match f {
+            BindFailure::InUse if config.reuse_port => ServerError::AddrNotShared { addr },
+            BindFailure::InUse => ServerError::AddrInUse { addr },
+            BindFailure::Other(source) => ServerError::Bind { addr, source },
+        })?;
         local_addrs.push(group[0].local_addr().unwrap_or(addr));
         for (i, l) in group.into_iter().enumerate() {
-            per_shard[i].push(l);
+            per_shard[i].push(ListenSocket::Tcp(l));
         }
     }
-    Ok((per_shard, local_addrs))
+    let mut unix_paths = Vec::with_capacity(config.listen_unix.len());
+    for path in &config.listen_unix {
+        let (group, guard) = unix::bind_group(path, shards, sharing).map_err(|f| match f {
+            BindFailure::InUse => ServerError::UnixInUse { path: path.clone() },
+            BindFailure::Other(source) => ServerError::UnixBind {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        unix_paths.push(guard);
+        for (i, l) in group.into_iter().enumerate() {
+            per_shard[i].push(ListenSocket::Unix(l));
+        }
+    }
+    Ok(Bound {
+        per_shard,
+        local_addrs,
+        unix_paths,
+    })
 }
 
 /// Binds the admin (metrics) HTTP listener on each of `addrs` by the same rules; `None` when

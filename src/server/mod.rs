@@ -24,12 +24,14 @@ mod shard_thread;
 mod stream;
 mod tls;
 mod transcript;
+mod unix;
 mod uring;
 
 pub use proxy::ProxyProtocol;
 pub use tls::{server_config as tls_server_config, TlsConfigError};
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -103,6 +105,24 @@ pub enum ServerError {
         /// The address.
         addr: SocketAddr,
     },
+    /// Another process accepts on the Unix-domain socket and `reuse_port` is off.
+    #[error(
+        "unix:{}: another process listens on this socket (use --reuse-port for a planned \
+         handover, which takes the path over)",
+        path.display()
+    )]
+    UnixInUse {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// Binding a Unix-domain listener failed.
+    #[error("cannot listen on unix:{}: {source}", path.display())]
+    UnixBind {
+        /// The socket's path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Binding a listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -150,6 +170,11 @@ pub enum ServerError {
 pub struct ServerConfig {
     /// Addresses to listen on (every shard listens on each).
     pub listen: Vec<SocketAddr>,
+    /// Unix-domain sockets to listen on (every shard accepts on each). Their clients have no
+    /// address: a session sees `127.0.0.1:0` with `Session::is_local` true, as Postfix says of
+    /// such clients, so relay networks and trusted PROXY senders treat them as loopback; the
+    /// per-client connection limit does not count them.
+    pub listen_unix: Vec<PathBuf>,
     /// Share the listen and metrics addresses with another process already listening there
     /// (a planned handover: a rolling restart); off, such an address refuses the start.
     pub reuse_port: bool,
@@ -197,6 +222,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            listen_unix: Vec::new(),
             reuse_port: false,
             shards: None,
             io: IoMode::Auto,
@@ -240,10 +266,23 @@ impl ServerBuilder {
     }
     /// Adds a listen address (the first call replaces the default 127.0.0.1:2525).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
-        if self.config.listen == ServerConfig::default().listen {
+        if self.config.listen == ServerConfig::default().listen
+            && self.config.listen_unix.is_empty()
+        {
             self.config.listen.clear();
         }
         self.config.listen.push(addr);
+        self
+    }
+    /// Adds a Unix-domain socket to listen on (the first address call, of either kind,
+    /// replaces the default 127.0.0.1:2525).
+    pub fn listen_unix(mut self, path: impl Into<PathBuf>) -> Self {
+        if self.config.listen == ServerConfig::default().listen
+            && self.config.listen_unix.is_empty()
+        {
+            self.config.listen.clear();
+        }
+        self.config.listen_unix.push(path.into());
         self
     }
     /// Sets the number of shards.
@@ -292,7 +331,7 @@ impl<H: Service> HandledBuilder<H> {
     /// Resolves the event loop and binds every listener.
     pub fn build(self) -> Result<Server<H>, ServerError> {
         let cfg = self.config;
-        if cfg.listen.is_empty() {
+        if cfg.listen.is_empty() && cfg.listen_unix.is_empty() {
             return Err(ServerError::NoListen);
         }
         let (driver, setup) = match cfg.io {
@@ -312,7 +351,7 @@ impl<H: Service> HandledBuilder<H> {
         let cpus = shard::allowed_cpus();
         let shards = cfg.shards.unwrap_or(cpus.len()).max(1);
         raise_fd_limit();
-        let (per_shard, local_addrs) = listener::bind_listen(&cfg, shards)?;
+        let bound = listener::bind_listen(&cfg, shards)?;
         let (drain_tx, drain_rx) = watch::channel(false);
         let abandon = Arc::new(watch::channel(false).0);
         let (hub, admin) = match &cfg.metrics {
@@ -345,8 +384,9 @@ impl<H: Service> HandledBuilder<H> {
             driver,
             setup,
             cpus,
-            listeners: per_shard,
-            local_addrs,
+            listeners: bound.per_shard,
+            local_addrs: bound.local_addrs,
+            unix_paths: bound.unix_paths,
             drain: Arc::new(drain_tx),
             abandon,
             hub,
@@ -367,8 +407,10 @@ pub struct Server<H> {
     driver: Driver,
     setup: Option<Setup>,
     cpus: Vec<usize>,
-    listeners: Vec<Vec<std::net::TcpListener>>,
+    listeners: Vec<Vec<listener::ListenSocket>>,
     local_addrs: Vec<SocketAddr>,
+    /// The Unix-domain socket files, removed when the server ends.
+    unix_paths: Vec<unix::UnixPath>,
     drain: Arc<watch::Sender<bool>>,
     /// Raised when the drain timeout has passed: connections stop waiting for handlers.
     abandon: Arc<watch::Sender<bool>>,
@@ -405,6 +447,11 @@ impl<H: Service> Server<H> {
     /// The bound addresses (with the real port when 0 was asked for), one per `listen`.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The Unix-domain sockets listened on, one per `listen_unix`.
+    pub fn unix_paths(&self) -> Vec<&Path> {
+        self.unix_paths.iter().map(|p| p.path()).collect()
     }
 
     /// The event loop in use.
@@ -526,7 +573,12 @@ impl<H: Service> Server<H> {
             for addr in &metrics_addrs {
                 eprintln!("ringrelay: metrics on http://{addr}/metrics");
             }
-            for addr in &self.local_addrs {
+            let tcp = self.local_addrs.iter().map(|a| a.to_string());
+            let unix = self
+                .unix_paths
+                .iter()
+                .map(|p| format!("unix:{}", p.path().display()));
+            for addr in tcp.chain(unix) {
                 eprintln!(
                     "ringrelay: listening on {addr} (io={}, shards={shards})",
                     self.driver
@@ -589,6 +641,8 @@ impl<H: Service> Server<H> {
             drained
         });
         drop(admin);
+        // The socket files go with the server (unless another process took them over).
+        drop(self.unix_paths);
         Ok(RunReport { drained })
     }
 }

@@ -47,8 +47,9 @@ impl Default for ProxyProtocol {
 
 /// Who the client is, and what it already sent after the header.
 pub(crate) struct Arrival {
-    /// The client's address (the real peer's for LOCAL and UNKNOWN).
-    pub peer: SocketAddr,
+    /// The client's address the header gave (`None` for LOCAL and UNKNOWN: the real peer
+    /// is the client).
+    pub proxied: Option<SocketAddr>,
     /// Octets that followed the header in the same reads (SMTP input).
     pub rest: Option<Bytes>,
 }
@@ -103,9 +104,9 @@ pub(crate) async fn arrive<S: ConnStream>(
             return Err(RejectReason::ProxyHeader);
         }
     };
-    let peer = match proxied {
-        Proxied::Tcp { source, .. } => source,
-        Proxied::Local | Proxied::Unknown => real,
+    let proxied = match proxied {
+        Proxied::Tcp { source, .. } => Some(source),
+        Proxied::Local | Proxied::Unknown => None,
     };
-    Ok(Arrival { peer, rest })
+    Ok(Arrival { proxied, rest })
 }

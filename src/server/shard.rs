@@ -89,9 +89,10 @@ impl<H: Service> Shard<H> {
 
     /// Registers a connection from `peer`; the reply to refuse it with when the process is at
     /// its limit, or the client's address at its own. Behind the PROXY protocol the client's
-    /// address is known only later: `admit_client` counts it then.
-    pub fn admit(&self, peer: IpAddr) -> Result<usize, &'static [u8]> {
-        let per_client = (self.proxy.is_none() && self.counts_per_client(peer)).then_some(peer);
+    /// address is known only later: `admit_client` counts it then. A Unix-domain client
+    /// (`None`) has no address to count.
+    pub fn admit(&self, peer: Option<IpAddr>) -> Result<usize, &'static [u8]> {
+        let per_client = peer.filter(|&ip| self.proxy.is_none() && self.counts_per_client(ip));
         if let Err(reason) = self.limit.try_acquire(per_client) {
             self.refused.set(self.refused.get() + 1);
             self.count_rejected(reason);

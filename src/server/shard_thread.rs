@@ -20,7 +20,7 @@ use crate::rt;
 pub(super) struct ShardStart<H> {
     pub index: usize,
     pub cpu: Option<usize>,
-    pub listeners: Vec<std::net::TcpListener>,
+    pub listeners: Vec<super::listener::ListenSocket>,
     pub driver: Driver,
     pub engine: EngineOptions,
     pub factory: Factory<H>,
@@ -70,7 +70,7 @@ impl<H: Service> ShardStart<H> {
                 engine.block_on(async move {
                     let acceptors = listeners
                         .into_iter()
-                        .map(uring::UringListener::from_std)
+                        .map(uring::UringListener::new)
                         .collect::<Vec<_>>();
                     serve_shard(acceptors, make_shard(), shard_ready).await;
                 })
@@ -78,7 +78,7 @@ impl<H: Service> ShardStart<H> {
             Driver::Epoll => epoll::block_on(async move {
                 let acceptors: Result<Vec<_>, _> = listeners
                     .into_iter()
-                    .map(epoll::EpollListener::from_std)
+                    .map(epoll::EpollListener::new)
                     .collect();
                 match acceptors {
                     Ok(acceptors) => serve_shard(acceptors, make_shard(), shard_ready).await,

@@ -36,12 +36,13 @@ fn emit(line: &str) {
 }
 
 impl Transcript {
-    /// A transcript for a new connection from `peer`, when transcripts are on.
-    pub(crate) fn start(peer: SocketAddr) -> Option<Self> {
+    /// A transcript for a new connection from `peer` (`None`: a Unix-domain client, whose
+    /// `getpeername()` Python shows as `''`), when transcripts are on.
+    pub(crate) fn start(peer: Option<SocketAddr>) -> Option<Self> {
         if !enabled() {
             return None;
         }
-        let peer = py_peer(peer);
+        let peer = peer.map_or_else(|| "''".to_string(), py_peer);
         emit(&format!("Incoming connection from {peer}"));
         emit(&format!("Peer: {peer}"));
         Some(Self::default())

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use super::accept::Acceptor;
+use super::listener::ListenSocket;
 use super::stream::ConnStream;
 use crate::engine::{Listener, Stream};
 
@@ -18,15 +19,18 @@ pub(crate) struct UringListener(Listener);
 
 impl UringListener {
     /// Takes over a bound listener (on the shard's thread, inside its engine).
-    pub(crate) fn from_std(l: std::net::TcpListener) -> Self {
-        Self(Listener::from_std(l))
+    pub(crate) fn new(l: ListenSocket) -> Self {
+        Self(match l {
+            ListenSocket::Tcp(l) => Listener::from_std(l),
+            ListenSocket::Unix(l) => Listener::from_unix(l),
+        })
     }
 }
 
 impl Acceptor for UringListener {
     type Stream = UringStream;
 
-    async fn accept(&self) -> io::Result<(UringStream, SocketAddr)> {
+    async fn accept(&self) -> io::Result<(UringStream, Option<SocketAddr>)> {
         // TCP_NODELAY is inherited from the listening socket (set when it was bound).
         let (s, peer) = self.0.accept().await?;
         Ok((UringStream(s), peer))

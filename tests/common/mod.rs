@@ -202,6 +202,8 @@ pub struct Server {
     child: Option<Child>,
     /// Every address it printed in its listening lines, in order.
     pub addrs: Vec<SocketAddr>,
+    /// Every Unix-domain socket it printed in its listening lines (`unix:PATH`), in order.
+    pub unix_paths: Vec<PathBuf>,
     /// The `io=` value of the listening line (`uring` or `epoll`).
     pub io: String,
     /// The `shards=` value of the listening line.
@@ -214,13 +216,32 @@ pub struct Server {
     stderr_state: Arc<std::sync::atomic::AtomicU8>,
 }
 
-/// `ringrelay: listening on ADDR (io=IO, shards=N)`
-pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, String, u32)> {
+/// A listening line's address: TCP, or a Unix-domain socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listening {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// `ringrelay: listening on ADDR (io=IO, shards=N)` (ADDR may be `unix:PATH`)
+pub fn parse_listening(line: &str) -> Option<(Listening, String, u32)> {
     let rest = line.strip_prefix("ringrelay: listening on ")?;
     let (addr, rest) = rest.split_once(" (io=")?;
     let (io, rest) = rest.split_once(", shards=")?;
     let shards = rest.strip_suffix(')')?.parse().ok()?;
-    Some((addr.parse().ok()?, io.to_string(), shards))
+    let addr = match addr.strip_prefix("unix:") {
+        Some(path) => Listening::Unix(PathBuf::from(path)),
+        None => Listening::Tcp(addr.parse().ok()?),
+    };
+    Some((addr, io.to_string(), shards))
+}
+
+/// The TCP listening lines only (see `parse_listening`).
+pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, String, u32)> {
+    match parse_listening(line)? {
+        (Listening::Tcp(a), io, shards) => Some((a, io, shards)),
+        _ => None,
+    }
 }
 
 impl Server {
@@ -271,6 +292,7 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             addrs: Vec::new(),
+            unix_paths: Vec::new(),
             io: String::new(),
             shards: 0,
             args: args.iter().map(|s| s.to_string()).collect(),
@@ -280,12 +302,15 @@ impl Server {
             stderr_state,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        while server.addrs.len() < expected_lines {
+        while server.addrs.len() + server.unix_paths.len() < expected_lines {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some((addr, io, shards)) = parse_listening_line(&line) {
-                        server.addrs.push(addr);
+                    if let Some((addr, io, shards)) = parse_listening(&line) {
+                        match addr {
+                            Listening::Tcp(a) => server.addrs.push(a),
+                            Listening::Unix(p) => server.unix_paths.push(p),
+                        }
                         server.io = io;
                         server.shards = shards;
                     }

@@ -49,8 +49,16 @@ fn postfix_cmd(conf: &Path, args: &[&str]) -> (bool, String) {
 }
 
 impl Postfix {
-    /// Writes the instance's configuration under `dir` and starts it.
+    /// Writes the instance's configuration under `dir` and starts it, relaying everything
+    /// to `[127.0.0.1]:relay_port`.
+    #[allow(dead_code)]
     pub fn start(dir: &Path, relay_port: u16) -> Postfix {
+        Self::start_routing(dir, &format!("relayhost = [127.0.0.1]:{relay_port}"))
+    }
+
+    /// Writes the instance's configuration under `dir` and starts it; `routing` is the
+    /// main.cf lines that say where mail goes (a `relayhost`, a `default_transport`).
+    pub fn start_routing(dir: &Path, routing: &str) -> Postfix {
         assert!(
             Path::new(POSTFIX).exists(),
             "{POSTFIX} missing: run scripts/install-test-deps.sh (Debian package postfix)"
@@ -89,7 +97,7 @@ mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:{relay_port}
+{routing}
 smtp_dns_support_level = disabled
 smtpd_relay_restrictions = permit_mynetworks, reject
 alias_maps =
@@ -124,6 +132,7 @@ flush     unix  n - n 1000? 0 flush
 proxymap  unix  - - n -  - proxymap
 smtp      unix  - - n -  - smtp
 relay     unix  - - n -  - smtp
+lmtp      unix  - - n -  - lmtp
 showq     unix  n - n -  - showq
 error     unix  - - n -  - error
 retry     unix  - - n -  - error

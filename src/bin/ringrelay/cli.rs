@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::cli_smtpd::system_hostname;
 use crate::cli_smtpd::SmtpdArgs;
-use crate::cli_values::{resolve_all, ByteSize, ListenAddr, MetricsListen};
+use crate::cli_values::{resolve_all, ByteSize, Listen, MetricsListen};
 use ringrelay::metrics::{MetricsConfig, DEFAULT_LISTEN};
 use ringrelay::proto::BareLineEndings;
 use ringrelay::server::{IoMode, ServerConfig};
@@ -70,10 +70,12 @@ pub struct ProxyArgs {
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// Address to listen on, HOST:PORT; a name listens on every address it resolves to
-    /// (localhost:2525: 127.0.0.1 and ::1); repeat for several (default 127.0.0.1:2525).
-    #[arg(long = "listen", value_name = "HOST:PORT")]
+    /// (localhost:2525: 127.0.0.1 and ::1); unix:PATH listens on a Unix-domain socket (mode
+    /// 0666, removed at exit; its clients count as 127.0.0.1, shown as "local"); repeat for
+    /// several (default 127.0.0.1:2525).
+    #[arg(long = "listen", value_name = "HOST:PORT|unix:PATH")]
     #[serde(default)]
-    pub listen: Vec<ListenAddr>,
+    pub listen: Vec<Listen>,
     /// Share the listen (and metrics) addresses with a ringrelay already listening there, for
     /// a planned handover such as a rolling restart; without it such an address refuses the
     /// start.
@@ -358,7 +360,7 @@ pub(crate) fn serve_config(
         cli.listen
     };
     if !listen.is_empty() {
-        cfg.listen = resolve_all(&listen)?;
+        (cfg.listen, cfg.listen_unix) = resolve_all(&listen)?;
     }
     cfg.reuse_port = cli.reuse_port || file.reuse_port;
     let s = &mut cfg.session;

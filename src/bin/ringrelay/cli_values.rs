@@ -15,6 +15,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -42,6 +43,9 @@ pub enum ValueError {
     /// An address without a port.
     #[error("{0:?} has no port: give HOST:PORT, like localhost:2525 or 127.0.0.1:2525")]
     NoPort(String),
+    /// `unix:` with nothing after it.
+    #[error("{0:?}: give the socket's path after unix:, like unix:/run/ringrelay/smtp.sock")]
+    NoPath(String),
     /// `smtpd` was given an address without a port (the sentence says which).
     #[error("{0}")]
     SmtpdNoPort(String),
@@ -244,6 +248,44 @@ impl ListenAddr {
     }
 }
 
+/// A `--listen` value: a TCP address, or `unix:/path` for a Unix-domain socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// HOST:PORT.
+    Inet(ListenAddr),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl FromStr for Listen {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s.trim().strip_prefix("unix:") {
+            Some("") => Err(ValueError::NoPath(s.to_string())),
+            Some(path) => Ok(Listen::Unix(PathBuf::from(path))),
+            None => s.parse().map(Listen::Inet),
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Inet(a) => a.fmt(f),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why this machine cannot listen on `addr`'s IP at all, if it cannot: binding a socket to
 /// it (port 0) fails with `EADDRNOTAVAIL` or `EAFNOSUPPORT`. Other failures (a port in use,
 /// a permission) are not this: the server reports those when it binds.
@@ -333,17 +375,28 @@ pub fn smtpd_addr(spec: &str, what: &str, example: &str) -> Result<SocketAddr, V
         .ok_or_else(|| resolve("no address".into()))
 }
 
-/// Resolves every listen address, in order, without repeats.
-pub fn resolve_all(addrs: &[ListenAddr]) -> Result<Vec<SocketAddr>, ValueError> {
-    let mut out: Vec<SocketAddr> = Vec::new();
+/// Resolves every listen address, in order, without repeats: the TCP addresses, and the
+/// Unix-domain socket paths.
+pub fn resolve_all(addrs: &[Listen]) -> Result<(Vec<SocketAddr>, Vec<PathBuf>), ValueError> {
+    let mut tcp: Vec<SocketAddr> = Vec::new();
+    let mut unix: Vec<PathBuf> = Vec::new();
     for a in addrs {
-        for s in a.resolve()? {
-            if !out.contains(&s) {
-                out.push(s);
+        match a {
+            Listen::Inet(a) => {
+                for s in a.resolve()? {
+                    if !tcp.contains(&s) {
+                        tcp.push(s);
+                    }
+                }
+            }
+            Listen::Unix(p) => {
+                if !unix.contains(p) {
+                    unix.push(p.clone());
+                }
             }
         }
     }
-    Ok(out)
+    Ok((tcp, unix))
 }
 
 #[cfg(test)]

@@ -1,13 +1,29 @@
 //! What a handler may read of a `Session` while it decides (state, peer, greeting, envelope,
-//! pending recipient or credentials, TLS, configuration, error count), and the STARTTLS
-//! hand-over. Part of `Session`; see the parent module for the contract.
+//! pending recipient or credentials, TLS, configuration, error count), how the client came
+//! (a Unix-domain socket), and the STARTTLS hand-over. Part of `Session`; see the parent module for the contract.
 
-use core::net::SocketAddr;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::super::address::Mailbox;
 use super::super::config::SessionConfig;
 use super::super::envelope::Envelope;
 use super::{Awaiting, Credentials, Session, State};
+
+/// The address a client on a Unix-domain socket is given (see `Session::is_local`).
+pub const LOCAL_PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+
+/// A client as the log shows it (`Session::client_label`): its address, or `local`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLabel(pub Option<SocketAddr>);
+
+impl core::fmt::Display for ClientLabel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("local"),
+        }
+    }
+}
 
 impl Session {
     /// The session's place in the command sequence (the seed's `smtp_state`, refined).
@@ -15,9 +31,28 @@ impl Session {
         self.state
     }
 
-    /// The client's address (the seed's `peer`).
+    /// The client's address (the seed's `peer`); `127.0.0.1:0` for a client on a Unix-domain
+    /// socket (see `is_local`).
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The client connected over a Unix-domain socket: it has no address of its own, so
+    /// `peer()` says `127.0.0.1:0`, as Postfix's smtpd says of such clients, and what is
+    /// written for people (smtp-sink's dumps, the log) says `local`, as smtp-sink does.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The client as people read it: `ADDR:PORT`, or `local` for a Unix-domain client.
+    pub fn client_label(&self) -> ClientLabel {
+        ClientLabel((!self.local).then_some(self.peer))
+    }
+
+    /// Marks the client as one on a Unix-domain socket (the server does, before the first
+    /// input; `peer` should be `LOCAL_PEER`).
+    pub fn set_local(&mut self) {
+        self.local = true;
     }
 
     /// The name from the accepted HELO/EHLO (the seed's `seen_greeting`).
