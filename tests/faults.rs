@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -118,18 +118,35 @@ fn smtp_sink_fault_flags_behave_as_smtp_sink_does() {
     }
 }
 
-/// `-f connect`: both refuse the greeting with a 5xx. (smtp-sink then serves the session as
-/// if nothing had happened; ringrelay ends it, as a refused greeting does.)
+/// `-f connect`: both refuse the greeting with a 5xx. smtp-sink then serves the session as if
+/// nothing had happened; ringrelay does what RFC 5321 §3.1 asks after a refused greeting:
+/// `503` to every command but QUIT, which gets its 221 and the close.
 #[test]
 fn a_refused_greeting() {
     let port = free_port();
     let mut theirs = smtp_sink(port, &["-f", "connect"]);
-    assert_eq!(script(port)[0], Heard::Class(5));
+    assert_eq!(script(port)[..2], [Heard::Class(5), Heard::Class(2)]);
     theirs.signal(libc::SIGTERM);
     let _ = theirs.finish(Duration::from_secs(10));
-    let ours = Server::sink("uring", &["-f", "connect"]);
-    assert_eq!(script(ours.port())[..2], [Heard::Class(5), Heard::Closed]);
-    ours.stop().assert_success();
+    for io in ["uring", "epoll"] {
+        let ours = Server::sink(io, &["-f", "connect"]);
+        assert_eq!(script(ours.port()), vec![Heard::Class(5); 5], "{io}");
+        let s = TcpStream::connect(("127.0.0.1", ours.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with('5'), "{io}: {line:?}");
+        w.write_all(b"NOOP\r\nQUIT\r\n").unwrap();
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).unwrap();
+        assert!(
+            rest.starts_with("503 Error: service refused") && rest.ends_with("\r\n221 Bye\r\n"),
+            "{io}: {rest:?}"
+        );
+        ours.stop().assert_success();
+    }
 }
 
 /// `-w` and `-W` delay the answer; the metrics count the delay.

@@ -305,8 +305,10 @@ fn handler_decisions_and_held_pipelined_input() {
     assert_eq!(s.helo_name(), Some("c"));
 }
 
+/// RFC 5321 §3.1: after a 554 greeting the session waits for QUIT, answering anything else
+/// with 503 (each spends the error budget); a 421 greeting closes at once.
 #[test]
-fn refused_greeting_closes() {
+fn refused_greeting_waits_for_quit() {
     let now = Instant::now();
     let mut s = Session::new(Arc::new(SessionConfig::default()), peer(), now);
     s.poll_event();
@@ -314,6 +316,39 @@ fn refused_greeting_closes() {
     let mut out = Vec::new();
     s.poll_output(&mut out);
     assert_eq!(out, b"554 go away\r\n");
+    assert!(!s.is_closed());
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n";
+    assert_eq!(s.handle_input(now, input), input.len());
+    assert!(s.poll_event().is_some_and(|e| matches!(e, Event::Quit)));
+    out.clear();
+    s.poll_output(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("503 ").count(), 2, "{text}");
+    assert!(text.ends_with("221 Bye\r\n"), "{text}");
+    assert!(s.is_closed());
+
+    let mut s = Session::new(Arc::new(SessionConfig::default()), peer(), now);
+    s.poll_event();
+    s.handler_reply(Some(Reply::new(421, EnhancedCode::new(4, 3, 2), "busy")));
+    assert!(s.is_closed());
+}
+
+/// The error budget still bounds a client that will not QUIT after a refused greeting.
+#[test]
+fn refused_greeting_spends_the_error_budget() {
+    let now = Instant::now();
+    let cfg = SessionConfig {
+        max_errors: 3,
+        ..SessionConfig::default()
+    };
+    let mut s = Session::new(Arc::new(cfg), peer(), now);
+    s.poll_event();
+    s.handler_reply(Some(Reply::new(554, EnhancedCode::new(5, 7, 1), "no")));
+    s.handle_input(now, b"NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n");
+    let mut out = Vec::new();
+    s.poll_output(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("421 "), "{text}");
     assert!(s.is_closed());
 }
 

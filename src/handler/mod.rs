@@ -28,7 +28,9 @@ pub trait Handler: 'static {
         true
     }
 
-    /// A client connected: `None` greets with 220, a non-2xx reply refuses and closes.
+    /// A client connected: `None` greets with 220. A 421 refuses and closes; another 4xx/5xx
+    /// (RFC 5321 §3.1's 554) refuses and keeps the session until QUIT, answering every other
+    /// command with 503.
     fn connect(&mut self, _session: &Session) -> Option<Reply> {
         None
     }

@@ -20,8 +20,11 @@
 //!                                                   |   ^                                     |
 //!                                          BDAT n   v   | BDAT n (more)                       |
 //!                                                 InBdat ----------- BDAT n LAST -------------+
-//!   QUIT, timeout, error budget spent, refused greeting: --> Closed
+//!   QUIT, timeout, error budget spent, 421 greeting: --> Closed
 //! ```
+//!
+//! A greeting the handler refuses with any other 4xx/5xx (RFC 5321 §3.1's 554) leaves the
+//! session open until QUIT: every other command gets `503 5.5.1` and spends the error budget.
 
 mod auth;
 mod body;
@@ -143,6 +146,8 @@ pub struct Session {
     peer: SocketAddr,
     /// The client came over a Unix-domain socket (`peer` is then 127.0.0.1:0).
     local: bool,
+    /// The greeting refused service (not with 421): only QUIT is served (RFC 5321 §3.1).
+    greeting_refused: bool,
     state: State,
     mode: Mode,
     helo: Option<String>,
@@ -217,6 +222,7 @@ impl Session {
             config,
             peer,
             local: false,
+            greeting_refused: false,
             state: State::ExpectHelo,
             mode: Mode::Command,
             helo: None,

@@ -113,6 +113,9 @@ impl Session {
     /// `CommandHook::EveryLine`).
     pub(super) fn execute(&mut self, line: &[u8]) {
         self.note_line(Verb::of_line(line));
+        if self.greeting_refused {
+            return self.after_refused_greeting(line);
+        }
         self.run_line(line);
     }
 
@@ -120,6 +123,9 @@ impl Session {
     #[inline(always)]
     fn execute_line(&mut self, line: &[u8]) {
         self.note_line(Verb::of_line(line));
+        if self.greeting_refused {
+            return self.after_refused_greeting(line);
+        }
         if self.hooks.mode == CommandHook::EveryLine {
             return self.raise_command(line);
         }
@@ -197,6 +203,20 @@ impl Session {
             Command::Auth => self.auth_command(line),
             Command::StartTls => self.starttls(),
         }
+    }
+
+    /// RFC 5321 §3.1: after a greeting that refused service, the server waits for QUIT and
+    /// answers anything else with 503.
+    #[cold]
+    fn after_refused_greeting(&mut self, line: &[u8]) {
+        if matches!(parse_command(line), Ok(Command::Quit)) {
+            return self.run_line(line);
+        }
+        self.protocol_error(Reply::new(
+            503,
+            esc(5, 5, 1),
+            "Error: service refused at the greeting; only QUIT is accepted",
+        ));
     }
 
     fn starttls(&mut self) {
@@ -485,9 +505,12 @@ impl Session {
                         format!("{} {}", self.config.hostname, self.config.greeting),
                     )
                 });
+                let code = reply.code();
                 self.write(&reply);
-                if refused {
+                if code == 421 {
                     self.state = State::Closed;
+                } else if refused {
+                    self.greeting_refused = true;
                 }
             }
             Awaiting::Hello => {
