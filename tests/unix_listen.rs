@@ -74,6 +74,26 @@ fn dump_head(dump: &str) -> Vec<String> {
     out
 }
 
+/// `ringrelay MODE --listen unix:SOCK --io IO --metrics-listen none EXTRA...`, checked to
+/// listen there with that driver.
+fn on_socket(mode: &str, sock: &Path, io: &str, extra: &[&str]) -> Server {
+    let unix = format!("unix:{}", sock.display());
+    let mut args = vec![
+        mode,
+        "--listen",
+        &unix,
+        "--io",
+        io,
+        "--metrics-listen",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    assert_eq!(server.io, io);
+    assert_eq!(server.unix_paths.first().map(PathBuf::as_path), Some(sock));
+    server
+}
+
 fn wait_for_socket(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(path).is_err() {
@@ -130,22 +150,8 @@ fn lmtp_over_a_unix_socket_as_smtp_sink_does() {
     for io in ["uring", "epoll"] {
         let ours_dir = dir.join(&format!("ours-{io}"));
         let sock = dir.join(&format!("ringrelay-{io}.sock"));
-        let unix = format!("unix:{}", sock.display());
         let d = ours_dir.to_str().unwrap();
-        let server = Server::start(&[
-            "sink",
-            "--listen",
-            &unix,
-            "--io",
-            io,
-            "--lmtp",
-            "-d",
-            d,
-            "--metrics-listen",
-            "none",
-        ]);
-        assert_eq!(server.io, io);
-        assert_eq!(server.unix_paths, vec![sock.clone()]);
+        let server = on_socket("sink", &sock, io, &["--lmtp", "-d", d]);
         lmtp_over(&sock);
         let stopped = server.stop();
         stopped.assert_success();
@@ -165,18 +171,7 @@ fn smtp_source_lmtp_over_a_unix_socket() {
     for io in ["uring", "epoll"] {
         let sock = dir.join(&format!("{io}.sock"));
         let unix = format!("unix:{}", sock.display());
-        let server = Server::start(&[
-            "sink",
-            "--listen",
-            &unix,
-            "--io",
-            io,
-            "--shards",
-            "2",
-            "--lmtp",
-            "--metrics-listen",
-            "none",
-        ]);
+        let server = on_socket("sink", &sock, io, &["--shards", "2", "--lmtp"]);
         let meta = std::fs::symlink_metadata(&sock).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o666);
@@ -217,18 +212,7 @@ fn swaks_to_debug_on_a_socket_and_tcp() {
     let dir = TempDir::new("unix-swaks");
     for io in ["uring", "epoll"] {
         let sock = dir.join(&format!("{io}.sock"));
-        let unix = format!("unix:{}", sock.display());
-        let server = Server::start(&[
-            "debug",
-            "--listen",
-            &unix,
-            "--listen",
-            "127.0.0.1:0",
-            "--io",
-            io,
-            "--metrics-listen",
-            "none",
-        ]);
+        let server = on_socket("debug", &sock, io, &["--listen", "127.0.0.1:0"]);
         assert_eq!((server.addrs.len(), server.unix_paths.len()), (1, 1));
         let port = server.addrs[0].port().to_string();
         for target in [
@@ -274,15 +258,7 @@ fn the_socket_file_is_handled_with_care() {
     let sock = dir.join("smtp.sock");
     drop(UnixListener::bind(&sock).unwrap());
     let unix = format!("unix:{}", sock.display());
-    let server = Server::start(&[
-        "sink",
-        "--listen",
-        &unix,
-        "--io",
-        "epoll",
-        "--metrics-listen",
-        "none",
-    ]);
+    let server = on_socket("sink", &sock, "epoll", &[]);
     assert_eq!(greeting(&sock).get(..4), Some("220 "));
 
     let second = Command::new(env!("CARGO_BIN_EXE_ringrelay"))
@@ -337,19 +313,8 @@ fn a_proxy_header_over_the_socket_names_the_client() {
     for io in ["uring", "epoll"] {
         let sock = dir.join(&format!("{io}.sock"));
         let dumps = dir.join(&format!("dumps-{io}"));
-        let unix = format!("unix:{}", sock.display());
-        let server = Server::start(&[
-            "sink",
-            "--listen",
-            &unix,
-            "--io",
-            io,
-            "--proxy-protocol",
-            "-d",
-            dumps.to_str().unwrap(),
-            "--metrics-listen",
-            "none",
-        ]);
+        let d = dumps.to_str().unwrap();
+        let server = on_socket("sink", &sock, io, &["--proxy-protocol", "-d", d]);
         // PROXY v2, PROXY command, TCP over IPv4: 192.0.2.7:4000 -> 192.0.2.1:25.
         let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
         header.extend_from_slice(&[0x21, 0x11, 0, 12, 192, 0, 2, 7, 192, 0, 2, 1]);
@@ -407,48 +372,22 @@ fn postfix_delivers_over_lmtp_unix() {
     let dir = TempDir::new("unix-postfix");
     let sock = dir.join("lmtp.sock");
     let dumps = dir.join("dumps");
-    let unix = format!("unix:{}", sock.display());
-    let server = Server::start(&[
+    let server = on_socket(
         "sink",
-        "--listen",
-        &unix,
-        "--io",
+        &sock,
         "uring",
-        "--lmtp",
-        "-d",
-        dumps.to_str().unwrap(),
-        "--metrics-listen",
-        "none",
-    ]);
+        &["--lmtp", "-d", dumps.to_str().unwrap()],
+    );
     let pf_dir = dir.join("postfix");
     let pf = Postfix::start_routing(
         &pf_dir,
         &format!("default_transport = lmtp:unix:{}", sock.display()),
     );
     for i in 0..3 {
-        let mut p = Peer::spawn(
-            "swaks",
-            &[
-                "--server".to_string(),
-                format!("127.0.0.1:{}", pf.port),
-                "--helo".into(),
-                "client.example".into(),
-                "--from".into(),
-                "sender@example.org".into(),
-                "--to".into(),
-                "one@example.com,two@example.com".into(),
-                "--header".into(),
-                format!("X-Test-Id: lmtp-{i}"),
-                "--timeout".into(),
-                "20".into(),
-            ],
-        );
-        let out = p.finish(PEER_TIMEOUT);
-        out.assert_success("swaks to postfix");
-        assert!(
-            out.stdout.contains("<-  250 2.0.0 Ok: queued as"),
-            "{}",
-            out.stdout
+        let header = format!("X-Test-Id: lmtp-{i}");
+        pf.submit(
+            "one@example.com,two@example.com",
+            &["--header".into(), header],
         );
     }
     let sent = pf.wait_log(&["status=sent", "relay="], 6, PEER_TIMEOUT);
@@ -519,22 +458,11 @@ fn proxy_on_a_socket_treats_its_clients_as_loopback() {
     let up = format!("127.0.0.1:{}", upstream.port());
     for (networks, want) in [(None, "250"), (Some("192.0.2.0/24"), "5")] {
         let sock = dir.join("relay.sock");
-        let unix = format!("unix:{}", sock.display());
-        let mut args = vec![
-            "proxy",
-            "--listen",
-            &unix,
-            "--io",
-            "uring",
-            "--upstream",
-            &up,
-            "--metrics-listen",
-            "none",
-        ];
+        let mut args = vec!["--upstream", up.as_str()];
         if let Some(n) = networks {
             args.extend(["--relay-networks", n]);
         }
-        let relay = Server::start(&args);
+        let relay = on_socket("proxy", &sock, "uring", &args);
         let mut p = Peer::spawn(
             "swaks",
             &[

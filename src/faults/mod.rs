@@ -18,8 +18,6 @@ pub mod dist;
 pub mod rules;
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,9 +26,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::handler::{Answer, Connection, Service, UpstreamStats};
+use crate::handler::service::forward_service;
+use crate::handler::{Answer, Connection, Service};
 use crate::metrics::snapshot::Snapshot;
-use crate::proto::{CommandHook, EnhancedCode, Event, Extensions, Reply, Session};
+use crate::proto::{CommandHook, EnhancedCode, Event, Reply, Session};
 use crate::reload::{Cached, Swap};
 pub use rules::{Action, RuleFile, RuleSet, Stage};
 
@@ -116,6 +115,18 @@ const HEAD_MAX: usize = 16 * 1024;
 impl<S: Service> Service for Faulty<S> {
     type Conn = FaultyConn<S::Conn>;
 
+    forward_service!(
+        start,
+        close,
+        shutdown,
+        pipelines_decisions,
+        session_extensions,
+        ehlo_keywords,
+        exempt_from_client_limit,
+        upstream_stats,
+        mailman_stats,
+    );
+
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn {
         let f = this.borrow();
         FaultyConn {
@@ -127,38 +138,12 @@ impl<S: Service> Service for Faulty<S> {
         }
     }
 
-    fn start(this: &Rc<RefCell<Self>>) {
-        let inner = this.borrow().inner.clone();
-        S::start(&inner);
-    }
-
-    fn close(this: &Rc<RefCell<Self>>) -> Pin<Box<dyn Future<Output = ()>>> {
-        let inner = this.borrow().inner.clone();
-        S::close(&inner)
-    }
-
-    fn shutdown(&mut self) {
-        self.inner.borrow_mut().shutdown();
-    }
-
-    fn pipelines_decisions(&self) -> bool {
-        self.inner.borrow().pipelines_decisions()
-    }
-
-    fn session_extensions(&self, configured: Extensions) -> Extensions {
-        self.inner.borrow().session_extensions(configured)
-    }
-
     fn command_hook(&self) -> CommandHook {
         if self.shared.rules.get().needs_lines() {
             CommandHook::EveryLine
         } else {
             self.inner.borrow().command_hook()
         }
-    }
-
-    fn ehlo_keywords(&self) -> Vec<String> {
-        self.inner.borrow().ehlo_keywords()
     }
 
     fn drain_metrics(&mut self, into: &mut Snapshot) {
@@ -171,14 +156,6 @@ impl<S: Service> Service for Faulty<S> {
         *injected = Default::default();
         into.counters.fault_delay_us += self.shared.delay_us.replace(0);
         self.inner.borrow_mut().drain_metrics(into);
-    }
-
-    fn exempt_from_client_limit(&self, ip: std::net::IpAddr) -> bool {
-        self.inner.borrow().exempt_from_client_limit(ip)
-    }
-
-    fn upstream_stats(&self) -> Option<UpstreamStats> {
-        self.inner.borrow().upstream_stats()
     }
 }
 

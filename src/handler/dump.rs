@@ -3,9 +3,9 @@
 //! appended to one mbox-like file.
 //!
 //! Contract: shards format the block (`format_dump`) and hand it to one writer thread
-//! (`Dumper`), off the shard's hot path; the end-of-data reply waits until the block is
-//! written (`DumpQueue::write`), so an acknowledged message is always in the dump. What waits
-//! to be written is bounded (`QUEUE_KIB`): a slow disk holds the clients back instead of
+//! (`Dumper`, a `BlockWriter`), off the shard's hot path; the end-of-data reply waits until the
+//! block is written (`DumpQueue::write`), so an acknowledged message is always in the dump.
+//! What waits to be written is bounded: a slow disk holds the clients back instead of
 //! growing memory. A write that fails (a full disk) answers that message `452 4.3.1` and
 //! leaves nothing of it behind (the partial file is removed, the appended file cut back);
 //! the next message tries again. Files are written but not fsync'd (as smtp-sink).
@@ -14,16 +14,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::thread;
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-
+use super::block_writer::{BlockQueue, BlockWriter};
 use crate::proto::{EnhancedCode, Reply, Session};
-
-/// Octets of blocks that may wait for the writer (in KiB permits).
-const QUEUE_KIB: u32 = 64 * 1024;
 
 /// Why the dumps cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -46,33 +40,16 @@ pub enum DumpError {
     },
 }
 
-/// What the writer thread is asked to do, in order.
-enum Msg {
-    /// Write a block.
-    Write(Job),
-    /// Every block sent before is written: stop (`Dumper::finish`).
-    Stop,
-}
-
-/// One block to write and where to say how it went.
-struct Job {
-    block: Vec<u8>,
-    done: oneshot::Sender<io::Result<()>>,
-    _permit: OwnedSemaphorePermit,
-}
-
 /// The writer thread; it stops once every `DumpQueue` is dropped.
 #[derive(Debug)]
 pub struct Dumper {
-    queue: DumpQueue,
-    thread: thread::JoinHandle<()>,
+    writer: BlockWriter,
 }
 
 /// Where shards send blocks (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct DumpQueue {
-    tx: mpsc::UnboundedSender<Msg>,
-    budget: Arc<Semaphore>,
+    queue: BlockQueue,
 }
 
 /// The writer's targets.
@@ -113,48 +90,26 @@ impl Dumper {
             None => None,
         };
         let mut targets = Targets { dir, mbox, seq: 0 };
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        let thread = thread::Builder::new()
-            .name("ringrelay-dump".into())
-            .spawn(move || {
-                while let Some(Msg::Write(job)) = rx.blocking_recv() {
-                    let r = targets.write(&job.block);
-                    let _ = job.done.send(r);
-                }
-            })
+        let writer = BlockWriter::start("ringrelay-dump", move |block| targets.write(block))
             .map_err(|source| DumpError::Dir {
                 path: PathBuf::from("(writer thread)"),
                 source,
             })?;
-        Ok(Self {
-            queue: DumpQueue {
-                tx,
-                budget: Arc::new(Semaphore::new(QUEUE_KIB as usize)),
-            },
-            thread,
-        })
+        Ok(Self { writer })
     }
 
     /// The queue shards write through.
     pub fn queue(&self) -> DumpQueue {
-        self.queue.clone()
+        DumpQueue {
+            queue: self.writer.queue(),
+        }
     }
 
     /// Stops taking blocks and waits (at most `limit`) until every block sent before is
     /// written. Returns false when the writer was still busy at the limit; queues still held
     /// elsewhere get 452 from then on.
     pub fn finish(self, limit: std::time::Duration) -> bool {
-        let _ = self.queue.tx.send(Msg::Stop);
-        drop(self.queue);
-        let deadline = std::time::Instant::now() + limit;
-        while !self.thread.is_finished() {
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let _ = self.thread.join();
-        true
+        self.writer.finish(limit)
     }
 }
 
@@ -196,23 +151,7 @@ impl DumpQueue {
     /// Writes `block` and resolves once it is written: `None` (the caller's reply stands),
     /// or `452 4.3.1` when it cannot be written. Waits while the queue is full.
     pub async fn write(&self, block: Vec<u8>) -> Option<Reply> {
-        let kib = (block.len() / 1024 + 1).min(QUEUE_KIB as usize) as u32;
-        let Ok(permit) = self.budget.clone().acquire_many_owned(kib).await else {
-            return Some(not_written());
-        };
-        let (done, written) = oneshot::channel();
-        let job = Job {
-            block,
-            done,
-            _permit: permit,
-        };
-        if self.tx.send(Msg::Write(job)).is_err() {
-            return Some(not_written());
-        }
-        match written.await {
-            Ok(Ok(())) => None,
-            _ => Some(not_written()),
-        }
+        self.queue.write(block).await.err().map(|_| not_written())
     }
 }
 

@@ -6,14 +6,12 @@
 //! sits outside the fault layer. A default answer is logged as the session writes it.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use super::txlog::{Outcome, TxLog};
-use super::{Answer, Connection, Service, UpstreamStats};
-use crate::metrics::snapshot::Snapshot;
-use crate::proto::{CommandHook, EnhancedCode, Event, Extensions, Reply, Session};
+use super::{Answer, Connection, Service};
+use crate::handler::service::forward_service;
+use crate::proto::{EnhancedCode, Event, Reply, Session};
 
 /// A service whose transactions are logged.
 pub struct Logged<S> {
@@ -47,6 +45,20 @@ pub struct LoggedConn<C> {
 impl<S: Service> Service for Logged<S> {
     type Conn = LoggedConn<S::Conn>;
 
+    forward_service!(
+        start,
+        close,
+        shutdown,
+        pipelines_decisions,
+        session_extensions,
+        command_hook,
+        ehlo_keywords,
+        drain_metrics,
+        exempt_from_client_limit,
+        upstream_stats,
+        mailman_stats,
+    );
+
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn {
         let l = this.borrow();
         let n = l.sessions.get();
@@ -58,48 +70,6 @@ impl<S: Service> Service for Logged<S> {
             shard: l.shard,
             transactions: l.transactions.clone(),
         }
-    }
-
-    fn start(this: &Rc<RefCell<Self>>) {
-        let inner = this.borrow().inner.clone();
-        S::start(&inner);
-    }
-
-    fn close(this: &Rc<RefCell<Self>>) -> Pin<Box<dyn Future<Output = ()>>> {
-        let inner = this.borrow().inner.clone();
-        S::close(&inner)
-    }
-
-    fn shutdown(&mut self) {
-        self.inner.borrow_mut().shutdown();
-    }
-
-    fn pipelines_decisions(&self) -> bool {
-        self.inner.borrow().pipelines_decisions()
-    }
-
-    fn session_extensions(&self, configured: Extensions) -> Extensions {
-        self.inner.borrow().session_extensions(configured)
-    }
-
-    fn command_hook(&self) -> CommandHook {
-        self.inner.borrow().command_hook()
-    }
-
-    fn ehlo_keywords(&self) -> Vec<String> {
-        self.inner.borrow().ehlo_keywords()
-    }
-
-    fn drain_metrics(&mut self, into: &mut Snapshot) {
-        self.inner.borrow_mut().drain_metrics(into);
-    }
-
-    fn exempt_from_client_limit(&self, ip: std::net::IpAddr) -> bool {
-        self.inner.borrow().exempt_from_client_limit(ip)
-    }
-
-    fn upstream_stats(&self) -> Option<UpstreamStats> {
-        self.inner.borrow().upstream_stats()
     }
 }
 

@@ -7,6 +7,7 @@
 //! `ehlo_keywords` add verbs and EHLO keywords of the handler's own. One handler instance runs
 //! per shard, on that shard's thread only, so handlers need no locks; a hook must not block.
 
+mod block_writer;
 pub mod debug;
 pub mod dump;
 pub mod logged;

@@ -90,6 +90,78 @@ pub trait Service: 'static {
     }
 }
 
+/// Inside `impl<S: Service> Service for Wrapper<S>`, where `Wrapper` holds the wrapped service
+/// in a field `inner: Rc<RefCell<S>>`: writes the named `Service` methods as calls passed on
+/// to `inner` unchanged. A wrapper (fault injection, the transaction log, the load-test
+/// target options) names every method it does not change itself, so that whatever the
+/// wrapped service says (its extensions, hooks, metrics, pool counters) is not lost.
+macro_rules! forward_service {
+    ($($method:ident),* $(,)?) => { $( forward_service!(@ $method); )* };
+    (@start) => {
+        fn start(this: &std::rc::Rc<std::cell::RefCell<Self>>) {
+            let inner = this.borrow().inner.clone();
+            $crate::handler::Service::start(&inner);
+        }
+    };
+    (@close) => {
+        fn close(
+            this: &std::rc::Rc<std::cell::RefCell<Self>>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+            let inner = this.borrow().inner.clone();
+            $crate::handler::Service::close(&inner)
+        }
+    };
+    (@shutdown) => {
+        fn shutdown(&mut self) {
+            self.inner.borrow_mut().shutdown();
+        }
+    };
+    (@pipelines_decisions) => {
+        fn pipelines_decisions(&self) -> bool {
+            self.inner.borrow().pipelines_decisions()
+        }
+    };
+    (@session_extensions) => {
+        fn session_extensions(
+            &self,
+            configured: $crate::proto::Extensions,
+        ) -> $crate::proto::Extensions {
+            self.inner.borrow().session_extensions(configured)
+        }
+    };
+    (@command_hook) => {
+        fn command_hook(&self) -> $crate::proto::CommandHook {
+            self.inner.borrow().command_hook()
+        }
+    };
+    (@ehlo_keywords) => {
+        fn ehlo_keywords(&self) -> Vec<String> {
+            self.inner.borrow().ehlo_keywords()
+        }
+    };
+    (@drain_metrics) => {
+        fn drain_metrics(&mut self, into: &mut $crate::metrics::snapshot::Snapshot) {
+            self.inner.borrow_mut().drain_metrics(into);
+        }
+    };
+    (@exempt_from_client_limit) => {
+        fn exempt_from_client_limit(&self, ip: std::net::IpAddr) -> bool {
+            self.inner.borrow().exempt_from_client_limit(ip)
+        }
+    };
+    (@upstream_stats) => {
+        fn upstream_stats(&self) -> Option<$crate::handler::UpstreamStats> {
+            self.inner.borrow().upstream_stats()
+        }
+    };
+    (@mailman_stats) => {
+        fn mailman_stats(&self) -> Option<$crate::handler::UpstreamStats> {
+            self.inner.borrow().mailman_stats()
+        }
+    };
+}
+pub(crate) use forward_service;
+
 /// One client connection's handler.
 pub trait Connection: 'static {
     /// Answers (or takes note of) one session event.

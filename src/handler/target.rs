@@ -12,8 +12,6 @@
 //! binary runs the bare service, so none of this is on its hot path.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +19,8 @@ use std::time::Instant;
 
 use super::dump::{format_dump, DumpQueue};
 use super::{Answer, Connection, Service};
-use crate::proto::{CommandHook, EnhancedCode, Event, Extensions, Reply, Session};
+use crate::handler::service::forward_service;
+use crate::proto::{EnhancedCode, Event, Reply, Session};
 
 /// Totals for `-c`, shared by every shard (only touched when counters are on).
 #[derive(Debug)]
@@ -127,6 +126,20 @@ pub struct TargetConn<C> {
 impl<S: Service> Service for Target<S> {
     type Conn = TargetConn<S::Conn>;
 
+    forward_service!(
+        start,
+        close,
+        shutdown,
+        pipelines_decisions,
+        session_extensions,
+        command_hook,
+        ehlo_keywords,
+        drain_metrics,
+        exempt_from_client_limit,
+        upstream_stats,
+        mailman_stats,
+    );
+
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn {
         let t = this.borrow();
         TargetConn {
@@ -134,32 +147,6 @@ impl<S: Service> Service for Target<S> {
             options: t.options.clone(),
             message: Vec::new(),
         }
-    }
-
-    fn start(this: &Rc<RefCell<Self>>) {
-        let inner = this.borrow().inner.clone();
-        S::start(&inner);
-    }
-
-    fn close(this: &Rc<RefCell<Self>>) -> Pin<Box<dyn Future<Output = ()>>> {
-        let inner = this.borrow().inner.clone();
-        S::close(&inner)
-    }
-
-    fn shutdown(&mut self) {
-        self.inner.borrow_mut().shutdown();
-    }
-
-    fn session_extensions(&self, configured: Extensions) -> Extensions {
-        self.inner.borrow().session_extensions(configured)
-    }
-
-    fn command_hook(&self) -> CommandHook {
-        self.inner.borrow().command_hook()
-    }
-
-    fn ehlo_keywords(&self) -> Vec<String> {
-        self.inner.borrow().ehlo_keywords()
     }
 }
 

@@ -172,6 +172,33 @@ postlog   unix-dgram n - n - 1 postlogd
         pf
     }
 
+    /// Submits one message to the instance with swaks (HELO client.example, from
+    /// sender@example.org, to `to`; `extra` swaks options) and requires Postfix to queue it.
+    pub fn submit(&self, to: &str, extra: &[String]) {
+        let mut args: Vec<String> = [
+            "--server",
+            &format!("127.0.0.1:{}", self.port),
+            "--helo",
+            "client.example",
+            "--from",
+            "sender@example.org",
+            "--to",
+            to,
+            "--timeout",
+            "20",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(extra);
+        let out = Peer::spawn("swaks", &args).finish(Duration::from_secs(60));
+        out.assert_success("swaks to postfix");
+        assert!(
+            out.stdout.contains("<-  250 2.0.0 Ok: queued as"),
+            "{}",
+            out.stdout
+        );
+    }
+
     pub fn maillog(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
