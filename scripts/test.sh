@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every ringrelay test:
 #   1. install the system packages and Python modules the tests talk to (idempotent),
-#   2. cargo fmt --check, 3. cargo clippy -D warnings, 4. cargo test --all-targets
+#   2. cargo fmt --check, 3. cargo clippy -D warnings and the library's docs with
+#   rustdoc -D warnings, 4. cargo test --all-targets
 #   (unit tests, integration tests against real peers, benches built in test mode),
 #   5. the fuzz smoke run, when fuzz/run-ci.sh exists (60 s).
 # Exits non-zero on the first failure. Set SKIP_DEPS=1 to skip step 1.
@@ -31,6 +32,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+step "cargo doc --no-deps --lib (rustdoc -D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
 
 step "cargo test --all-targets --no-fail-fast"
 mkdir -p target

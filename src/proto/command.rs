@@ -22,14 +22,14 @@ pub enum Command<'a> {
         /// The domain or address literal the client gave.
         name: &'a str,
     },
-    /// MAIL FROM:<path> with its parameters (`KEY` or `KEY=VALUE`, as the client wrote them).
+    /// `MAIL FROM:<path>` with its parameters (`KEY` or `KEY=VALUE`, as the client wrote them).
     Mail {
         /// The reverse path.
         from: ReversePath,
         /// ESMTP parameters.
         params: Vec<String>,
     },
-    /// RCPT TO:<path> with its parameters.
+    /// `RCPT TO:<path>` with its parameters.
     Rcpt {
         /// The forward path.
         to: Mailbox,
@@ -38,7 +38,7 @@ pub enum Command<'a> {
     },
     /// DATA.
     Data,
-    /// BDAT size [LAST] (RFC 3030).
+    /// `BDAT size [LAST]` (RFC 3030).
     Bdat {
         /// Octets that follow the command line.
         size: u64,
@@ -51,7 +51,7 @@ pub enum Command<'a> {
     Noop,
     /// QUIT.
     Quit,
-    /// HELP [topic].
+    /// `HELP [topic]`.
     Help,
     /// VRFY string.
     Vrfy,
