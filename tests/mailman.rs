@@ -181,6 +181,51 @@ fn list_mail_goes_to_mailman_and_the_rest_upstream() {
     s.quit();
     smtpd.stop().assert_success();
 
+    // The [mailman] table of a config file, and SIGHUP: Mailman's LMTP address first wrong
+    // (451 4.4.1 for the list), then corrected in the file and reloaded (250), on a session
+    // opened after the reload.
+    let conf_dir = TempDir::new("mailman-config");
+    let write_conf = |lmtp_port: u16| {
+        conf_dir.write(
+            "ringrelay.toml",
+            format!(
+                "listen = [\"127.0.0.1:0\"]\nmetrics_listen = \"none\"\n\
+                 [proxy]\nupstream = [\"127.0.0.1:{}\"]\n\
+                 [mailman]\nmailman_lmtp = \"127.0.0.1:{lmtp_port}\"\n\
+                 mailman_data = {:?}\nmailman_cache_ttl = 0\nmailman_timeout = 5\n",
+                upstream.port,
+                mm.data_dir().display().to_string()
+            )
+            .as_bytes(),
+        )
+    };
+    let conf = write_conf(free_port());
+    let filed = Server::start(&["mailman", "--config", conf.to_str().unwrap()]);
+    let mut f = Client::connect(filed.port());
+    f.ehlo("client.test");
+    let (code, line) = rcpt_after_mail(&mut f, MEMBERS[1], LIST);
+    assert_eq!(code, 451, "LMTP address wrong: {line}");
+    f.quit();
+    write_conf(mm.lmtp_port);
+    filed.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !filed.stderr().contains("ringrelay: SIGHUP: reloaded") {
+        assert!(Instant::now() < deadline, "no reload: {}", filed.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        filed.stderr().contains("Mailman's LMTP address"),
+        "{}",
+        filed.stderr()
+    );
+    let mut f = Client::connect(filed.port());
+    f.ehlo("client.test");
+    let (code, line) = rcpt_after_mail(&mut f, MEMBERS[1], LIST);
+    assert_eq!(code, 250, "LMTP address reloaded: {line}");
+    f.ok("RSET");
+    f.quit();
+    filed.stop().assert_success();
+
     // Postfix in front, one message to the list and elsewhere: the 452 makes it send the
     // second recipient in a transaction of its own, by itself, and both arrive.
     let pf_dir = TempDir::new("mailman-postfix");

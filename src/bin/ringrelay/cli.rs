@@ -262,6 +262,10 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub proxy: Option<crate::cli_proxy::RelayArgs>,
+    /// `mailman` options from the config file's `[mailman]` table (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub mailman: Option<crate::cli_mailman::MailmanOpts>,
     /// `sink` and `debug` target options from the config file's `[sink]` table (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -313,12 +317,12 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
         Mode::Sink(ref a) => crate::cli_target::resolve(Kind::Sink, &mode, a.serve.clone()),
         Mode::Debug(ref a) => crate::cli_target::resolve(Kind::Debug, &mode, a.serve.clone()),
         Mode::Proxy(a) => {
-            let (relay, cfg) = crate::cli_proxy::proxy_config(*a)?;
+            let (relay, cfg, _) = crate::cli_proxy::proxy_config(*a)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Mailman(a) => {
-            let (relay, cfg) = crate::cli_proxy::proxy_config(a.proxy)?;
-            let relay = crate::cli_mailman::with_mailman(relay, a.mailman, None)?;
+            let (relay, cfg, file) = crate::cli_proxy::proxy_config(a.proxy)?;
+            let relay = crate::cli_mailman::with_mailman(relay, a.mailman, file, None)?;
             Ok((Kind::Proxy(Box::new(relay)), cfg))
         }
         Mode::Smtpd(a) => crate::cli_smtpd::smtpd_config(a),
@@ -331,12 +335,21 @@ pub fn resolve(mode: Mode) -> Result<(Kind, ServerConfig), CliError> {
 /// `--max-connections-per-client` in `proxy` when neither the flag nor the file sets it.
 pub(crate) const PROXY_PER_CLIENT: usize = 50;
 
-/// The server configuration, and the file's `[proxy]` table if it has one;
+/// The config file's tables of one mode's options (absent: no file, or no such table).
+#[derive(Debug, Default)]
+pub(crate) struct FileTables {
+    /// `[proxy]`.
+    pub proxy: Option<crate::cli_proxy::RelayArgs>,
+    /// `[mailman]`.
+    pub mailman: Option<crate::cli_mailman::MailmanOpts>,
+}
+
+/// The server configuration, and the file's mode tables;
 /// `per_client_default` is the mode's `--max-connections-per-client`.
 pub(crate) fn serve_config(
     cli: ServeArgs,
     per_client_default: usize,
-) -> Result<(ServerConfig, Option<crate::cli_proxy::RelayArgs>), CliError> {
+) -> Result<(ServerConfig, FileTables), CliError> {
     let file = match &cli.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
@@ -470,5 +483,11 @@ pub(crate) fn serve_config(
             ))
         }
     }
-    Ok((cfg, file.proxy))
+    Ok((
+        cfg,
+        FileTables {
+            proxy: file.proxy,
+            mailman: file.mailman,
+        },
+    ))
 }

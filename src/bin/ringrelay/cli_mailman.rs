@@ -1,11 +1,13 @@
-//! The options of `ringrelay mailman` (every `proxy` option plus where Mailman is) and of
+//! The options of `ringrelay mailman` (every `proxy` option plus where Mailman is; also the
+//! `[mailman]` table of the config file, whose keys are the flags' names) and of
 //! `smtpd -c MailmanProxy`, and their translation into a `RelayConfig` whose `mailman` part
-//! routes list mail to Mailman 3's LMTP runner.
+//! routes list mail to Mailman 3's LMTP runner. A flag wins over its key.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use serde::Deserialize;
 
 use ringrelay::relay::mailman::{MailmanConfig, MailmanDomains};
 use ringrelay::relay::pool::UpstreamConfig;
@@ -14,7 +16,8 @@ use ringrelay::relay::RelayConfig;
 use crate::cli::CliError;
 
 /// Where Mailman is and which domains are its own.
-#[derive(Clone, Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MailmanOpts {
     /// Mailman's LMTP runner, HOST:PORT (its `[mta] lmtp_host`/`lmtp_port`; default
     /// 127.0.0.1:8024).
@@ -22,6 +25,7 @@ pub struct MailmanOpts {
     pub mailman_lmtp: Option<String>,
     /// Mailman's domains (comma-separated); recipients elsewhere are relayed upstream.
     #[arg(long, value_name = "DOMAIN", value_delimiter = ',')]
+    #[serde(default)]
     pub mailman_domains: Vec<String>,
     /// Mailman's data directory (its `var/data`): the domains are read from its generated
     /// `postfix_domains` map, again whenever it changes.
@@ -51,13 +55,41 @@ pub struct MailmanArgs {
 /// Debian's Mailman 3 data directory, where `smtpd -c MailmanProxy` looks by default.
 const DEFAULT_DATA: &str = "/var/lib/mailman3/data";
 
-/// Adds the `mailman` part to `relay`. `default_data` is the data directory used when the
-/// options name neither domains nor one (`None`: that is an error).
+impl MailmanOpts {
+    /// These options, each one not given taken from `file` (the config file's `[mailman]`
+    /// table). Domains and a data directory are one choice: either, given as a flag, wins.
+    fn or(self, file: MailmanOpts) -> MailmanOpts {
+        let named = !self.mailman_domains.is_empty() || self.mailman_data.is_some();
+        let (mailman_domains, mailman_data) = if named {
+            (self.mailman_domains, self.mailman_data)
+        } else {
+            (file.mailman_domains, file.mailman_data)
+        };
+        MailmanOpts {
+            mailman_lmtp: self.mailman_lmtp.or(file.mailman_lmtp),
+            mailman_domains,
+            mailman_data,
+            mailman_cache_ttl: self.mailman_cache_ttl.or(file.mailman_cache_ttl),
+            mailman_timeout: self.mailman_timeout.or(file.mailman_timeout),
+        }
+    }
+}
+
+/// Adds the `mailman` part to `relay`, from `opts` and the config file's `[mailman]` table
+/// (`file`). `default_data` is the data directory used when neither names domains nor one
+/// (`None`: that is an error).
 pub fn with_mailman(
     mut relay: RelayConfig,
     opts: MailmanOpts,
+    file: Option<MailmanOpts>,
     default_data: Option<&str>,
 ) -> Result<RelayConfig, CliError> {
+    let opts = opts.or(file.unwrap_or_default());
+    if !opts.mailman_domains.is_empty() && opts.mailman_data.is_some() {
+        return Err(CliError::Invalid(
+            "mailman: give mailman_domains or mailman_data, not both".into(),
+        ));
+    }
     let domains = if !opts.mailman_domains.is_empty() {
         MailmanDomains::Listed(opts.mailman_domains)
     } else if let Some(dir) = opts.mailman_data.or(default_data.map(PathBuf::from)) {
@@ -92,5 +124,5 @@ pub fn with_mailman(
 /// `smtpd -c MailmanProxy localaddr remoteaddr`: the relay for `remoteaddr`, with Mailman's
 /// LMTP runner and data directory where Debian puts them unless the options say otherwise.
 pub fn smtpd_mailman(relay: RelayConfig, opts: MailmanOpts) -> Result<RelayConfig, CliError> {
-    with_mailman(relay, opts, Some(DEFAULT_DATA))
+    with_mailman(relay, opts, None, Some(DEFAULT_DATA))
 }

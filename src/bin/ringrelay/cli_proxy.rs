@@ -14,6 +14,7 @@ use ringrelay::relay::pool::{UpstreamConfig, UpstreamTls};
 use ringrelay::relay::RelayConfig;
 
 use crate::cli::{serve_config, CliError, ProxyArgs, PROXY_PER_CLIENT};
+use crate::cli_mailman::MailmanOpts;
 use ringrelay::server::ServerConfig;
 
 /// Relay options.
@@ -170,10 +171,13 @@ pub fn relay_config(cli: RelayArgs, file: Option<RelayArgs>) -> Result<RelayConf
     })
 }
 
-/// The relay and server configurations of `proxy` (and `mailman`).
-pub fn proxy_config(a: ProxyArgs) -> Result<(RelayConfig, ServerConfig), CliError> {
+/// The relay and server configurations of `proxy` (and `mailman`, with the config file's
+/// `[mailman]` table).
+pub fn proxy_config(
+    a: ProxyArgs,
+) -> Result<(RelayConfig, ServerConfig, Option<MailmanOpts>), CliError> {
     // Per client address outside the relay networks (the MTA in front is exempt).
-    let (mut cfg, file_relay) = serve_config(a.serve, PROXY_PER_CLIENT)?;
+    let (mut cfg, file) = serve_config(a.serve, PROXY_PER_CLIENT)?;
     if cfg.faults.is_some() {
         return Err(CliError::Invalid(
             "fault injection (--faults, -f, -r, -q, -Q, -w, -W, -A, -M, -n) is for sink \
@@ -181,10 +185,10 @@ pub fn proxy_config(a: ProxyArgs) -> Result<(RelayConfig, ServerConfig), CliErro
                 .into(),
         ));
     }
-    let relay = relay_config(a.relay, file_relay)?;
+    let relay = relay_config(a.relay, file.proxy)?;
     // AUTH is offered exactly when there are users to check it against.
     cfg.session.extensions.auth = relay.policy.load().users.is_some();
-    Ok((relay, cfg))
+    Ok((relay, cfg, file.mailman))
 }
 
 #[cfg(test)]
@@ -229,6 +233,19 @@ mod tests {
             let key = format!("\n{} = ", long.replace('-', "_"));
             assert!(all.contains(&key), "{path} does not show {key:?}");
         }
+        // And every `mailman` flag of its own is a key of the [mailman] table.
+        let mailman = cmd.find_subcommand("mailman").expect("mailman mode");
+        for arg in mailman.get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| l.starts_with("mailman-")) else {
+                continue;
+            };
+            let key = format!("\n{} = ", long.replace('-', "_"));
+            assert!(all.contains(&key), "{path} does not show {key:?}");
+        }
+        let args: crate::cli::ServeArgs = toml::from_str(&all).unwrap();
+        assert!(args
+            .mailman
+            .is_some_and(|m| m.mailman_cache_ttl == Some(10)));
         // As shipped it also makes a relay configuration (no file it names must exist).
         let args: crate::cli::ServeArgs = toml::from_str(&text).unwrap();
         super::relay_config(args.proxy.unwrap(), None).unwrap();

@@ -1,7 +1,9 @@
 //! SIGHUP for the binary: the command line is resolved again (the config file and every file
 //! it or a flag names are re-read: TLS certificate and key, AUTH users), and what may change
 //! while running is swapped in — the STARTTLS certificate, the relay's networks, domains and
-//! AUTH users, its upstreams and their settings. Sessions in progress keep what they started
+//! AUTH users, its upstreams and their settings, and in `mailman` Mailman's LMTP address and
+//! its timeout and pool settings (its domains file is re-read by itself when it changes).
+//! Sessions in progress keep what they started
 //! with; the fault rules of `sink` and `debug` (`--faults` and the fault flags) are re-read
 //! too and apply to every session from its next command. A new set that does not resolve (a broken file, a bad value) is refused whole and
 //! the old settings stay; so is one that would turn STARTTLS or AUTH on or off, which needs a
@@ -28,6 +30,10 @@ pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reload
         Kind::Proxy(r) => Some((r.upstream.clone(), r.policy.clone())),
         _ => None,
     };
+    let lmtp = match kind {
+        Kind::Proxy(r) => r.mailman.as_ref().map(|m| m.lmtp.clone()),
+        _ => None,
+    };
     Some(Reloader(Arc::new(move || {
         let (new_kind, new_config) = cli::resolve(mode.clone()).map_err(|e| e.to_string())?;
         // Check everything before changing anything.
@@ -47,6 +53,10 @@ pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reload
                         .into(),
                 )
             }
+        };
+        let new_lmtp = match (&lmtp, &new_kind) {
+            (Some(_), Kind::Proxy(new)) => new.mailman.as_ref().map(|m| (*m.lmtp.load()).clone()),
+            _ => None,
         };
         let new_relay = match (&relay, new_kind) {
             (Some((up, policy)), Kind::Proxy(new)) => {
@@ -74,6 +84,10 @@ pub fn reloader(mode: Mode, kind: &Kind, config: &ServerConfig) -> Option<Reload
             up.store(new_up);
             policy.store(new_policy);
             changed.push("the relay networks, domains and AUTH users, the upstreams");
+        }
+        if let (Some(slot), Some(value)) = (&lmtp, new_lmtp) {
+            slot.store(value);
+            changed.push("Mailman's LMTP address and settings");
         }
         Ok(if changed.is_empty() {
             "nothing that can change while running".into()
