@@ -431,17 +431,32 @@ pub(crate) fn families(hub: &Hub, m: &Merged) -> Vec<MetricFamily> {
             GAUGE,
             split.iter().map(|(l, u)| gauge(l, u.open as f64)).collect(),
         ));
+        // In `mailman` mode, one histogram per destination too.
+        let latency = |upstream: &Distribution, mailman: &Distribution| -> Vec<Metric> {
+            let one = |d: &Distribution, pairs: &[(&str, &str)]| {
+                let mut h = histogram(d, &LATENCY_BOUNDS_US, 1e6);
+                h.set_label(labels(pairs));
+                h
+            };
+            match &m.mailman {
+                Some(_) => vec![
+                    one(upstream, &[("destination", "upstream")]),
+                    one(mailman, &[("destination", "mailman")]),
+                ],
+                None => vec![one(upstream, &[])],
+            }
+        };
         out.push(family(
             "ringrelay_upstream_connect_duration_seconds",
-            "Opening an upstream connection: TCP, greeting, EHLO, TLS and AUTH.",
+            "Opening an upstream connection: TCP, greeting, EHLO (LHLO), TLS and AUTH.",
             HISTOGRAM,
-            vec![histogram(&t.upstream_connect, &LATENCY_BOUNDS_US, 1e6)],
+            latency(&t.upstream_connect, &t.mailman_connect),
         ));
         out.push(family(
             "ringrelay_upstream_end_of_data_duration_seconds",
             "From the end of data written upstream to the upstream's verdict.",
             HISTOGRAM,
-            vec![histogram(&t.upstream_end_of_data, &LATENCY_BOUNDS_US, 1e6)],
+            latency(&t.upstream_end_of_data, &t.mailman_end_of_data),
         ));
     }
     out
@@ -535,6 +550,10 @@ pub(crate) fn stats_json(hub: &Hub, m: &Merged) -> Value {
     if m.upstream.is_some() {
         latency["upstream_connect"] = percentiles(&t.upstream_connect);
         latency["upstream_end_of_data"] = percentiles(&t.upstream_end_of_data);
+    }
+    if m.mailman.is_some() {
+        latency["mailman_connect"] = percentiles(&t.mailman_connect);
+        latency["mailman_end_of_data"] = percentiles(&t.mailman_end_of_data);
     }
     json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -190,6 +190,10 @@ pub struct Snapshot {
     pub upstream_connect: Distribution,
     /// Relaying services: the end of data written upstream to the upstream's verdict, µs.
     pub upstream_end_of_data: Distribution,
+    /// `mailman`: opening a connection to Mailman's LMTP runner, µs.
+    pub mailman_connect: Distribution,
+    /// `mailman`: the end of data written to Mailman to its verdict, µs.
+    pub mailman_end_of_data: Distribution,
 }
 
 impl Default for Snapshot {
@@ -202,6 +206,8 @@ impl Default for Snapshot {
             message_size: Distribution::size(),
             upstream_connect: Distribution::latency(),
             upstream_end_of_data: Distribution::latency(),
+            mailman_connect: Distribution::latency(),
+            mailman_end_of_data: Distribution::latency(),
         }
     }
 }
@@ -216,6 +222,8 @@ impl Snapshot {
         self.message_size.merge(&other.message_size);
         self.upstream_connect.merge(&other.upstream_connect);
         self.upstream_end_of_data.merge(&other.upstream_end_of_data);
+        self.mailman_connect.merge(&other.mailman_connect);
+        self.mailman_end_of_data.merge(&other.mailman_end_of_data);
     }
 
     /// Forgets everything (a shard does this after publishing).
@@ -227,6 +235,8 @@ impl Snapshot {
         self.message_size.reset();
         self.upstream_connect.reset();
         self.upstream_end_of_data.reset();
+        self.mailman_connect.reset();
+        self.mailman_end_of_data.reset();
     }
 }
 

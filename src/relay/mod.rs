@@ -166,7 +166,12 @@ impl Service for Relay {
     }
 
     fn drain_metrics(&mut self, into: &mut crate::metrics::snapshot::Snapshot) {
-        self.pool.borrow_mut().drain_timings(into);
+        let (connect, eod) = (&mut into.upstream_connect, &mut into.upstream_end_of_data);
+        self.pool.borrow_mut().drain_timings(connect, eod);
+        if let Some(m) = &self.mailman {
+            let (connect, eod) = (&mut into.mailman_connect, &mut into.mailman_end_of_data);
+            m.pool().borrow_mut().drain_timings(connect, eod);
+        }
     }
 
     /// The relay networks (the MTA in front) are not limited per address.

@@ -25,7 +25,7 @@ use super::connector::{self, Connector, Tcp};
 use super::reply_map::{incident, unavailable};
 use crate::client::core::Timeouts;
 use crate::client::{ClientError, SmtpClient, TlsOptions};
-use crate::metrics::snapshot::{Distribution, Snapshot};
+use crate::metrics::snapshot::Distribution;
 use crate::proto::Reply;
 use crate::reload::{Cached, Swap};
 use crate::rt;
@@ -214,10 +214,11 @@ impl UpstreamPool {
         self.end_of_data_us.record(micros(took));
     }
 
-    /// Adds the latencies recorded since the last call to `into` and forgets them.
-    pub fn drain_timings(&mut self, into: &mut Snapshot) {
-        into.upstream_connect.merge(&self.connect_us);
-        into.upstream_end_of_data.merge(&self.end_of_data_us);
+    /// Adds the latencies recorded since the last call to `connect` and `end_of_data` (the
+    /// snapshot's histograms of this pool's destination) and forgets them.
+    pub fn drain_timings(&mut self, connect: &mut Distribution, end_of_data: &mut Distribution) {
+        connect.merge(&self.connect_us);
+        end_of_data.merge(&self.end_of_data_us);
         self.connect_us.reset();
         self.end_of_data_us.reset();
     }
