@@ -54,7 +54,8 @@ fn post(subject: &str, from: &str, to: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Waits (at most 120 s: Mailman's runners are slow on a loaded machine) until the recorder in `dir` holds a message containing `text`.
+/// Waits until the recorder in `dir` holds a message containing `text`: at most 120 s, as
+/// Mailman's runners are slow on a loaded machine.
 fn wait_for_message(dir: &TempDir, text: &str) {
     let t0 = Instant::now();
     loop {
