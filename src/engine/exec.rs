@@ -37,7 +37,7 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    pub fn new(id: u64) -> std::io::Result<Arc<Remote>> {
+    pub(super) fn new(id: u64) -> std::io::Result<Arc<Remote>> {
         // SAFETY: eventfd returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -53,7 +53,7 @@ impl Remote {
     }
 
     /// The eventfd the engine keeps a read posted on.
-    pub fn eventfd(&self) -> i32 {
+    pub(super) fn eventfd(&self) -> i32 {
         self.eventfd.as_raw_fd()
     }
 
@@ -70,7 +70,7 @@ impl Remote {
     }
 
     /// Ends the engine's wait (from any thread).
-    pub fn notify(&self) {
+    pub(super) fn notify(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a live u64 to our eventfd.
@@ -81,7 +81,7 @@ impl Remote {
     }
 
     /// Moves tasks woken from other threads onto the run queue; true if a wake was pending.
-    pub fn take_remote(&self) -> bool {
+    pub(super) fn take_remote(&self) -> bool {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return false;
         }

@@ -45,7 +45,7 @@ impl<T: 'static> Op<T> {
     /// # Safety
     /// Every pointer in `entry` must point into `data`'s heap memory or to memory that
     /// outlives the operation.
-    pub unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
+    pub(super) unsafe fn submit(entry: squeue::Entry, data: T) -> Op<T> {
         let key = with_core(|c| {
             let key = c.ops.borrow_mut().insert(OpSlot {
                 state: OpState::Waiting(None),

@@ -97,7 +97,7 @@ pub(crate) struct BufPool {
 impl BufPool {
     /// Allocates `count` buffers of `size` octets and registers them with `ring`, consumed
     /// incrementally when asked (and the kernel supports it).
-    pub fn new(
+    pub(super) fn new(
         ring: &Ring,
         count: u16,
         size: u32,
@@ -160,7 +160,7 @@ impl BufPool {
 
     /// True when `ring`'s kernel consumes provided buffers incrementally (a throw-away group
     /// is registered with IOU_PBUF_RING_INC to find out).
-    pub fn incremental_supported(ring: &Ring) -> std::io::Result<bool> {
+    pub(super) fn incremental_supported(ring: &Ring) -> std::io::Result<bool> {
         let layout = Layout::from_size_align(16, 4096).map_err(std::io::Error::other)?;
         // SAFETY: a non-zero layout; freed below after the group is unregistered.
         let entry = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -192,7 +192,7 @@ impl BufPool {
 
     /// A view of the `len` octets a receive completion put into buffer `bid`. `more` is the
     /// completion's IORING_CQE_F_BUF_MORE: the kernel goes on filling that buffer.
-    pub fn take(&self, bid: u16, len: usize, more: bool) -> Bytes {
+    pub(super) fn take(&self, bid: u16, len: usize, more: bool) -> Bytes {
         let s = &self.shared;
         let st = &s.bufs[bid as usize];
         let offset = if s.incremental {
@@ -215,12 +215,12 @@ impl BufPool {
     }
 
     /// Counts a receive that found the pool empty.
-    pub fn count_exhausted(&self) {
+    pub(super) fn count_exhausted(&self) {
         self.shared.exhausted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Settles views dropped on other threads.
-    pub fn collect_remote(&self) {
+    pub(super) fn collect_remote(&self) {
         let s = &self.shared;
         if s.remote_pending.swap(false, Ordering::AcqRel) {
             let ids = std::mem::take(&mut *s.remote.lock().unwrap_or_else(|e| e.into_inner()));
@@ -231,12 +231,12 @@ impl BufPool {
     }
 
     /// Buffers in the ring now (partly filled ones included).
-    pub fn available(&self) -> usize {
+    pub(super) fn available(&self) -> usize {
         self.shared.count as usize - self.shared.in_use.load(Ordering::Relaxed)
     }
 
     /// The figures for the metrics.
-    pub fn stats(&self) -> PoolStats {
+    pub(super) fn stats(&self) -> PoolStats {
         let s = &self.shared;
         PoolStats {
             buffers: s.count as u64,
@@ -248,7 +248,7 @@ impl BufPool {
     }
 
     /// Unregisters the group (the engine is stopping; no receive is in flight).
-    pub fn unregister(&self, ring: &Ring) {
+    pub(super) fn unregister(&self, ring: &Ring) {
         let _ = ring.submitter().unregister_buf_ring(GROUP);
     }
 }

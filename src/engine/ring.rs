@@ -74,7 +74,7 @@ impl Ring {
     /// Creates a ring with SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN, dropping flags the
     /// kernel refuses (EINVAL) one combination at a time. `allow_defer` false never asks for
     /// DEFER_TASKRUN (a kernel without it, simulated).
-    pub fn new(allow_defer: bool) -> io::Result<Ring> {
+    pub(super) fn new(allow_defer: bool) -> io::Result<Ring> {
         // (SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN), best first.
         const TRIES: [(bool, bool, bool); 5] = [
             (true, true, true),
@@ -119,13 +119,13 @@ impl Ring {
     }
 
     /// The flags in force.
-    pub fn setup(&self) -> Setup {
+    pub(super) fn setup(&self) -> Setup {
         self.setup
     }
 
     /// Checks what the engine needs beyond a ring: the operations it submits, the extended
     /// wait argument (timeouts) and provided-buffer rings.
-    pub fn check_features(&mut self) -> io::Result<()> {
+    pub(super) fn check_features(&mut self) -> io::Result<()> {
         if !self.uring.params().is_feature_ext_arg() {
             return Err(unsupported("IORING_FEAT_EXT_ARG (kernel 5.11)"));
         }
@@ -158,7 +158,7 @@ impl Ring {
     ///
     /// # Safety
     /// Whatever the entry points to must stay valid until its completion arrives.
-    pub unsafe fn push(&mut self, entry: &squeue::Entry) {
+    pub(super) unsafe fn push(&mut self, entry: &squeue::Entry) {
         loop {
             // SAFETY: forwarded to the caller.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
@@ -174,7 +174,7 @@ impl Ring {
 
     /// Submits what is queued and, when `wait`, sleeps until a completion arrives or `timeout`
     /// passes; without `wait` it only collects the completions already there.
-    pub fn enter(&mut self, wait: bool, timeout: Option<Duration>) {
+    pub(super) fn enter(&mut self, wait: bool, timeout: Option<Duration>) {
         let r = if !wait {
             let n = self.uring.submission().len() as u32;
             // SAFETY: a plain io_uring_enter with no argument; GETEVENTS runs deferred work.
@@ -199,12 +199,12 @@ impl Ring {
     }
 
     /// Moves the available completions into `into` (so handlers may submit while they run).
-    pub fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
+    pub(super) fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
         into.extend(self.uring.completion());
     }
 
     /// The submitter, for registrations.
-    pub fn submitter(&self) -> io_uring::Submitter<'_> {
+    pub(super) fn submitter(&self) -> io_uring::Submitter<'_> {
         self.uring.submitter()
     }
 }

@@ -18,12 +18,12 @@ pub(crate) struct Timers {
 
 impl Timers {
     /// The earliest deadline, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.map.keys().next().map(|k| k.0)
     }
 
     /// Removes every entry due at `now` and returns their wakers.
-    pub fn expire(&mut self, now: Instant, woken: &mut Vec<Waker>) {
+    pub(super) fn expire(&mut self, now: Instant, woken: &mut Vec<Waker>) {
         while let Some(entry) = self.map.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -56,7 +56,7 @@ impl Timers {
     }
 
     /// Wakers of every timer still pending (the engine is stopping).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.map.clear();
     }
 }

@@ -49,7 +49,7 @@ const SIZE_BOUNDS: [u64; 11] = [
 ];
 
 /// The Prometheus text format's content type.
-pub const TEXT_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+pub(super) const TEXT_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs

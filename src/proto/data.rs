@@ -136,7 +136,7 @@ const DOT: &[u8] = b".";
 const LF: &[u8] = b"\n";
 
 impl DataScanner {
-    pub fn new(framing: Framing, normalize: bool, max_line: usize) -> Self {
+    pub(crate) fn new(framing: Framing, normalize: bool, max_line: usize) -> Self {
         Self {
             framing,
             normalize,
@@ -151,7 +151,7 @@ impl DataScanner {
     }
 
     /// BDAT: call at the end of the last chunk; a trailing CR is then bare.
-    pub fn finish(&mut self, pieces: &mut Vec<Piece>) {
+    pub(crate) fn finish(&mut self, pieces: &mut Vec<Piece>) {
         if self.pending_cr {
             self.pending_cr = false;
             self.bare_line_ending = true;
@@ -165,7 +165,7 @@ impl DataScanner {
     ///
     /// For `Framing::Dot` up to two octets at the end may be left unconsumed (a CR or a dot at a
     /// line start whose meaning depends on the next octet); present them again with more input.
-    pub fn scan(&mut self, input: &[u8], pieces: &mut Vec<Piece>) -> ScanResult {
+    pub(crate) fn scan(&mut self, input: &[u8], pieces: &mut Vec<Piece>) -> ScanResult {
         let n = input.len();
         let dot = self.framing == Framing::Dot;
         let mut i = 0;

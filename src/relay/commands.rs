@@ -51,25 +51,25 @@ pub(super) struct CommandQueue {
 impl CommandQueue {
     /// A number for a command queued later with `push_first` (MAIL, whose line depends on
     /// the connection it goes to).
-    pub fn reserve(&mut self) -> Seq {
+    pub(super) fn reserve(&mut self) -> Seq {
         self.last_seq += 1;
         self.last_seq
     }
 
     /// Queues a command behind those already queued; returns its number.
-    pub fn push(&mut self, line: String, phase: Phase) -> Seq {
+    pub(super) fn push(&mut self, line: String, phase: Phase) -> Seq {
         let seq = self.reserve();
         self.queued.push_back(Cmd { seq, line, phase });
         seq
     }
 
     /// Puts a command (reserved earlier) at the head of the queue.
-    pub fn push_first(&mut self, seq: Seq, line: String, phase: Phase) {
+    pub(super) fn push_first(&mut self, seq: Seq, line: String, phase: Phase) {
         self.queued.push_front(Cmd { seq, line, phase });
     }
 
     /// Where command `seq` stands.
-    pub fn position(&self, seq: Seq) -> Position {
+    pub(super) fn position(&self, seq: Seq) -> Position {
         match self.in_flight.front() {
             Some(c) if c.seq == seq => Position::Next,
             _ if !self
@@ -87,7 +87,7 @@ impl CommandQueue {
 
     /// Puts the commands that may go out now in flight and returns their lines, oldest first:
     /// everything queued when the upstream offers PIPELINING (RFC 2920), else the next one.
-    pub fn send(&mut self, pipelining: bool) -> impl Iterator<Item = (&str, Phase)> {
+    pub(super) fn send(&mut self, pipelining: bool) -> impl Iterator<Item = (&str, Phase)> {
         let n = if pipelining { self.queued.len() } else { 1 };
         let start = self.in_flight.len();
         let n = n.min(self.queued.len());
@@ -98,18 +98,18 @@ impl CommandQueue {
     }
 
     /// The oldest reply owed was read.
-    pub fn answered(&mut self) {
+    pub(super) fn answered(&mut self) {
         self.in_flight.pop_front();
     }
 
     /// Replies are owed on the connection.
-    pub fn owes_replies(&self) -> bool {
+    pub(super) fn owes_replies(&self) -> bool {
         !self.in_flight.is_empty()
     }
 
     /// The connection went stale before `seq`'s reply: everything written is queued again
     /// (except `seq` itself, which the caller rebuilds), ahead of what was not written yet.
-    pub fn requeue_after(&mut self, seq: Seq) {
+    pub(super) fn requeue_after(&mut self, seq: Seq) {
         while let Some(c) = self.in_flight.pop_back() {
             if c.seq != seq {
                 self.queued.push_front(c);
@@ -119,18 +119,18 @@ impl CommandQueue {
     }
 
     /// MAIL was refused: nothing more is written; replies already owed are still read.
-    pub fn refuse(&mut self) {
+    pub(super) fn refuse(&mut self) {
         self.queued.clear();
         self.mail_refused = true;
     }
 
     /// True once MAIL was refused.
-    pub fn is_refused(&self) -> bool {
+    pub(super) fn is_refused(&self) -> bool {
         self.mail_refused
     }
 
     /// Forgets every command not answered yet (the connection is gone, or the transaction).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.queued.clear();
         self.in_flight.clear();
         self.mail_refused = false;

@@ -33,7 +33,7 @@ pub(super) struct Outgoing {
 
 impl Outgoing {
     /// The content of a message framed as `framing`, with `X-Peer:` placed when `x_peer`.
-    pub fn new(framing: Framing, x_peer: Option<XPeer>) -> Self {
+    pub(super) fn new(framing: Framing, x_peer: Option<XPeer>) -> Self {
         Self {
             guard: LoopGuard::default(),
             stuffer: (framing == Framing::Bdat).then(|| BodyEncoder::new(true)),
@@ -43,7 +43,7 @@ impl Outgoing {
 
     /// The wire pieces for one chunk; `Err` with our refusal once the message is seen to
     /// loop (it must then not be delivered).
-    pub fn pass(&mut self, chunk: &DataChunk) -> Result<Vec<Bytes>, Reply> {
+    pub(super) fn pass(&mut self, chunk: &DataChunk) -> Result<Vec<Bytes>, Reply> {
         if self.guard.looping() {
             return Err(mail_loop());
         }
@@ -67,7 +67,7 @@ impl Outgoing {
 
     /// The last pieces, at the end of the message: the line end stuffed content needs before
     /// the terminator, and `X-Peer:` if the message had no header section end to put it at.
-    pub fn finish(mut self) -> Vec<Bytes> {
+    pub(super) fn finish(mut self) -> Vec<Bytes> {
         let mut tail = Vec::new();
         if let Some(enc) = self.stuffer.as_mut() {
             enc.finish(&mut tail);

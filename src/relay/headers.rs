@@ -136,7 +136,7 @@ pub(super) struct Trace {
 impl Trace {
     /// The trace of `session`'s current transaction, numbered `id`; `x_peer`: the message
     /// also gets the seed's `X-Peer:` field.
-    pub fn of(session: &Session, id: String, x_peer: bool) -> Self {
+    pub(super) fn of(session: &Session, id: String, x_peer: bool) -> Self {
         Self {
             helo: session.helo_name().unwrap_or("unknown").to_string(),
             peer: session.peer(),
@@ -159,7 +159,7 @@ impl Trace {
     }
 
     /// The header lines, with `for` when the upstream accepted exactly one recipient.
-    pub fn render(&self, accepted: &[String]) -> Bytes {
+    pub(super) fn render(&self, accepted: &[String]) -> Bytes {
         let recipient = (accepted.len() == 1).then(|| accepted[0].as_str());
         let h = received(
             &TraceInfo {
@@ -176,7 +176,7 @@ impl Trace {
     }
 
     /// The `X-Peer:` placer for this message, when `--x-peer` is on.
-    pub fn x_peer(&self) -> Option<XPeer> {
+    pub(super) fn x_peer(&self) -> Option<XPeer> {
         self.x_peer.then(|| XPeer::new(self.peer.ip()))
     }
 }

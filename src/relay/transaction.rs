@@ -110,7 +110,7 @@ impl Lease {
 
 impl Transaction {
     /// No transaction yet; connections come from `pool`.
-    pub fn new(pool: Rc<RefCell<UpstreamPool>>) -> Self {
+    pub(super) fn new(pool: Rc<RefCell<UpstreamPool>>) -> Self {
         Self(Rc::new(Shared {
             pool,
             up: RefCell::new(None),
@@ -137,7 +137,7 @@ impl Transaction {
 
     /// A new transaction (the client's MAIL): whatever was left of the last one is abandoned.
     /// Returns the number of MAIL, which `send_mail` writes.
-    pub fn begin(&self) -> Seq {
+    pub(super) fn begin(&self) -> Seq {
         self.release(false);
         let mut st = self.state();
         st.upstream = None;
@@ -147,14 +147,14 @@ impl Transaction {
 
     /// For the log: the upstream (`host:port` as configured) that took this transaction's
     /// MAIL, and its own reply to the final dot (which names its queue id), once known.
-    pub fn upstream_outcome(&self) -> (Option<String>, Option<String>) {
+    pub(super) fn upstream_outcome(&self) -> (Option<String>, Option<String>) {
         let st = self.state();
         (st.upstream.clone(), st.upstream_reply.clone())
     }
 
     /// Queues RCPT or DATA behind the commands already queued; returns its number, for
     /// `rcpt_reply` or `data_reply`.
-    pub fn queue(&self, line: String, phase: Phase) -> Seq {
+    pub(super) fn queue(&self, line: String, phase: Phase) -> Seq {
         self.state().commands.push(line, phase)
     }
 
@@ -162,7 +162,7 @@ impl Transaction {
     /// and whatever the client pipelined behind it, and returns our reply to MAIL. A pooled
     /// connection found stale is replaced by a fresh one, and everything written goes again;
     /// the client never sees it.
-    pub async fn send_mail(
+    pub(super) async fn send_mail(
         &self,
         seq: Seq,
         from: &str,
@@ -240,7 +240,7 @@ impl Transaction {
     }
 
     /// Our reply to RCPT (number `seq`, for `to`): the upstream's.
-    pub async fn rcpt_reply(&self, seq: Seq, to: String) -> Reply {
+    pub(super) async fn rcpt_reply(&self, seq: Seq, to: String) -> Reply {
         let (up, reply) = match self.reply_to(seq).await {
             Ok(r) => r,
             Err(ours) => return ours,
@@ -260,7 +260,7 @@ impl Transaction {
 
     /// Our reply to DATA (number `seq`): on the upstream's 354 our trace field opens the
     /// message and the reply is `None`, the session's own 354; otherwise the upstream's.
-    pub async fn data_reply(&self, seq: Seq, trace: &Trace) -> Option<Reply> {
+    pub(super) async fn data_reply(&self, seq: Seq, trace: &Trace) -> Option<Reply> {
         let (up, reply) = match self.reply_to(seq).await {
             Ok(r) => r,
             Err(ours) => return Some(ours),
@@ -288,7 +288,7 @@ impl Transaction {
 
     /// Opens the upstream's DATA (number `seq`) for a client that sent BDAT, at its first
     /// body event; a refusal is kept for the end of data.
-    pub async fn open_data(&self, seq: Seq, trace: &Trace) {
+    pub(super) async fn open_data(&self, seq: Seq, trace: &Trace) {
         if let Some(reply) = self.data_reply(seq, trace).await {
             if !reply.is_positive() {
                 self.state().failed = Some(reply);
@@ -298,7 +298,7 @@ impl Transaction {
 
     /// Writes one chunk's body pieces upstream in one vectored write, while the upstream's
     /// DATA is open and the message not refused; a failure is kept for the end of data.
-    pub async fn write_body(&self, pieces: Vec<Bytes>) {
+    pub(super) async fn write_body(&self, pieces: Vec<Bytes>) {
         {
             let st = self.state();
             if pieces.is_empty() || st.failed.is_some() || !st.data_open {
@@ -313,7 +313,7 @@ impl Transaction {
     /// The message will not be delivered (`reply` says why: a mail loop): the upstream's DATA
     /// is abandoned without its terminator (the connection is closed), and `reply` is kept for
     /// the end of data.
-    pub fn refuse_message(&self, reply: Reply) {
+    pub(super) fn refuse_message(&self, reply: Reply) {
         let mut st = self.state();
         if st.failed.is_some() || !st.data_open {
             return;
@@ -328,7 +328,7 @@ impl Transaction {
     /// refused at its end, when already known — a failed write, a refused DATA, a loop, or
     /// an upstream that closed or spoke while it owed no reply (its connection is then
     /// closed). `None` while the message is still on its way.
-    pub fn chunk_verdict(&self) -> Option<Reply> {
+    pub(super) fn chunk_verdict(&self) -> Option<Reply> {
         let dropped = {
             let st = self.state();
             st.failed.is_none()
@@ -353,7 +353,7 @@ impl Transaction {
 
     /// The end of the message: `last` (the final pieces) and the terminator go upstream in
     /// one write, its reply becomes ours, and the connection goes back to the pool.
-    pub async fn end_data(&self, last: Vec<Bytes>) -> Reply {
+    pub(super) async fn end_data(&self, last: Vec<Bytes>) -> Reply {
         let failed = self.state().failed.take();
         if let Some(reply) = failed {
             self.release(false);
@@ -401,7 +401,7 @@ impl Transaction {
     /// The client reset the transaction. Between commands, RSET goes upstream and the
     /// connection back to the pool (the returned future does that); mid-DATA only closing the
     /// connection aborts without delivering, and with replies owed it is out of step: closed.
-    pub fn reset(&self) -> Option<impl std::future::Future<Output = ()> + 'static> {
+    pub(super) fn reset(&self) -> Option<impl std::future::Future<Output = ()> + 'static> {
         let between = {
             let st = self.state();
             !st.data_open && !st.commands.owes_replies()
@@ -420,7 +420,7 @@ impl Transaction {
     }
 
     /// The client went away: never send the terminator; close the upstream side.
-    pub fn abandon(&self) {
+    pub(super) fn abandon(&self) {
         self.release(false);
     }
 

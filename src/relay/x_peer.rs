@@ -20,7 +20,7 @@ pub(super) struct XPeer {
 
 impl XPeer {
     /// For a client at `ip`.
-    pub fn new(ip: std::net::IpAddr) -> Self {
+    pub(super) fn new(ip: std::net::IpAddr) -> Self {
         Self {
             field: Some(Bytes::from(format!("X-Peer: {ip}\r\n"))),
             at_line_start: true,
@@ -30,7 +30,7 @@ impl XPeer {
 
     /// Passes one wire piece on into `out`, with the field in front of the empty line if the
     /// header section ends in it.
-    pub fn pass(&mut self, piece: Bytes, out: &mut Vec<Bytes>) {
+    pub(super) fn pass(&mut self, piece: Bytes, out: &mut Vec<Bytes>) {
         if piece.is_empty() {
             return;
         }
@@ -88,7 +88,7 @@ impl XPeer {
 
     /// At the end of the content: whatever was held, then the field if it has not been placed
     /// (a message without an empty line gets it after its last line).
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+    pub(super) fn finish(&mut self, out: &mut Vec<Bytes>) {
         out.extend(self.held.take());
         out.extend(self.field.take());
     }

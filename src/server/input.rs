@@ -30,21 +30,21 @@ pub(crate) struct Input {
 
 impl Input {
     /// Appends a received chunk.
-    pub fn push(&mut self, chunk: Bytes) {
+    pub(super) fn push(&mut self, chunk: Bytes) {
         if !chunk.is_empty() {
             self.chunks.push_back(chunk);
         }
     }
 
     /// True when nothing is left to feed.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
 
     /// Offers the input to the session once: true if the session took octets (or two chunks
     /// were joined), so its events should be dispatched and the feed repeated.
     /// A transcript, when there is one, sees the octets the session took.
-    pub fn step(
+    pub(super) fn step(
         &mut self,
         session: &mut Session,
         now: Instant,
@@ -92,7 +92,7 @@ impl Input {
 
     /// Called when the session can take nothing more until new input arrives: a remainder
     /// still in a driver buffer is copied out so the buffer can go back to its pool.
-    pub fn settle(&mut self, session: &Session) {
+    pub(super) fn settle(&mut self, session: &Session) {
         if self.front_owned || self.chunks.len() != 1 || session.is_awaiting_reply() {
             return;
         }

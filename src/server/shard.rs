@@ -55,7 +55,7 @@ pub(crate) struct Shard<H> {
 }
 
 impl<H: Service> Shard<H> {
-    pub fn new(
+    pub(super) fn new(
         session_config: Arc<SessionConfig>,
         handler: H,
         drain: watch::Receiver<bool>,
@@ -91,7 +91,7 @@ impl<H: Service> Shard<H> {
     /// its limit, or the client's address at its own. Behind the PROXY protocol the client's
     /// address is known only later: `admit_client` counts it then. A Unix-domain client
     /// (`None`) has no address to count.
-    pub fn admit(&self, peer: Option<IpAddr>) -> Result<usize, &'static [u8]> {
+    pub(super) fn admit(&self, peer: Option<IpAddr>) -> Result<usize, &'static [u8]> {
         let per_client = peer.filter(|&ip| self.proxy.is_none() && self.counts_per_client(ip));
         if let Err(reason) = self.limit.try_acquire(per_client) {
             self.refused.set(self.refused.get() + 1);
@@ -112,7 +112,7 @@ impl<H: Service> Shard<H> {
 
     /// Counts connection `key` against its client's (proxied) address; the reply to refuse it
     /// with when that address is at its limit.
-    pub fn admit_client(&self, key: usize, client: IpAddr) -> Result<(), &'static [u8]> {
+    pub(super) fn admit_client(&self, key: usize, client: IpAddr) -> Result<(), &'static [u8]> {
         if !self.counts_per_client(client) {
             return Ok(());
         }
@@ -128,14 +128,14 @@ impl<H: Service> Shard<H> {
     }
 
     /// Counts a connection turned away before any session.
-    pub fn count_rejected(&self, reason: RejectReason) {
+    pub(super) fn count_rejected(&self, reason: RejectReason) {
         if let Some(m) = &self.metrics {
             m.record().counters.connections_rejected[reason as usize] += 1;
         }
     }
 
     /// Forgets a connection.
-    pub fn release(&self, key: usize) {
+    pub(super) fn release(&self, key: usize) {
         let mut conns = self.conns.borrow_mut();
         if let Some(e) = conns.try_remove(key) {
             self.limit.release(e.per_client);
@@ -146,7 +146,7 @@ impl<H: Service> Shard<H> {
     }
 
     /// Waits until no connection is open.
-    pub async fn wait_idle(&self) {
+    pub(super) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             if self.conns.borrow().is_empty() {
@@ -157,17 +157,17 @@ impl<H: Service> Shard<H> {
     }
 
     /// True once draining started.
-    pub fn draining(&self) -> bool {
+    pub(super) fn draining(&self) -> bool {
         self.draining.get() || *self.drain.borrow()
     }
 
     /// True once the drain timeout has passed.
-    pub fn abandoned(&self) -> bool {
+    pub(super) fn abandoned(&self) -> bool {
         self.abandoned.get() || *self.abandon.borrow()
     }
 
     /// Ready once draining started; otherwise connection `key` is woken when it does.
-    pub fn poll_drain(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_drain(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
         if self.draining.get() {
             return Poll::Ready(());
         }
@@ -176,7 +176,7 @@ impl<H: Service> Shard<H> {
     }
 
     /// Ready once the drain timeout has passed; otherwise connection `key` is woken then.
-    pub fn poll_abandon(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_abandon(&self, key: usize, cx: &mut Context<'_>) -> Poll<()> {
         if self.abandoned.get() {
             return Poll::Ready(());
         }
@@ -195,7 +195,7 @@ impl<H: Service> Shard<H> {
 
     /// Waits for the process-wide drain signal, then wakes every connection waiting idle;
     /// then for the end of the drain timeout, and wakes every connection still waiting.
-    pub async fn watch_drain(&self) {
+    pub(super) async fn watch_drain(&self) {
         let mut drain = self.drain.clone();
         let _ = drain.wait_for(|&d| d).await;
         self.draining.set(true);
@@ -253,7 +253,7 @@ pub(crate) struct ConnLimit {
 
 impl ConnLimit {
     /// A budget of `max` connections, `per_client` from one address; 0 = unlimited.
-    pub fn new(max: usize, per_client: usize) -> Arc<Self> {
+    pub(super) fn new(max: usize, per_client: usize) -> Arc<Self> {
         Arc::new(Self {
             max: if max == 0 { usize::MAX } else { max },
             open: AtomicUsize::new(0),
@@ -290,7 +290,7 @@ impl ConnLimit {
     }
 
     /// More than half of `--max-connections` is in use (never when it is unlimited).
-    pub fn stressed(&self) -> bool {
+    pub(super) fn stressed(&self) -> bool {
         self.max != usize::MAX && self.open.load(Ordering::Relaxed) > self.max / 2
     }
 

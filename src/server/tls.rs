@@ -83,7 +83,7 @@ pub(crate) struct Wire<S> {
 
 impl<S: ConnStream> Wire<S> {
     /// A plain stream.
-    pub fn new(inner: S) -> Self {
+    pub(super) fn new(inner: S) -> Self {
         Self {
             inner,
             tls: RefCell::new(None),
@@ -92,7 +92,7 @@ impl<S: ConnStream> Wire<S> {
 
     /// Switches to TLS: from now on input and output go through rustls (the client's
     /// ClientHello comes next).
-    pub fn start(&self, config: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
+    pub(super) fn start(&self, config: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
         let conn = rustls::ServerConnection::new(config)?;
         *self.tls.borrow_mut() = Some(Box::new(Tls {
             conn,
@@ -104,7 +104,7 @@ impl<S: ConnStream> Wire<S> {
     }
 
     /// Queues TLS's close_notify alert, when TLS is on (before the last flush).
-    pub fn goodbye(&self) {
+    pub(super) fn goodbye(&self) {
         if let Some(t) = self.tls.borrow_mut().as_mut() {
             t.conn.send_close_notify();
             let _ = self.queue_tls(t);
