@@ -23,8 +23,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::exposition::{prometheus_text, stats_json, TEXT_CONTENT_TYPE};
+use super::exposition::{prometheus_text, TEXT_CONTENT_TYPE};
 use super::hub::Hub;
+use super::stats_json::stats_json;
 
 /// How long a scrape waits for the shards to publish fresh figures.
 const SCRAPE_WAIT: Duration = Duration::from_millis(250);

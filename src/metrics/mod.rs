@@ -15,6 +15,7 @@ mod exposition;
 mod hub;
 pub mod labels;
 pub mod snapshot;
+mod stats_json;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -137,7 +138,7 @@ impl Metrics {
 
     /// The `/stats.json` document of what the shards have published so far.
     pub fn stats_json(&self) -> String {
-        exposition::stats_json(&self.0, &self.0.merged()).to_string()
+        stats_json::stats_json(&self.0, &self.0.merged()).to_string()
     }
 
     /// What `/readyz` says: no drain started, every shard accepting, and the readiness
