@@ -3,7 +3,7 @@
 //!
 //! Owns: the bounded label sets (`labels`), what a shard records and how records add up
 //! (`snapshot`), the per-shard publication slots (`hub`), the exposition formats
-//! (`exposition`) and the admin HTTP listener (`admin`). What gets recorded when is decided by
+//! (`exposition` for Prometheus, `stats_json`) and the admin HTTP listener (`admin`). What gets recorded when is decided by
 //! the server layer, which sees every read, event and reply.
 //!
 //! Must never: put a shared atomic or a lock on a shard's hot path. Recording is a `RefCell`
