@@ -2,7 +2,9 @@
 //! deploy/haproxy/haproxy.cfg on loopback: PROXY v2 carries each client's address (a client
 //! bound to 127.0.0.7 relays, one bound to 127.0.0.8 is refused by the relay networks, and
 //! `Received:` names 127.0.0.7); HAProxy's SMTP health checks arrive as PROXY v2 LOCAL and
-//! pass; and a rolling restart of one instance under `ringload --verify` loses nothing.
+//! pass; and a rolling restart of one instance under `ringload --verify` loses nothing. The
+//! same file also runs with both instances on Unix-domain sockets (`unix@PATH` server lines,
+//! `--listen unix:PATH`).
 
 mod common;
 mod relay_common;
@@ -21,11 +23,33 @@ fn config() -> String {
         .into_owned()
 }
 
-fn env_args(front: u16, one: u16, two: u16, rest: &[&str]) -> Vec<String> {
+/// Where an instance listens: its `--listen` value and HAProxy's name for it.
+struct Backend {
+    listen: String,
+    haproxy: String,
+}
+
+impl Backend {
+    fn tcp(port: u16) -> Backend {
+        Backend {
+            listen: format!("127.0.0.1:{port}"),
+            haproxy: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn unix(path: &std::path::Path) -> Backend {
+        Backend {
+            listen: format!("unix:{}", path.display()),
+            haproxy: format!("unix@{}", path.display()),
+        }
+    }
+}
+
+fn env_args(front: u16, one: &Backend, two: &Backend, rest: &[&str]) -> Vec<String> {
     let mut a = vec![
         format!("SMTP_BIND=127.0.0.1:{front}"),
-        format!("RINGRELAY_1=127.0.0.1:{one}"),
-        format!("RINGRELAY_2=127.0.0.1:{two}"),
+        format!("RINGRELAY_1={}", one.haproxy),
+        format!("RINGRELAY_2={}", two.haproxy),
         "haproxy".into(),
         "-f".into(),
         config(),
@@ -35,7 +59,7 @@ fn env_args(front: u16, one: u16, two: u16, rest: &[&str]) -> Vec<String> {
 }
 
 /// HAProxy in the foreground, once its frontend greets through a backend.
-fn haproxy(front: u16, one: u16, two: u16) -> Peer {
+fn haproxy(front: u16, one: &Backend, two: &Backend) -> Peer {
     let peer = Peer::spawn("env", &env_args(front, one, two, &["-db"]));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -53,15 +77,14 @@ fn haproxy(front: u16, one: u16, two: u16) -> Peer {
     }
 }
 
-/// A relay instance on `port` behind the balancer.
+/// A relay instance behind the balancer.
 /// 127.0.0.1 (the load generator) and 127.0.0.7 may relay; 127.0.0.8 may not.
-fn instance(port: u16, upstream: u16) -> Server {
-    let listen = format!("127.0.0.1:{port}");
+fn instance(at: &Backend, upstream: u16) -> Server {
     let upstream = format!("127.0.0.1:{upstream}");
     Server::start(&[
         "proxy",
         "--listen",
-        &listen,
+        &at.listen,
         "--upstream",
         &upstream,
         "--proxy-protocol",
@@ -78,16 +101,34 @@ fn instance(port: u16, upstream: u16) -> Server {
 
 #[test]
 fn the_shipped_config_is_valid() {
-    let out =
-        Peer::spawn("env", &env_args(2500, 2501, 2502, &["-c"])).finish(Duration::from_secs(30));
+    let out = Peer::spawn(
+        "env",
+        &env_args(2500, &Backend::tcp(2501), &Backend::tcp(2502), &["-c"]),
+    )
+    .finish(Duration::from_secs(30));
     out.assert_success("haproxy -c");
 }
 
 #[test]
 fn client_addresses_pass_through_haproxy() {
+    client_addresses_pass_through(&Backend::tcp(free_port()), &Backend::tcp(free_port()));
+}
+
+/// The same with both instances on Unix-domain sockets: HAProxy's `unix@` server lines,
+/// PROXY v2 over the socket (the client's address, not `local`), health checks as LOCAL.
+#[test]
+fn client_addresses_pass_through_haproxy_to_unix_sockets() {
+    let dir = TempDir::new("haproxy-unix");
+    client_addresses_pass_through(
+        &Backend::unix(&dir.join("one.sock")),
+        &Backend::unix(&dir.join("two.sock")),
+    );
+}
+
+fn client_addresses_pass_through(one: &Backend, two: &Backend) {
     let _heavy = heavy();
     let rec = Recorder::start(&[]);
-    let (front, one, two) = (free_port(), free_port(), free_port());
+    let front = free_port();
     let a = instance(one, rec.port);
     let b = instance(two, rec.port);
     let mut lb = haproxy(front, one, two);
@@ -116,8 +157,9 @@ fn client_addresses_pass_through_haproxy() {
         );
         assert!(
             sample(&m, "ringrelay_connections_accepted_total{shard=\"0\"}") >= 2.0,
-            "no health check reached {:?}",
-            s.addrs
+            "no health check reached {:?}{:?}",
+            s.addrs,
+            s.unix_paths
         );
     }
     lb.signal(libc::SIGTERM);
@@ -138,10 +180,11 @@ fn client_addresses_pass_through_haproxy() {
 fn a_rolling_restart_loses_nothing() {
     let _heavy = heavy();
     let rec = Recorder::start(&[]);
-    let (front, one, two) = (free_port(), free_port(), free_port());
-    let a = instance(one, rec.port);
-    let b = instance(two, rec.port);
-    let mut lb = haproxy(front, one, two);
+    let front = free_port();
+    let (one, two) = (Backend::tcp(free_port()), Backend::tcp(free_port()));
+    let a = instance(&one, rec.port);
+    let b = instance(&two, rec.port);
+    let mut lb = haproxy(front, &one, &two);
     let target = format!("127.0.0.1:{front}");
     let dir = TempDir::new("rolling");
     let json = dir.join("r.json");
@@ -171,7 +214,7 @@ fn a_rolling_restart_loses_nothing() {
     });
     std::thread::sleep(Duration::from_millis(1500));
     a.stop().assert_success();
-    let a = instance(one, rec.port);
+    let a = instance(&one, rec.port);
     let o = load.join().unwrap();
     let t = text(&o);
     let j: serde_json::Value =
