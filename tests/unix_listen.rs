@@ -2,13 +2,16 @@
 //! drivers: Python's smtplib.LMTP (which connects to a path over AF_UNIX) side by side with
 //! Postfix's smtp-sink on a socket of its own, smtp-source -L, swaks --socket; the socket
 //! file's life (mode, a stale file replaced, a live one refused, removal at exit); a PROXY
-//! header over the socket; and Postfix itself in front, delivering to `lmtp:unix:PATH`.
+//! header over the socket; Postfix itself in front, delivering to `lmtp:unix:PATH`; and
+//! `ringload -t unix:PATH --verify` over STARTTLS with BDAT, and over LMTP.
 
 mod common;
 mod postfix_kit;
+mod ringload_run;
 
 use common::*;
 use postfix_kit::Postfix;
+use ringload_run::{ringload, text};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -495,4 +498,45 @@ fn proxy_on_a_socket_treats_its_clients_as_loopback() {
         relay.stop().assert_success();
     }
     upstream.stop().assert_success();
+}
+
+/// `ringload -t unix:PATH --verify DIR` against dumps of the sink on a socket: STARTTLS
+/// (checked against the test CA as `localhost`) with BDAT on io_uring, and LMTP with two
+/// recipients on epoll. Every acknowledged message is in the dump once.
+#[test]
+fn ringload_verifies_dumps_over_the_socket() {
+    let _heavy = heavy();
+    let dir = TempDir::new("unix-ringload");
+    let (cert, key) = test_certificate(&dir);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "uring",
+            &["--tls-cert", cert, "--tls-key", key],
+            &["--starttls", "--tls-ca", cert, "--bdat", "--size", "5k"],
+        ),
+        ("epoll", &["--lmtp"], &["--lmtp", "--rcpts", "2"]),
+    ];
+    for (io, server_args, load_args) in cases {
+        let sock = dir.join(&format!("{io}.sock"));
+        let dumps = dir.join(&format!("dumps-{io}"));
+        let d = dumps.to_str().unwrap();
+        let mut extra = vec!["-d", d];
+        extra.extend_from_slice(server_args);
+        let server = on_socket("sink", &sock, io, &extra);
+        let target = format!("unix:{}", sock.display());
+        let mut args = vec!["-t", &target, "--threads", "2", "-s", "4", "-m", "200"];
+        args.extend_from_slice(&["--verify", d]);
+        args.extend_from_slice(load_args);
+        let o = ringload(&args);
+        let t = text(&o);
+        assert!(o.status.success(), "{io}: {t}");
+        assert!(
+            t.contains("0 missing, 0 duplicated, 0 unexpected: OK"),
+            "{io}: {t}"
+        );
+        let stopped = server.stop();
+        stopped.assert_success();
+        assert_eq!(stopped.sink_summary().messages, 200, "{io}");
+    }
 }

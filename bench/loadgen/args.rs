@@ -20,9 +20,9 @@ pub const TLS_FLAGS: TlsFlagNames = TlsFlagNames {
 #[derive(Debug, Parser)]
 #[command(name = "ringload", version)]
 pub struct Args {
-    /// Server to load, host:port.
+    /// Server to load, host:port, or unix:PATH for a Unix-domain socket.
     #[arg(long, short = 't', default_value = "127.0.0.1:2525", value_parser = parse_target)]
-    pub target: SocketAddr,
+    pub target: Target,
     /// Closed loop: concurrent sessions, each sending its next message as soon as the last is
     /// acknowledged. Open loop (--rate): the most connections open at once.
     #[arg(long, short = 's', default_value_t = 1)]
@@ -162,10 +162,46 @@ impl Args {
     }
 }
 
-fn parse_target(s: &str) -> Result<SocketAddr, String> {
+/// Where the server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// A Unix-domain socket (`unix:PATH`).
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// The name a server certificate is checked against unless --tls-server-name says
+    /// otherwise: the address, or `localhost` for a socket.
+    pub fn tls_name(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.ip().to_string(),
+            Target::Unix(_) => "localhost".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => a.fmt(f),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(format!("{s}: give the socket's path after unix:"));
+        }
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
     s.to_socket_addrs()
         .map_err(|e| format!("{s}: {e}"))?
         .next()
+        .map(Target::Tcp)
         .ok_or_else(|| format!("{s}: no address"))
 }
 

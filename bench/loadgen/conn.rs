@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,10 @@ use ringrelay::client::core::{ClientCore, CoreError, Phase, Timeouts};
 use ringrelay::client::transport::{Plain, Stream, TlsStream};
 use ringrelay::client::{TlsError, TlsFailure};
 use ringrelay::Reply;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::args::Target;
 
 /// Why a connection cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,7 @@ fn io_label(e: &io::Error) -> String {
 
 enum Io {
     Tcp(TcpStream),
+    Unix(UnixStream),
     Tls(Box<Stream>),
 }
 
@@ -108,17 +110,30 @@ pub fn micros(d: Duration) -> u64 {
 
 impl Conn {
     /// Connects (the greeting is then the first reply expected).
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, ConnError> {
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnError::Connect(io::Error::new(io::ErrorKind::TimedOut, "timed out")))?
-            .map_err(ConnError::Connect)?;
-        let _ = tcp.set_nodelay(true);
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<Self, ConnError> {
+        let timed_out =
+            |_| ConnError::Connect(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        let io = match target {
+            Target::Tcp(addr) => {
+                let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(ConnError::Connect)?;
+                let _ = tcp.set_nodelay(true);
+                Io::Tcp(tcp)
+            }
+            Target::Unix(path) => Io::Unix(
+                tokio::time::timeout(timeout, UnixStream::connect(path))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(ConnError::Connect)?,
+            ),
+        };
         let now = Instant::now();
         let mut sent = VecDeque::with_capacity(8);
         sent.push_back(Some(now));
         Ok(Self {
-            io: Io::Tcp(tcp),
+            io,
             core: ClientCore::new(Timeouts::uniform(timeout), now),
             rbuf: BytesMut::with_capacity(4096),
             sent,
@@ -179,6 +194,7 @@ impl Conn {
         }
         let res = match &mut self.io {
             Io::Tcp(s) => write_vectored_all(s, &mut self.out).await,
+            Io::Unix(s) => write_vectored_all(s, &mut self.out).await,
             Io::Tls(s) => {
                 let mut r = Ok(());
                 for b in self.out.drain(..) {
@@ -217,6 +233,7 @@ impl Conn {
             let read = async {
                 match &mut self.io {
                     Io::Tcp(s) => s.read_buf(&mut self.rbuf).await,
+                    Io::Unix(s) => s.read_buf(&mut self.rbuf).await,
                     Io::Tls(s) => s.read_buf(&mut self.rbuf).await,
                 }
             };
@@ -267,10 +284,12 @@ impl Conn {
         if !self.core.take_buffered_input().is_empty() {
             return Err(error(TlsFailure::CleartextAfterStartTls));
         }
-        let Io::Tcp(tcp) = self.io else {
-            return Err(error(TlsFailure::Handshake("already TLS".into())));
+        let plain = match self.io {
+            Io::Tcp(tcp) => Plain::Tcp(tcp),
+            Io::Unix(unix) => Plain::Unix(unix),
+            Io::Tls(_) => return Err(error(TlsFailure::Handshake("already TLS".into()))),
         };
-        let tls = TlsStream::handshake(Plain::Tcp(tcp), config, server_name)
+        let tls = TlsStream::handshake(plain, config, server_name)
             .await
             .map_err(|e| error(TlsFailure::from_handshake(&e)))?;
         self.io = Io::Tls(Box::new(Stream::Tls(Box::new(tls))));
@@ -283,14 +302,23 @@ impl Conn {
         if self.flush().await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), self.reply()).await;
         }
-        if let Io::Tcp(mut s) = self.io {
-            let _ = s.shutdown().await;
+        match self.io {
+            Io::Tcp(mut s) => {
+                let _ = s.shutdown().await;
+            }
+            Io::Unix(mut s) => {
+                let _ = s.shutdown().await;
+            }
+            Io::Tls(_) => {}
         }
     }
 }
 
 /// Writes all pieces with `writev`, handling short writes.
-async fn write_vectored_all(s: &mut TcpStream, pieces: &mut [Bytes]) -> io::Result<()> {
+async fn write_vectored_all<W: AsyncWrite + Unpin>(
+    s: &mut W,
+    pieces: &mut [Bytes],
+) -> io::Result<()> {
     let mut first = 0;
     while first < pieces.len() {
         let n = {

@@ -255,7 +255,7 @@ async fn open(ctx: &Ctx) -> Result<(Conn, Offer), Failure> {
     let a = &ctx.plan.args;
     let timeout = Duration::from_secs_f64(a.timeout);
     let t0 = Instant::now();
-    let mut conn = Conn::connect(a.target, timeout).await?;
+    let mut conn = Conn::connect(&a.target, timeout).await?;
     ctx.record(Stage::Connect, micros(t0.elapsed()));
     let greeting = conn.reply().await?;
     ctx.record(Stage::Banner, greeting.micros());
@@ -282,7 +282,7 @@ async fn open(ctx: &Ctx) -> Result<(Conn, Offer), Failure> {
             .expect("TLS config built for --starttls");
         let host = match &a.tls_server_name {
             Some(name) => name.clone(),
-            None => a.target.ip().to_string(),
+            None => a.target.tls_name(),
         };
         conn = conn.start_tls(config, &a.target.to_string(), &host).await?;
         features = hello(ctx, &mut conn).await?;
