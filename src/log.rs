@@ -132,8 +132,33 @@ pub fn transcript_on() -> bool {
     TRANSCRIPT_ON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether transaction lines pass the filter (on unless `init` found that the level leaves
+/// them out; a library user's own subscriber gets them all): a relay skips building the
+/// record of each transaction when they do not.
+static TRANSACTIONS_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// True when transaction lines may be written (see `TRANSACTIONS_ON`).
+pub fn transactions_on() -> bool {
+    TRANSACTIONS_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether `filter` lets transaction lines through. Asked of the filter alone, where the
+/// answer is exact (under `init`'s per-layer filters `enabled!` says yes whenever any layer
+/// might).
+fn transactions_pass(filter: EnvFilter) -> bool {
+    let probe = tracing::Dispatch::new(tracing_subscriber::registry().with(filter));
+    tracing::dispatcher::with_default(
+        &probe,
+        || tracing::enabled!(target: TRANSACTION, tracing::Level::INFO),
+    )
+}
+
 /// Installs the process's log subscriber. Call once, before the shards start.
 pub fn init(config: &LogConfig) -> Result<LogGuard, LogError> {
+    TRANSACTIONS_ON.store(
+        transactions_pass(filter(config)?),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let filter = filter(config)?;
     let named = std::env::var("RUST_LOG")
         .unwrap_or_default()
@@ -174,4 +199,20 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, LogError> {
         .try_init()
         .map_err(|_| LogError::AlreadySet)?;
     Ok(LogGuard { _guard: guard })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_lines_pass_exactly_when_the_filter_says() {
+        let pass = |f: &str| transactions_pass(EnvFilter::try_new(f).unwrap());
+        assert!(pass("info"));
+        assert!(pass("debug"));
+        assert!(pass("warn,ringrelay::transaction=info"));
+        assert!(!pass("warn"));
+        assert!(!pass("info,ringrelay::transaction=warn"));
+        assert!(!pass("off"));
+    }
 }

@@ -9,7 +9,8 @@
 //! the sender, each recipient with our reply code, the size, the duration, and for the relay
 //! the upstream that took MAIL with its own reply to the final dot (its queue id) next to
 //! ours. Formatting happens when the line is written; writing goes through `crate::log`'s
-//! bounded queue and never waits.
+//! bounded queue and never waits. When the log level leaves these lines out, no record is
+//! kept at all (`crate::log::transactions_on`).
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -50,8 +51,12 @@ pub(crate) struct TxLog(Rc<RefCell<Option<Record>>>);
 
 impl TxLog {
     /// MAIL from this session opens transaction `id` (a record still open is abandoned).
+    /// Nothing is recorded while the log leaves transaction lines out.
     pub(crate) fn begin(&self, id: &str, session: &Session, session_id: &str, shard: usize) {
         self.end(Outcome::Abandoned, None, session_id, shard, None);
+        if !crate::log::transactions_on() {
+            return;
+        }
         let env = session.envelope();
         *self.0.borrow_mut() = Some(Record {
             id: id.to_string(),
