@@ -3,7 +3,9 @@
 //!
 //! Contract:
 //! - The socket is bound under a temporary name in the same directory and renamed over the
-//!   path, so the path always names a listening socket: a stale socket file of a crashed run
+//!   path (unless the temporary name would be too long for a socket address; then the old
+//!   file is unlinked and the path bound directly), so the path always names a listening
+//!   socket: a stale socket file of a crashed run
 //!   is replaced, and a planned handover (`Sharing::Handover`) takes the path over while the
 //!   old process drains on its now unnamed socket. Without a handover, a path where another
 //!   process still accepts is refused (`InUse`), and a path that is not a socket is refused
@@ -21,6 +23,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use super::listener::{BindFailure, Sharing};
+
+/// The longest path a Unix-domain socket address holds, with its terminating NUL (Linux's
+/// `sun_path`).
+const SUN_PATH_MAX: usize = 108;
 
 /// A socket file this server created; removed on drop if it is still this server's.
 #[derive(Debug)]
@@ -75,16 +81,26 @@ pub(crate) fn bind_group(
     let mut temp_name = name.to_os_string();
     temp_name.push(format!(".{}.tmp", std::process::id()));
     let temp = dir.join(temp_name);
-    let _ = std::fs::remove_file(&temp);
-    let listener = UnixListener::bind(&temp)?;
-    let placed = (|| {
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o666))?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(e) = placed {
+    let listener = if temp.as_os_str().len() < SUN_PATH_MAX {
         let _ = std::fs::remove_file(&temp);
-        return Err(e.into());
-    }
+        let listener = UnixListener::bind(&temp)?;
+        let placed = (|| {
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o666))?;
+            std::fs::rename(&temp, path)
+        })();
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
+        listener
+    } else {
+        // No room for a temporary name beside it (sun_path is 108 octets): the old socket,
+        // stale or handed over, is unlinked first, and the path is bound directly.
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        listener
+    };
     let meta = std::fs::symlink_metadata(path)?;
     let guard = UnixPath {
         path: path.to_path_buf(),
@@ -144,6 +160,21 @@ mod tests {
         drop(new_guard);
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "no temp left");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_path_with_no_room_for_a_temporary_name_is_bound_directly() {
+        let d = dir();
+        let used = d.as_os_str().len() + 1;
+        // 107 octets in all: the longest path a socket address holds.
+        let path = d.join("s".repeat(SUN_PATH_MAX - 1 - used));
+        assert_eq!(path.as_os_str().len(), SUN_PATH_MAX - 1);
+        drop(UnixListener::bind(&path).unwrap());
+        let (ls, guard) = bind_group(&path, 1, Sharing::Exclusive).unwrap();
+        UnixStream::connect(&path).unwrap();
+        drop((ls, guard));
+        assert!(!path.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
