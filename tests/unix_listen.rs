@@ -209,7 +209,8 @@ fn smtp_source_lmtp_over_a_unix_socket() {
 }
 
 /// swaks --socket to `debug` listening on a socket and on TCP at once: the message over the
-/// socket says `X-Peer: local`, the one over TCP the client's address.
+/// socket says `X-Peer: local`, the one over TCP the client's address; then `ringrelay send
+/// --server unix:PATH` over the socket.
 #[test]
 fn swaks_to_debug_on_a_socket_and_tcp() {
     let dir = TempDir::new("unix-swaks");
@@ -239,16 +240,27 @@ fn swaks_to_debug_on_a_socket_and_tcp() {
             let mut p = Peer::spawn("swaks", &args);
             p.finish(PEER_TIMEOUT).assert_success("swaks");
         }
+        // Our own client too: `send --server unix:PATH` speaks SMTP over the socket.
+        let msg = dir.write("m.eml", b"Subject: from send\r\n\r\nbody\r\n");
+        let send = Command::new(env!("CARGO_BIN_EXE_ringrelay"))
+            .args(["send", "--from", "a@example.org", "--to", "b@example.org"])
+            .arg("--server")
+            .arg(format!("unix:{}", sock.display()))
+            .arg(&msg)
+            .output()
+            .unwrap();
+        assert!(send.status.success(), "{send:?}");
         let stopped = server.stop();
         stopped.assert_success();
         let out = stopped.stdout_str();
         assert_eq!(
             out.matches("---------- MESSAGE FOLLOWS ----------").count(),
-            2
+            3
         );
         let first = out.find("X-Peer: local\n").expect(&out);
         let second = out.find("X-Peer: 127.0.0.1\n").expect(&out);
-        assert!(first < second, "{out}");
+        let third = out.find("Subject: from send\nX-Peer: local\n").expect(&out);
+        assert!(first < second && second < third, "{out}");
     }
 }
 

@@ -18,11 +18,12 @@ use ringrelay::client::{
 /// Options of `ringrelay send`.
 #[derive(Clone, Debug, Args)]
 pub struct SendArgs {
-    /// Server as HOST:PORT (default 127.0.0.1:25, or 24 with --lmtp).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Server as HOST:PORT (default 127.0.0.1:25, or 24 with --lmtp), or unix:PATH.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH")]
     pub server: Option<String>,
-    /// Connect to an LMTP server on this Unix socket instead of TCP.
-    #[arg(long, value_name = "PATH", requires = "lmtp")]
+    /// Connect to the server on this Unix-domain socket instead of TCP (SMTP, or LMTP with
+    /// --lmtp); --server unix:PATH says the same.
+    #[arg(long, value_name = "PATH", conflicts_with = "server")]
     pub unix: Option<PathBuf>,
     /// Envelope sender (default: From/Sender of the message, as smtplib's send_message); a
     /// display name is dropped as smtplib does ("Jane <jane@example.com>").
@@ -199,7 +200,13 @@ async fn send(args: SendArgs) -> Result<ringrelay::client::Refused, SendError> {
         debug_level: args.verbose,
         ..ConnectOptions::default()
     };
-    let mut client = match &args.unix {
+    let unix = args.unix.clone().or_else(|| {
+        args.server
+            .as_deref()
+            .and_then(|s| s.strip_prefix("unix:"))
+            .map(PathBuf::from)
+    });
+    let mut client = match &unix {
         Some(path) => SmtpClient::connect_unix(path, opts).await?,
         None => {
             let default_port = if args.lmtp { 24 } else { 25 };
