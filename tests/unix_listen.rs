@@ -462,18 +462,22 @@ fn postfix_delivers_over_lmtp_unix() {
     assert_eq!((sum.messages, sum.recipients), (3, 6), "{sum:?}");
 }
 
-/// `proxy` on a socket: a local client counts as loopback, so it may relay under the default
-/// relay networks (its message reaches the upstream, a `sink` on TCP), and may not once the
-/// relay networks leave loopback out.
+/// `proxy` on a socket, relaying to an upstream on a socket (`--upstream unix:PATH`, a sink
+/// that dumps what it gets): a local client counts as loopback, so under the default relay
+/// networks its message reaches the upstream (which sees the relay as `local`, and our
+/// `Received:` field naming 127.0.0.1); once the relay networks leave loopback out, RCPT is
+/// refused.
 #[test]
 fn proxy_on_a_socket_treats_its_clients_as_loopback() {
     require("swaks", "--version");
     let dir = TempDir::new("unix-proxy-mode");
-    let upstream = Server::sink("epoll", &["--metrics-listen", "none"]);
-    let up = format!("127.0.0.1:{}", upstream.port());
+    let up_sock = dir.join("upstream.sock");
+    let dumps = dir.join("upstream-dumps");
+    let upstream = on_socket("sink", &up_sock, "epoll", &["-d", dumps.to_str().unwrap()]);
+    let up = format!("unix:{}", up_sock.display());
     for (networks, want) in [(None, "250"), (Some("192.0.2.0/24"), "5")] {
         let sock = dir.join("relay.sock");
-        let mut args = vec!["--upstream", up.as_str()];
+        let mut args = vec!["--upstream", up.as_str(), "--hostname", "relay.test"];
         if let Some(n) = networks {
             args.extend(["--relay-networks", n]);
         }
@@ -483,12 +487,12 @@ fn proxy_on_a_socket_treats_its_clients_as_loopback() {
             &[
                 "--socket",
                 sock.to_str().unwrap(),
+                "--helo",
+                "client.example",
                 "--from",
                 "sender@example.org",
                 "--to",
                 "rcpt@example.com",
-                "--quit-after",
-                "RCPT",
             ]
             .map(String::from),
         );
@@ -509,7 +513,15 @@ fn proxy_on_a_socket_treats_its_clients_as_loopback() {
         );
         relay.stop().assert_success();
     }
-    upstream.stop().assert_success();
+    let stopped = upstream.stop();
+    stopped.assert_success();
+    assert_eq!(stopped.sink_summary().messages, 1);
+    let dump = only_file(&dumps);
+    assert!(dump.starts_with("X-Client-Addr: local\n"), "{dump}");
+    assert!(
+        dump.contains("Received: from client.example ([127.0.0.1])\n\tby relay.test (ringrelay)"),
+        "{dump}"
+    );
 }
 
 /// `ringload -t unix:PATH --verify DIR` against dumps of the sink on a socket: STARTTLS

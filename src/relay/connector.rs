@@ -1,5 +1,6 @@
 //! How the pool reaches an upstream. A `Connector` opens the byte stream to one configured
-//! server and reads its greeting — over TCP (`Tcp`, the default), or over whatever a test
+//! server and reads its greeting — over TCP or a Unix-domain socket (`Dial`, the default),
+//! or over whatever a test
 //! hands in (an in-memory duplex through `SmtpClient::over_stream`) — and `open` then makes the
 //! connection ready for transactions: EHLO (HELO when EHLO is refused), STARTTLS as configured,
 //! AUTH when configured.
@@ -20,12 +21,17 @@ pub trait Connector {
     fn connect(&self, server: &str, opts: ConnectOptions) -> Connecting;
 }
 
-/// TCP to `host:port` (`[v6]:port`; port 25 when none is given).
+/// TCP to `host:port` (`[v6]:port`; port 25 when none is given), or the Unix-domain socket
+/// of `unix:PATH` (a content filter or an MTA listening on one).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Tcp;
+pub struct Dial;
 
-impl Connector for Tcp {
+impl Connector for Dial {
     fn connect(&self, server: &str, opts: ConnectOptions) -> Connecting {
+        if let Some(path) = server.strip_prefix("unix:") {
+            let path = std::path::PathBuf::from(path);
+            return Box::pin(async move { SmtpClient::connect_unix(&path, opts).await });
+        }
         let (host, port) = match server.rsplit_once(':') {
             Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(25)),
             None => (server, 25),

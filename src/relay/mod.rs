@@ -86,7 +86,7 @@ pub struct Relay {
 impl Relay {
     /// The relay for shard `shard`.
     pub fn new(config: &RelayConfig, shard: usize) -> Self {
-        Self::with_connector(config, shard, Rc::new(connector::Tcp))
+        Self::with_connector(config, shard, Rc::new(connector::Dial))
     }
 
     /// The relay for shard `shard`, reaching its upstreams through `connector` (tests run it

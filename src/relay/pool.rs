@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::connector::{self, Connector, Tcp};
+use super::connector::{self, Connector, Dial};
 use super::reply_map::{incident, unavailable};
 use crate::client::core::Timeouts;
 use crate::client::{ClientError, SmtpClient, TlsOptions};
@@ -187,7 +187,7 @@ pub struct Offers {
 impl UpstreamPool {
     /// An empty pool whose connections are TCP.
     pub fn new(config: Swap<UpstreamConfig>) -> Rc<RefCell<Self>> {
-        Self::with_connector(config, Rc::new(Tcp))
+        Self::with_connector(config, Rc::new(Dial))
     }
 
     /// An empty pool whose connections `connector` opens.

@@ -21,8 +21,8 @@ use ringrelay::server::ServerConfig;
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayArgs {
-    /// Upstream smarthost HOST:PORT; repeat for failover, tried in order.
-    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    /// Upstream smarthost HOST:PORT, or unix:PATH; repeat for failover, tried in order.
+    #[arg(long = "upstream", value_name = "HOST:PORT|unix:PATH")]
     #[serde(default)]
     pub upstream: Vec<String>,
     /// Client networks allowed to relay (CIDR; default 127.0.0.0/8 and ::1).
