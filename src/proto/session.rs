@@ -34,6 +34,7 @@ mod greeting;
 mod hooks;
 mod lmtp;
 mod pipeline;
+mod transaction;
 mod view;
 
 pub use auth::Credentials;
