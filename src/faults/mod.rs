@@ -15,6 +15,7 @@
 //! - with no rule configured the sink does not pay for this layer: the binary leaves it out.
 
 pub mod dist;
+pub mod matching;
 pub mod rules;
 
 use std::cell::{Cell, RefCell};
