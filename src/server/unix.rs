@@ -3,13 +3,12 @@
 //!
 //! Contract:
 //! - The socket is bound under a temporary name in the same directory and renamed over the
-//!   path (unless the temporary name would be too long for a socket address; then the old
-//!   file is unlinked and the path bound directly), so the path always names a listening
-//!   socket: a stale socket file of a crashed run
+//!   path, so the path always names a listening socket: a stale socket file of a crashed run
 //!   is replaced, and a planned handover (`Sharing::Handover`) takes the path over while the
-//!   old process drains on its now unnamed socket. Without a handover, a path where another
-//!   process still accepts is refused (`InUse`), and a path that is not a socket is refused
-//!   as it is, never deleted.
+//!   old process drains on its now unnamed socket. (When the temporary name would be too
+//!   long for a socket address, the old file is unlinked and the path bound directly.)
+//! - Without a handover, a path where another process still accepts is refused (`InUse`).
+//!   A path that is not a socket is refused as it is, never deleted.
 //! - The file's mode is 0666, as smtp-sink and systemd make it: who may connect is decided by
 //!   the directory's permissions.
 //! - One socket serves every shard (Linux does not spread Unix-domain connections across
