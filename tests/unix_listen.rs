@@ -312,11 +312,16 @@ fn the_socket_file_is_handled_with_care() {
 }
 
 fn greeting(path: &Path) -> String {
+    connect_greeted(path).1
+}
+
+/// A connection to the socket, kept open, and its first line.
+fn connect_greeted(path: &Path) -> (UnixStream, String) {
     let s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).unwrap();
-    line
+    (s, line)
 }
 
 /// A PROXY v2 header over the socket (a balancer in front of a local socket): the proxied
@@ -563,4 +568,41 @@ fn ringload_verifies_dumps_over_the_socket() {
         stopped.assert_success();
         assert_eq!(stopped.sink_summary().messages, 200, "{io}");
     }
+}
+
+/// Clients on the socket have no address to count: `--max-connections-per-client 1` lets
+/// three of them in at once (a TCP client from 127.0.0.1 would be the second's 421).
+#[test]
+fn the_per_client_limit_does_not_count_socket_clients() {
+    let dir = TempDir::new("unix-per-client");
+    let sock = dir.join("smtp.sock");
+    let server = on_socket(
+        "sink",
+        &sock,
+        "epoll",
+        &[
+            "--max-connections-per-client",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let held: Vec<(UnixStream, String)> = (0..3).map(|_| connect_greeted(&sock)).collect();
+    for (_, g) in &held {
+        assert!(g.starts_with("220 "), "{g:?}");
+    }
+    // The same limit still holds on TCP: a second client from 127.0.0.1 gets 421.
+    let port = server.addrs[0].port();
+    let first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let tcp_greeting = |s: &std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    assert!(tcp_greeting(&first).starts_with("220 "));
+    let second = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(tcp_greeting(&second).starts_with("421 "));
+    drop((first, second, held));
+    server.stop().assert_success();
 }
