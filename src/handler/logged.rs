@@ -45,19 +45,7 @@ pub struct LoggedConn<C> {
 impl<S: Service> Service for Logged<S> {
     type Conn = LoggedConn<S::Conn>;
 
-    forward_service!(
-        start,
-        close,
-        shutdown,
-        pipelines_decisions,
-        session_extensions,
-        command_hook,
-        ehlo_keywords,
-        drain_metrics,
-        exempt_from_client_limit,
-        upstream_stats,
-        mailman_stats,
-    );
+    forward_service!(all);
 
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn {
         let l = this.borrow();

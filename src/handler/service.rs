@@ -91,11 +91,27 @@ pub trait Service: 'static {
 }
 
 /// Inside `impl<S: Service> Service for Wrapper<S>`, where `Wrapper` holds the wrapped service
-/// in a field `inner: Rc<RefCell<S>>`: writes the named `Service` methods as calls passed on
-/// to `inner` unchanged. A wrapper (fault injection, the transaction log, the load-test
+/// in a field `inner: Rc<RefCell<S>>`: writes the named `Service` methods (or `all` of them
+/// but `open`) as calls passed on to `inner` unchanged. A wrapper (fault injection, the transaction log, the load-test
 /// target options) names every method it does not change itself, so that whatever the
 /// wrapped service says (its extensions, hooks, metrics, pool counters) is not lost.
 macro_rules! forward_service {
+    // Every method but `open`: for a wrapper that changes only what its connections do.
+    (all) => {
+        forward_service!(
+            start,
+            close,
+            shutdown,
+            pipelines_decisions,
+            session_extensions,
+            command_hook,
+            ehlo_keywords,
+            drain_metrics,
+            exempt_from_client_limit,
+            upstream_stats,
+            mailman_stats,
+        );
+    };
     ($($method:ident),* $(,)?) => { $( forward_service!(@ $method); )* };
     (@start) => {
         fn start(this: &std::rc::Rc<std::cell::RefCell<Self>>) {

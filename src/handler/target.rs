@@ -126,19 +126,7 @@ pub struct TargetConn<C> {
 impl<S: Service> Service for Target<S> {
     type Conn = TargetConn<S::Conn>;
 
-    forward_service!(
-        start,
-        close,
-        shutdown,
-        pipelines_decisions,
-        session_extensions,
-        command_hook,
-        ehlo_keywords,
-        drain_metrics,
-        exempt_from_client_limit,
-        upstream_stats,
-        mailman_stats,
-    );
+    forward_service!(all);
 
     fn open(this: &Rc<RefCell<Self>>, session: &Session) -> Self::Conn {
         let t = this.borrow();
