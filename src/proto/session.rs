@@ -34,6 +34,7 @@ mod greeting;
 mod hooks;
 mod lmtp;
 mod pipeline;
+mod replies;
 mod transaction;
 mod view;
 
@@ -51,10 +52,10 @@ use core::net::SocketAddr;
 use super::address::Mailbox;
 use super::command::Verb;
 use super::config::{Extensions, SessionConfig};
-use super::data::{DataChunk, DataScanner, Piece, PieceSource};
+use super::data::{DataScanner, Piece};
 use super::envelope::Envelope;
 use super::event::{Event, Observation};
-use super::reply::{EnhancedCode, Reply};
+use super::reply::Reply;
 
 /// Where the session stands in RFC 5321 §4.1.4 command ordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -450,103 +451,6 @@ impl Session {
             }
         }
         pos
-    }
-
-    /// A message body begins now (354 given, or the first BDAT chunk taken).
-    pub(super) fn body_started(&mut self) {
-        self.data_started = Some(self.last_activity);
-        self.data_octets = 0;
-    }
-
-    fn resolve_fixups(&mut self, mut bytes_of: impl FnMut(std::ops::Range<usize>) -> Bytes) {
-        for (index, range) in self.fixups.drain(..) {
-            if let Some(Event::DataChunk(chunk)) = self.events.get_mut(index) {
-                chunk.set_wire(bytes_of(range));
-            }
-        }
-    }
-
-    /// Turns scanned pieces (offsets relative to `base` in the input) into chunk events and
-    /// counts their content against the size limit.
-    fn emit_pieces(&mut self, base: usize) {
-        let limit = self.config.data_size_limit;
-        let mut pieces = std::mem::take(&mut self.pieces);
-        for piece in pieces.drain(..) {
-            let len = match &piece.source {
-                PieceSource::Input(r) => r.len(),
-                PieceSource::Static(b) => b.len(),
-            };
-            self.envelope.data_size += (len - piece.dots.len()) as u64;
-            let Some(body) = self.body.as_mut() else {
-                continue;
-            };
-            if limit != 0 && self.envelope.data_size > limit {
-                body.too_big = true;
-            }
-            if body.too_big || body.scanner.bare_line_ending && !self.normalizing() {
-                continue;
-            }
-            match piece.source {
-                PieceSource::Static(b) => self.events.push_back(Event::DataChunk(DataChunk::new(
-                    Bytes::from_static(b),
-                    piece.dots,
-                ))),
-                PieceSource::Input(r) => {
-                    self.fixups
-                        .push((self.events.len(), base + r.start..base + r.end));
-                    self.events
-                        .push_back(Event::DataChunk(DataChunk::new(Bytes::new(), piece.dots)));
-                }
-            }
-        }
-        self.pieces = pieces;
-    }
-
-    fn normalizing(&self) -> bool {
-        self.config.bare_line_endings == super::config::BareLineEndings::Normalize
-    }
-
-    /// Writes a reply, with its enhanced code when ENHANCEDSTATUSCODES was advertised.
-    fn write(&mut self, reply: &Reply) {
-        let esc = self.esmtp && self.extensions.enhanced_status_codes;
-        reply.write_to(&mut self.out, esc);
-        if let Some(verb) = self.pending_verb.take() {
-            self.observe(Observation::Command {
-                verb,
-                code: reply.code(),
-            });
-        }
-    }
-
-    /// Writes a reply to a protocol error and spends one unit of the error budget.
-    fn protocol_error(&mut self, reply: Reply) {
-        self.write(&reply);
-        self.spend_error();
-    }
-
-    fn spend_error(&mut self) {
-        self.errors += 1;
-        if self.config.max_errors != 0 && self.errors >= self.config.max_errors {
-            let text = format!("{} Error: too many errors", self.config.hostname);
-            self.close_with(Reply::new(421, EnhancedCode::new(4, 7, 0), text));
-        }
-    }
-
-    /// Counts a junk command (its reply already written); beyond the junk limit each one
-    /// spends the error budget.
-    fn junk(&mut self) {
-        self.junk = self.junk.saturating_add(1);
-        let limit = self.config.max_junk_commands;
-        if limit != 0 && self.junk > limit {
-            self.spend_error();
-        }
-    }
-
-    /// Writes a refusal that only follows from an earlier one in the same transaction: junk,
-    /// not an error (a pipelining client sent the command before it could know).
-    fn follow_on_refusal(&mut self, reply: Reply) {
-        self.write(&reply);
-        self.junk();
     }
 
     /// Drops the transaction in progress (if any), telling the handler.

@@ -1,6 +1,10 @@
-//! Receiving message bodies: the DATA and BDAT input modes and the verdict at the body's end.
+//! Receiving message bodies: the DATA and BDAT input modes, the scanned pieces turned into
+//! chunk events (counted against the size limit), and the verdict at the body's end.
 //! Part of `Session`; see the parent module for the contract.
 
+use bytes::Bytes;
+
+use super::super::data::{DataChunk, PieceSource};
 use super::super::event::{Event, Observation};
 use super::super::reply::{EnhancedCode, Reply};
 use super::{Awaiting, Mode, Session};
@@ -147,4 +151,65 @@ fn too_big_reply() -> Reply {
         EnhancedCode::new(5, 3, 4),
         "Error: message size exceeds fixed maximum message size",
     )
+}
+
+/// Scanned body pieces to chunk events (with their bytes fixed up once the input buffer is
+/// known), and the size limit counted on the way.
+impl Session {
+    /// A message body begins now (354 given, or the first BDAT chunk taken).
+    pub(super) fn body_started(&mut self) {
+        self.data_started = Some(self.last_activity);
+        self.data_octets = 0;
+    }
+
+    pub(super) fn resolve_fixups(
+        &mut self,
+        mut bytes_of: impl FnMut(std::ops::Range<usize>) -> Bytes,
+    ) {
+        for (index, range) in self.fixups.drain(..) {
+            if let Some(Event::DataChunk(chunk)) = self.events.get_mut(index) {
+                chunk.set_wire(bytes_of(range));
+            }
+        }
+    }
+
+    /// Turns scanned pieces (offsets relative to `base` in the input) into chunk events and
+    /// counts their content against the size limit.
+    pub(super) fn emit_pieces(&mut self, base: usize) {
+        let limit = self.config.data_size_limit;
+        let mut pieces = std::mem::take(&mut self.pieces);
+        for piece in pieces.drain(..) {
+            let len = match &piece.source {
+                PieceSource::Input(r) => r.len(),
+                PieceSource::Static(b) => b.len(),
+            };
+            self.envelope.data_size += (len - piece.dots.len()) as u64;
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            if limit != 0 && self.envelope.data_size > limit {
+                body.too_big = true;
+            }
+            if body.too_big || body.scanner.bare_line_ending && !self.normalizing() {
+                continue;
+            }
+            match piece.source {
+                PieceSource::Static(b) => self.events.push_back(Event::DataChunk(DataChunk::new(
+                    Bytes::from_static(b),
+                    piece.dots,
+                ))),
+                PieceSource::Input(r) => {
+                    self.fixups
+                        .push((self.events.len(), base + r.start..base + r.end));
+                    self.events
+                        .push_back(Event::DataChunk(DataChunk::new(Bytes::new(), piece.dots)));
+                }
+            }
+        }
+        self.pieces = pieces;
+    }
+
+    pub(super) fn normalizing(&self) -> bool {
+        self.config.bare_line_endings == super::super::config::BareLineEndings::Normalize
+    }
 }
