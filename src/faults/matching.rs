@@ -8,7 +8,6 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::Action;
 use crate::proto::{EnhancedCode, Reply};
 
 /// Which sessions, envelopes and messages a rule is for; every field given must fit.
@@ -89,21 +88,37 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 /// The reply an address trigger gives a recipient, if its local part asks for one.
 pub fn address_trigger(recipient: &str) -> Option<Reply> {
-    let local = local_of(recipient).to_ascii_lowercase();
-    for (prefix, code) in [("450-", 450u16), ("550-", 550), ("250-", 250)] {
-        if local.starts_with(prefix) {
-            return (code != 250)
-                .then(|| Action::reply(code, None, "Error: requested by the recipient address"));
+    let local = local_of(recipient);
+    let starts = |prefix: &str| {
+        local
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    for (prefix, code, class) in [("450-", 450u16, 4u8), ("550-", 550, 5), ("250-", 250, 2)] {
+        if starts(prefix) {
+            return (code != 250).then(|| {
+                Reply::new(
+                    code,
+                    EnhancedCode::new(class, 0, 0),
+                    "Error: requested by the recipient address",
+                )
+            });
         }
     }
-    if local.contains("tempfail") {
+    let contains = |word: &str| {
+        local
+            .as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if contains("tempfail") {
         return Some(Reply::new(
             451,
             EnhancedCode::new(4, 2, 0),
             "Temporary failure requested",
         ));
     }
-    if local.contains("permfail") {
+    if contains("permfail") {
         return Some(Reply::new(
             550,
             EnhancedCode::new(5, 1, 1),

@@ -198,9 +198,9 @@ fn header_names(head: &[u8]) -> Vec<String> {
 }
 
 impl<C: Connection> FaultyConn<C> {
-    fn count(&self, stage: Stage, action: &Action) {
+    fn count(&self, stage: Stage, action: usize) {
         let s = Stage::ALL.iter().position(|x| *x == stage).unwrap_or(0);
-        self.shared.injected.borrow_mut()[s][action.index()] += 1;
+        self.shared.injected.borrow_mut()[s][action] += 1;
     }
 
     fn delay(&self, d: Duration) -> Duration {
@@ -222,8 +222,17 @@ impl<C: Connection> FaultyConn<C> {
         }))
     }
 
+    /// Answers `event` with an injected refusal.
+    fn refuse(&mut self, session: &Session, event: &Event, reply: Reply) -> Answer {
+        if matches!(event, Event::DataEnd) {
+            // The wrapped service collected this message: it is void.
+            let _ = self.inner.event(session, Event::Reset);
+        }
+        Answer::Now(Some(reply))
+    }
+
     /// A rule's verdict on `event`, if one fires.
-    fn inject(&mut self, session: &Session, stage: Stage, event: &Event) -> Option<Action> {
+    fn inject(&mut self, session: &Session, stage: Stage, event: &Event) -> Option<Fired> {
         let set = self.shared.rules.borrow();
         let triggers = stage == Stage::Rcpt && set.spec.address_triggers;
         if !set.has_stage(stage) && !triggers {
@@ -237,11 +246,7 @@ impl<C: Connection> FaultyConn<C> {
         };
         if triggers {
             if let Some(reply) = one.and_then(rules::address_trigger) {
-                return Some(Action::Reply {
-                    code: reply.code(),
-                    enhanced: reply.enhanced().map(|e| e.to_string()),
-                    text: reply.text().to_string(),
-                });
+                return Some(Fired::Reply(reply));
             }
         }
         let all: Vec<&str> = if one.is_none() && set.needs_recipients(stage) {
@@ -271,7 +276,10 @@ impl<C: Connection> FaultyConn<C> {
         };
         let mut rng = self.shared.rng.borrow_mut();
         set.decide(stage, &facts, &mut *rng)
-            .map(|r| r.action.clone())
+            .map(|r| match r.reply() {
+                Some(reply) => Fired::Reply(reply.clone()),
+                None => Fired::Act(r.action.clone()),
+            })
     }
 }
 
@@ -310,25 +318,30 @@ impl<C: Connection> Connection for FaultyConn<C> {
             }
             return self.inner.event(session, event);
         };
-        let Some(action) = self.inject(session, stage, &event) else {
+        let Some(fired) = self.inject(session, stage, &event) else {
             if matches!(event, Event::DataEnd) {
                 self.note_message();
             }
             return self.inner.event(session, event);
         };
-        self.count(stage, &action);
+        let action = match fired {
+            Fired::Reply(reply) => {
+                self.count(stage, Action::reply_index(reply.code()));
+                return self.refuse(session, &event, reply);
+            }
+            Fired::Act(action) => action,
+        };
+        self.count(stage, action.index());
         match action {
             Action::Reply {
                 code,
                 enhanced,
                 text,
-            } => {
-                if matches!(event, Event::DataEnd) {
-                    // The wrapped service collected this message: it is void.
-                    let _ = self.inner.event(session, Event::Reset);
-                }
-                Answer::Now(Some(Action::reply(code, enhanced.as_deref(), &text)))
-            }
+            } => self.refuse(
+                session,
+                &event,
+                Action::reply(code, enhanced.as_deref(), &text),
+            ),
             Action::Disconnect => Answer::Close {
                 reply: None,
                 delay: Duration::ZERO,
@@ -364,6 +377,13 @@ impl<C: Connection> Connection for FaultyConn<C> {
     fn close(&mut self, session: &Session) {
         self.inner.close(session);
     }
+}
+
+/// What fired: a reply ready to send (a reply rule's, built once when the rule was
+/// validated, or an address trigger's), or another action.
+enum Fired {
+    Reply(Reply),
+    Act(Action),
 }
 
 /// smtp-sink `-A`: at `at`, 550 and no more reading.

@@ -160,15 +160,7 @@ fn zero_delay() -> Dist {
 impl Action {
     /// The label value of `ringrelay_faults_injected_total{action}`.
     pub fn name(&self) -> &'static str {
-        match self {
-            Action::Reply { code, .. } if *code >= 500 => "reply_5xx",
-            Action::Reply { .. } => "reply_4xx",
-            Action::Disconnect => "disconnect",
-            Action::Close => "close_421",
-            Action::Delay { .. } => "delay",
-            Action::Throttle { .. } => "throttle",
-            Action::Abort { .. } => "abort",
-        }
+        Self::NAMES[self.index()]
     }
 
     /// Every action label, in order.
@@ -184,10 +176,19 @@ impl Action {
 
     /// Index of `name()` in `NAMES`.
     pub fn index(&self) -> usize {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == self.name())
-            .unwrap_or(0)
+        match self {
+            Action::Reply { code, .. } => Self::reply_index(*code),
+            Action::Disconnect => 2,
+            Action::Close => 3,
+            Action::Delay { .. } => 4,
+            Action::Throttle { .. } => 5,
+            Action::Abort { .. } => 6,
+        }
+    }
+
+    /// Index in `NAMES` of a reply with `code` (`reply_4xx` or `reply_5xx`).
+    pub fn reply_index(code: u16) -> usize {
+        usize::from(code >= 500)
     }
 
     /// The reply of a `Reply` action.
@@ -213,9 +214,16 @@ pub struct Rule {
     pub probability: f64,
     /// What it does.
     pub action: Action,
+    /// The reply of a `Reply` action, built once when the rule was validated.
+    reply: Option<Reply>,
 }
 
 impl Rule {
+    /// The reply a `Reply` rule answers with (`None` for other actions).
+    pub fn reply(&self) -> Option<&Reply> {
+        self.reply.as_ref()
+    }
+
     /// True when the facts fit every field of the match.
     pub fn fits(&self, f: &Facts<'_>) -> bool {
         let m = &self.matches;
@@ -349,12 +357,21 @@ impl RuleSet {
                 Some(c) => Some(c.parse::<Network>().map_err(|e| at(e.to_string()))?),
                 None => None,
             };
+            let reply = match &r.action {
+                Action::Reply {
+                    code,
+                    enhanced,
+                    text,
+                } => Some(Action::reply(*code, enhanced.as_deref(), text)),
+                _ => None,
+            };
             rules.push(Rule {
                 stage: r.stage,
                 matches: r.matches.clone(),
                 client,
                 probability: r.probability,
                 action: r.action.clone(),
+                reply,
             });
         }
         let bit = |st: Stage| 1u32 << st as u32;
