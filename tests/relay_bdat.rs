@@ -74,10 +74,7 @@ fn intermediate_chunk_fails_once_the_upstream_dropped() {
 #[test]
 fn first_chunk_gets_the_upstreams_refusal_of_data() {
     for io in IO_MODES {
-        let up = Scripted::start("data-554");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("bdat.example");
+        let (up, server, mut c) = scripted_relay(io, "data-554", &[], "bdat.example");
         c.ok("MAIL FROM:<a@example.com>");
         c.ok("RCPT TO:<b@example.com>");
         chunk(&mut c, &tagged("refused-data"), false);
@@ -101,10 +98,7 @@ fn first_chunk_gets_the_upstreams_refusal_of_data() {
 #[test]
 fn healthy_chunks_are_acknowledged_and_delivered() {
     for io in IO_MODES {
-        let up = Scripted::start("ok");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("bdat.example");
+        let (up, server, mut c) = scripted_relay(io, "ok", &[], "bdat.example");
         c.ok("MAIL FROM:<a@example.com>");
         c.ok("RCPT TO:<b@example.com>");
         chunk(&mut c, &tagged("chunks-ok"), false);

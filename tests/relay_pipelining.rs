@@ -16,10 +16,7 @@ use std::time::Duration;
 /// The scripted upstream in `mode`, the relay in front of it (`io`, `extra` flags) and a
 /// client that has said EHLO.
 fn start(mode: &str, io: &str, extra: &[&str]) -> (Scripted, Server, Client) {
-    let up = Scripted::start(mode);
-    let server = proxy(io, &[up.port], extra);
-    let mut c = Client::connect(server.port());
-    c.ehlo("client.example");
+    let (up, server, c) = scripted_relay(io, mode, extra, "client.example");
     (up, server, c)
 }
 

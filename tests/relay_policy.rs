@@ -54,10 +54,12 @@ fn relay_networks_refuse_outsiders() {
 /// `--relay-domains example.com`: other recipient domains (subdomains included) get 554 5.7.1.
 #[test]
 fn relay_domains_refuse_other_domains() {
-    let up = Scripted::start("ok");
-    let server = proxy("epoll", &[up.port], &["--relay-domains", "example.com"]);
-    let mut c = Client::connect(server.port());
-    c.ehlo("client.example");
+    let (up, server, mut c) = scripted_relay(
+        "epoll",
+        "ok",
+        &["--relay-domains", "example.com"],
+        "client.example",
+    );
     c.ok("MAIL FROM:<a@example.org>");
     for r in ["x@example.org", "y@sub.example.com", "z@example.com.evil"] {
         let (code, line) = c.cmd(&format!("RCPT TO:<{r}>"));
@@ -101,10 +103,7 @@ fn with_received(hops: usize, token: &str) -> Vec<u8> {
 #[test]
 fn loop_guard() {
     for io in IO_MODES {
-        let up = Scripted::start("ok");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay(io, "ok", &[], "client.example");
         let looping = with_received(101, "loop");
         let (code, line) = c.transaction("a@example.com", &["b@example.com"], &looping);
         assert_eq!(code, 554, "{io}: {line}");

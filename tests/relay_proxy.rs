@@ -414,10 +414,7 @@ fn message_refused_by_us_is_not_delivered() {
     let cases: [(&str, Vec<u8>, u16); 3] =
         [("bare", bare, 554), ("long", long, 554), ("big", big, 552)];
     for io in IO_MODES {
-        let up = Scripted::start("ok");
-        let server = proxy(io, &[up.port], &["--size", "30000"]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay(io, "ok", &["--size", "30000"], "client.example");
         for (name, content, want) in &cases {
             let mut wire = content.clone();
             wire.extend_from_slice(b".\r\n");
@@ -444,10 +441,7 @@ fn message_refused_by_us_is_not_delivered() {
 #[test]
 fn pipelining_after_the_final_dot() {
     for io in IO_MODES {
-        let up = Scripted::start("ok");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay(io, "ok", &[], "client.example");
         c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
         assert_eq!(c.reply().0, 250);
         assert_eq!(c.reply().0, 250);

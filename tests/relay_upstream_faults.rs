@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn upstream_refuses_a_recipient() {
     for io in IO_MODES {
-        let up = Scripted::start("refuse-rcpt");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay(io, "refuse-rcpt", &[], "client.example");
         c.send(
             b"MAIL FROM:<a@example.com>\r\nRCPT TO:<bad@example.com>\r\nRCPT TO:<good@example.com>\r\nRCPT TO:<busy@example.com>\r\nDATA\r\n",
         );
@@ -70,10 +67,7 @@ fn upstream_refuses_data() {
             ("data-554", "554 5.3.0 no data for you"),
             ("data-451", "451 4.3.0 cannot take data now"),
         ] {
-            let up = Scripted::start(mode);
-            let server = proxy(io, &[up.port], &[]);
-            let mut c = Client::connect(server.port());
-            c.ehlo("client.example");
+            let (up, server, mut c) = scripted_relay(io, mode, &[], "client.example");
             c.ok("MAIL FROM:<a@example.com>");
             c.ok("RCPT TO:<b@example.com>");
             let (_, line) = c.cmd("DATA");
@@ -100,10 +94,7 @@ fn upstream_refuses_data() {
 #[test]
 fn upstream_421_mid_transaction() {
     for io in IO_MODES {
-        let up = Scripted::start("rcpt-421");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay(io, "rcpt-421", &[], "client.example");
         c.ok("MAIL FROM:<a@example.com>");
         c.ok("RCPT TO:<first@example.com>");
         let (code, line) = c.cmd("RCPT TO:<bye@example.com>");
@@ -129,10 +120,7 @@ fn upstream_421_mid_transaction() {
 fn upstream_answers_data_with_something_else() {
     for io in IO_MODES {
         for mode in ["data-334", "data-250"] {
-            let up = Scripted::start(mode);
-            let server = proxy(io, &[up.port], &[]);
-            let mut c = Client::connect(server.port());
-            c.ehlo("client.example");
+            let (up, server, mut c) = scripted_relay(io, mode, &[], "client.example");
             c.ok("MAIL FROM:<a@example.com>");
             c.ok("RCPT TO:<b@example.com>");
             let (code, line) = c.cmd("DATA");
@@ -167,10 +155,7 @@ fn upstream_refuses_at_end_of_data() {
             ("eod-554", "554 5.6.0 content refused"),
             ("eod-452", "452 4.3.1 insufficient storage, later"),
         ] {
-            let up = Scripted::start(mode);
-            let server = proxy(io, &[up.port], &[]);
-            let mut c = Client::connect(server.port());
-            c.ehlo("client.example");
+            let (up, server, mut c) = scripted_relay(io, mode, &[], "client.example");
             for i in 0..2 {
                 let (_, line) = c.transaction(
                     "a@example.com",
@@ -242,10 +227,8 @@ fn upstream_down() {
 #[test]
 fn upstream_never_greets() {
     for io in IO_MODES {
-        let up = Scripted::start("mute");
-        let server = proxy(io, &[up.port], &["--upstream-timeout", "2"]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) =
+            scripted_relay(io, "mute", &["--upstream-timeout", "2"], "client.example");
         let t0 = Instant::now();
         let (code, line) = c.cmd("MAIL FROM:<a@example.com>");
         let took = t0.elapsed();
@@ -332,10 +315,7 @@ fn drain_timeout_while_upstream_hangs() {
 #[test]
 fn upstream_drops_mid_data() {
     for io in IO_MODES {
-        let up = Scripted::start("drop-mid-data");
-        let server = proxy(io, &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay(io, "drop-mid-data", &[], "client.example");
         let mut msg = tagged("dropped");
         for i in 0..2000 {
             msg.extend_from_slice(format!("filler line {i}\r\n").as_bytes());
@@ -435,10 +415,7 @@ fn upstream_421_on_idle_pooled_connection() {
 #[test]
 fn upstream_3xx_to_mail_or_rcpt_is_a_tempfail() {
     for mode in ["mail-354", "rcpt-354"] {
-        let up = Scripted::start(mode);
-        let server = proxy("epoll", &[up.port], &[]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay("epoll", mode, &[], "client.example");
         let (mail, line) = c.cmd("MAIL FROM:<a@example.com>");
         let (code, line) = if mode == "mail-354" {
             (mail, line)
@@ -466,10 +443,7 @@ fn upstream_3xx_to_mail_or_rcpt_is_a_tempfail() {
 fn upstream_unsolicited_lines_retire_the_connection() {
     for io in IO_MODES {
         for mode in ["extra-after-dot", "extra-while-idle"] {
-            let up = Scripted::start(mode);
-            let server = proxy(io, &[up.port], &[]);
-            let mut c = Client::connect(server.port());
-            c.ehlo("client.example");
+            let (up, server, mut c) = scripted_relay(io, mode, &[], "client.example");
             let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("x1"));
             assert_eq!(code, 250, "{io} {mode}: {line}");
             std::thread::sleep(Duration::from_millis(300));

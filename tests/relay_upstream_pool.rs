@@ -16,10 +16,7 @@ use std::time::Duration;
 #[test]
 fn mail_parameters_follow_the_upstream_extensions() {
     for mode in ["no-ext", "helo-only"] {
-        let up = Scripted::start(mode);
-        let server = proxy("epoll", &[up.port], &["--smtputf8"]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) = scripted_relay("epoll", mode, &["--smtputf8"], "client.example");
         c.ok("MAIL FROM:<a@example.com> SIZE=1234 BODY=8BITMIME");
         c.ok("RCPT TO:<b@example.com>");
         let (code, line) = c.data(&tagged(mode));
@@ -45,10 +42,7 @@ fn mail_parameters_follow_the_upstream_extensions() {
         );
     }
     // An upstream that offers them gets them.
-    let up = Scripted::start("ok");
-    let server = proxy("uring", &[up.port], &["--smtputf8"]);
-    let mut c = Client::connect(server.port());
-    c.ehlo("client.example");
+    let (up, server, mut c) = scripted_relay("uring", "ok", &["--smtputf8"], "client.example");
     c.ok("MAIL FROM:<a@example.com> SIZE=1234 BODY=8BITMIME SMTPUTF8");
     c.ok("RCPT TO:<b@example.com>");
     let (code, line) = c.data(&tagged("ext"));
@@ -351,10 +345,8 @@ fn pool_retires_connections() {
 #[test]
 fn xforward_passes_the_client_identity() {
     for (mode, offered) in [("xforward", true), ("ok", false)] {
-        let up = Scripted::start(mode);
-        let server = proxy("epoll", &[up.port], &["--upstream-xforward"]);
-        let mut c = Client::connect(server.port());
-        c.ehlo("client.example");
+        let (up, server, mut c) =
+            scripted_relay("epoll", mode, &["--upstream-xforward"], "client.example");
         for token in ["one", "two"] {
             let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged(token));
             assert_eq!(code, 250, "{mode}: {line}");
@@ -508,10 +500,7 @@ fn idle_connections_get_quit_by_the_sweep_and_at_shutdown() {
     let seen = up.finish();
     assert_eq!(seen.delivered, ["swept"]);
     // Shutdown: a long TTL, so only the shard's close sends QUIT.
-    let up = Scripted::start("ok");
-    let server = proxy("epoll", &[up.port], &[]);
-    let mut c = Client::connect(server.port());
-    c.ehlo("client.example");
+    let (up, server, mut c) = scripted_relay("epoll", "ok", &[], "client.example");
     let (code, line) = c.transaction("a@example.com", &["b@example.com"], &tagged("kept"));
     assert_eq!(code, 250, "{line}");
     c.quit();

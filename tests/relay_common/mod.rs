@@ -21,6 +21,22 @@ pub const RELAY_HOST: &str = "relay.test";
 // ---------------------------------------------------------------------------------------------
 // The relay under test
 
+/// A `Scripted` upstream in `mode`, a relay in front of it (`proxy` with `extra`), and a
+/// client connected to the relay that said EHLO `helo`. Keep the upstream bound (not `_`):
+/// dropping it stops it.
+pub fn scripted_relay(
+    io: &str,
+    mode: &str,
+    extra: &[&str],
+    helo: &str,
+) -> (Scripted, Server, Client) {
+    let up = Scripted::start(mode);
+    let server = proxy(io, &[up.port], extra);
+    let mut c = Client::connect(server.port());
+    c.ehlo(helo);
+    (up, server, c)
+}
+
 /// `ringrelay proxy` to the given upstream ports, one shard unless `extra` says otherwise.
 pub fn proxy(io: &str, upstreams: &[u16], extra: &[&str]) -> Server {
     let mut args: Vec<String> = ["--hostname", RELAY_HOST, "--metrics-listen", "none"]
